@@ -1,0 +1,38 @@
+//! The maps of the datapath. User space (`enforcer::datapath`) owns their contents; names stay
+//! under 16 bytes (the kernel's limit) and match the names user space opens them by.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use enforcer_common::{
+    CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, PolicyKey, PolicyValue,
+};
+
+/// Pods by the ifindex of the node side of their veth.
+#[map(name = "ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::with_max_entries(4096, 0);
+
+/// Address (longest prefix) to identity: pods, the node, CIDR identities, world as 0.0.0.0/0.
+#[map(name = "IPCACHE")]
+pub static IPCACHE: LpmTrie<IpcacheKey, IpcacheValue> = LpmTrie::with_max_entries(65536, 0);
+
+/// Distilled policy: (endpoint, peer identity, direction, protocol, port prefix) to verdicts.
+#[map(name = "POLICY")]
+pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(262_144, 0);
+
+/// Connection tracking.
+#[map(name = "CT")]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(131_072, 0);
+
+/// Flow events for user space.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Packet counters by verdict, reason and direction (see `metric_index`).
+#[map(name = "METRICS")]
+pub static METRICS: PerCpuArray<u64> = PerCpuArray::with_max_entries(METRICS_LEN, 0);
+
+/// Global switches written by user space, indexed by `CONFIG_*`.
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<u32> = Array::with_max_entries(4, 0);

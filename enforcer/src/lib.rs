@@ -1,0 +1,2 @@
+//! The lab's policy enforcer in user space.
+pub mod datapath;
