@@ -86,6 +86,13 @@ fn be32_raw(ctx: &TcContext, offset: usize) -> Option<u32> {
     ptr_at::<u32>(ctx, offset).map(|p| unsafe { core::ptr::read_unaligned(p) })
 }
 
+/// Reads at an offset that depends on a header length. Goes through `bpf_skb_load_bytes`: the
+/// verifier cannot always follow packet-pointer bounds at such offsets.
+#[inline(always)]
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+    ctx.load::<T>(offset).ok()
+}
+
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Parsed {
     let Some(proto) = be16_raw(ctx, 12) else {
@@ -133,7 +140,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     match proto {
         IPPROTO_TCP => {
             let (Some(sport), Some(dport), Some(flags)) =
-                (be16_raw(ctx, l4), be16_raw(ctx, l4 + 2), byte(ctx, l4 + 13))
+                (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2), load::<u8>(ctx, l4 + 13))
             else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
             };
@@ -142,14 +149,14 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             p.tcp_flags = flags;
         }
         IPPROTO_UDP => {
-            let (Some(sport), Some(dport)) = (be16_raw(ctx, l4), be16_raw(ctx, l4 + 2)) else {
+            let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2)) else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
             };
             p.sport = sport;
             p.dport = dport;
         }
         IPPROTO_ICMP => {
-            let (Some(ty), Some(id)) = (byte(ctx, l4), be16_raw(ctx, l4 + 4)) else {
+            let (Some(ty), Some(id)) = (load::<u8>(ctx, l4), load::<u16>(ctx, l4 + 4)) else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
             };
             match ty {
@@ -163,10 +170,10 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                     p.icmp_error = true;
                     let inner = l4 + 8;
                     let (Some(ivihl), Some(iproto), Some(isaddr), Some(idaddr)) = (
-                        byte(ctx, inner),
-                        byte(ctx, inner + 9),
-                        be32_raw(ctx, inner + 12),
-                        be32_raw(ctx, inner + 16),
+                        load::<u8>(ctx, inner),
+                        load::<u8>(ctx, inner + 9),
+                        load::<u32>(ctx, inner + 12),
+                        load::<u32>(ctx, inner + 16),
                     ) else {
                         return Parsed::Invalid(DROP_CT_INVALID_HEADER);
                     };
@@ -182,7 +189,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
                         ..Default::default()
                     };
                     if iproto == IPPROTO_TCP || iproto == IPPROTO_UDP {
-                        let (Some(s), Some(d)) = (be16_raw(ctx, il4), be16_raw(ctx, il4 + 2))
+                        let (Some(s), Some(d)) = (load::<u16>(ctx, il4), load::<u16>(ctx, il4 + 2))
                         else {
                             return Parsed::Invalid(DROP_CT_INVALID_HEADER);
                         };

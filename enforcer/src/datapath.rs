@@ -1,4 +1,274 @@
-//! The kernel side as user space sees it: the embedded eBPF object.
+//! The kernel side as user space sees it: loads the embedded eBPF object, pins its maps and links
+//! under a bpffs directory so enforcement survives the `lab` process (fail closed), attaches the
+//! programs to pod veths, and reads and writes the maps. Only this module touches BPF maps.
+//!
+//! On a restart the pinned maps are reused as they are (the policy stays in force) and each
+//! pinned link gets the freshly loaded program atomically, so there is no window without
+//! enforcement.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
+};
+use enforcer_common::{
+    CONFIG_FLAGS, CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, PolicyKey,
+    PolicyValue,
+};
+use thiserror::Error;
 
 /// The compiled kernel programs (`enforcer-ebpf`), built by this crate's build script.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
+
+/// Maps pinned (and reused across restarts) under `<dir>/maps/`.
+const PINNED_MAPS: [&str; 7] = ["ENDPOINTS", "IPCACHE", "POLICY", "CT", "EVENTS", "METRICS", "CONFIG"];
+
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF programs: {0}\n  (needs root, a kernel with BPF and BTF; `lab doctor` checks what is missing)")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("pinning under {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("attaching to {iface}: {detail}")]
+    Attach { iface: String, detail: String },
+}
+
+type Result<T> = std::result::Result<T, DatapathError>;
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+/// The loaded datapath of one lab instance.
+pub struct Datapath {
+    ebpf: Ebpf,
+    dir: PathBuf,
+    endpoints: HashMap<MapData, u32, EndpointInfo>,
+    ipcache: LpmTrie<MapData, IpcacheKey, IpcacheValue>,
+    policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    /// An LRU hash in the kernel; aya reads it with its `HashMap` type.
+    ct: HashMap<MapData, CtKey, CtEntry>,
+    metrics: PerCpuArray<MapData, u64>,
+    config: Array<MapData, u32>,
+    events: Option<RingBuf<MapData>>,
+}
+
+impl Datapath {
+    /// Loads the programs and opens (or creates and pins) the maps under `dir`, which must be on
+    /// a bpffs mount.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let maps_dir = dir.join("maps");
+        for d in [&maps_dir, &dir.join("links")] {
+            std::fs::create_dir_all(d).map_err(|source| DatapathError::Pin {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let paths: Vec<(&str, PathBuf)> =
+            PINNED_MAPS.iter().map(|n| (*n, maps_dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        for name in ["from_pod", "to_pod"] {
+            classifier(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
+        let endpoints = HashMap::try_from(take("ENDPOINTS")?).map_err(map_err("ENDPOINTS"))?;
+        let ipcache = LpmTrie::try_from(take("IPCACHE")?).map_err(map_err("IPCACHE"))?;
+        let policy = LpmTrie::try_from(take("POLICY")?).map_err(map_err("POLICY"))?;
+        let ct = HashMap::try_from(take("CT")?).map_err(map_err("CT"))?;
+        let metrics = PerCpuArray::try_from(take("METRICS")?).map_err(map_err("METRICS"))?;
+        let config = Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
+        let events = Some(RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?);
+        Ok(Self {
+            ebpf,
+            dir: dir.to_owned(),
+            endpoints,
+            ipcache,
+            policy,
+            ct,
+            metrics,
+            config,
+            events,
+        })
+    }
+
+    /// Attaches `from_pod` (TC ingress) and `to_pod` (TC egress) to the node side of a pod's
+    /// veth and pins both links. Must run on a thread inside the namespace of `iface`. If links
+    /// for `iface` are already pinned (a restart), the new programs replace the old atomically.
+    pub fn attach_pod(&mut self, iface: &str) -> Result<()> {
+        self.attach(iface, "from_pod", TcAttachType::Ingress, "in")?;
+        self.attach(iface, "to_pod", TcAttachType::Egress, "out")
+    }
+
+    fn attach(&mut self, iface: &str, prog: &'static str, ty: TcAttachType, tag: &str) -> Result<()> {
+        let pin = self.dir.join("links").join(format!("{iface}.{tag}"));
+        let attach_err = |detail: String| DatapathError::Attach { iface: iface.into(), detail };
+        let program = classifier(&mut self.ebpf, prog)?;
+        let link_id = if pin.exists() {
+            let old = PinnedLink::from_pin(&pin).map_err(|e| {
+                attach_err(format!("reading pinned link {}: {e}", pin.display()))
+            })?;
+            let link = SchedClassifierLink::try_from(FdLink::from(old))
+                .map_err(|e| attach_err(e.to_string()))?;
+            program.attach_to_link(link).map_err(|e| attach_err(e.to_string()))?
+        } else {
+            program
+                .attach_with_options(iface, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                .map_err(|e| attach_err(format!("{e} (is the interface in this namespace?)")))?
+        };
+        let link = program.take_link(link_id).map_err(|e| attach_err(e.to_string()))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+        let _ = std::fs::remove_file(&pin);
+        fd_link
+            .pin(&pin)
+            .map_err(|e| attach_err(format!("pinning link at {}: {e:?}", pin.display())))?;
+        Ok(())
+    }
+
+    /// Forgets the pinned links of a pod's veth (the kernel detaches them when the veth goes).
+    pub fn detach_pod(&mut self, iface: &str) {
+        for tag in ["in", "out"] {
+            let _ = std::fs::remove_file(self.dir.join("links").join(format!("{iface}.{tag}")));
+        }
+    }
+
+    pub fn set_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<()> {
+        self.endpoints.insert(ifindex, info, 0).map_err(map_err("ENDPOINTS"))
+    }
+
+    pub fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
+        match self.endpoints.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("ENDPOINTS")(e)),
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<(u32, EndpointInfo)> {
+        self.endpoints.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    pub fn set_ipcache(&mut self, addr: Ipv4Addr, prefix: u8, value: IpcacheValue) -> Result<()> {
+        let key = Key::new(u32::from(prefix), IpcacheKey { addr: u32::from(addr).to_be() });
+        self.ipcache.insert(&key, value, 0).map_err(map_err("IPCACHE"))
+    }
+
+    pub fn remove_ipcache(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(u32::from(prefix), IpcacheKey { addr: u32::from(addr).to_be() });
+        match self.ipcache.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("IPCACHE")(e)),
+        }
+    }
+
+    /// Every ipcache entry as (address, prefix length, value).
+    pub fn ipcache(&self) -> Vec<(Ipv4Addr, u8, IpcacheValue)> {
+        self.ipcache
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (Ipv4Addr::from(u32::from_be(k.data().addr)), k.prefix_len() as u8, v))
+            .collect()
+    }
+
+    pub fn set_policy(&mut self, prefix_len: u32, key: PolicyKey, value: PolicyValue) -> Result<()> {
+        self.policy
+            .insert(&Key::new(prefix_len, key), value, 0)
+            .map_err(map_err("POLICY"))
+    }
+
+    pub fn remove_policy(&mut self, prefix_len: u32, key: PolicyKey) -> Result<()> {
+        match self.policy.remove(&Key::new(prefix_len, key)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("POLICY")(e)),
+        }
+    }
+
+    /// The whole policy map as (prefix length, key) → value.
+    pub fn policy(&self) -> BTreeMap<(u32, PolicyKey), PolicyValue> {
+        self.policy
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+            .collect()
+    }
+
+    pub fn set_config_flags(&mut self, flags: u32) -> Result<()> {
+        self.config.set(CONFIG_FLAGS, flags, 0).map_err(map_err("CONFIG"))
+    }
+
+    pub fn config_flags(&self) -> u32 {
+        self.config.get(&CONFIG_FLAGS, 0).unwrap_or(0)
+    }
+
+    /// Sum over CPUs of every non-zero counter, by index (see `enforcer_common::metric_index`).
+    pub fn metrics(&self) -> Vec<(u32, u64)> {
+        (0..METRICS_LEN)
+            .filter_map(|i| {
+                let v: u64 = self.metrics.get(&i, 0).ok()?.iter().sum();
+                (v != 0).then_some((i, v))
+            })
+            .collect()
+    }
+
+    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
+        self.ct.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Removes tracking entries matching `pred` (used when an endpoint goes away).
+    pub fn flush_conntrack(&mut self, pred: impl Fn(&CtKey) -> bool) {
+        let keys: Vec<CtKey> = self.ct.keys().filter_map(|k| k.ok()).filter(|k| pred(k)).collect();
+        for k in keys {
+            let _ = self.ct.remove(&k);
+        }
+    }
+
+    /// The flow-event ring buffer; can be taken once (by the event reader task).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Missing(name))?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
