@@ -128,15 +128,26 @@ impl Datapath {
     }
 
     /// Attaches `from_pod` (TC ingress) and `to_pod` (TC egress) to the node side of a pod's
-    /// veth and pins both links. Must run on a thread inside the namespace of `iface`. If links
-    /// for `iface` are already pinned (a restart), the new programs replace the old atomically.
-    pub fn attach_pod(&mut self, iface: &str) -> Result<()> {
-        self.attach(iface, "from_pod", TcAttachType::Ingress, "in")?;
-        self.attach(iface, "to_pod", TcAttachType::Egress, "out")
+    /// veth. Must run on a thread inside the namespace of `iface` (the kernel resolves the
+    /// interface there). If links for `iface` are already pinned (a restart), the new programs
+    /// replace the old ones atomically. Returns the links to pin with [`Datapath::pin_links`],
+    /// which must run outside that thread (pinning from a thread that entered another network
+    /// namespace is refused).
+    pub fn attach_pod(&mut self, iface: &str) -> Result<Vec<(PathBuf, FdLink)>> {
+        Ok(vec![
+            self.attach(iface, "from_pod", TcAttachType::Ingress, "in")?,
+            self.attach(iface, "to_pod", TcAttachType::Egress, "out")?,
+        ])
     }
 
-    fn attach(&mut self, iface: &str, prog: &'static str, ty: TcAttachType, tag: &str) -> Result<()> {
-        let pin = self.dir.join("links").join(format!("{iface}.{tag}"));
+    fn attach(
+        &mut self,
+        iface: &str,
+        prog: &'static str,
+        ty: TcAttachType,
+        tag: &str,
+    ) -> Result<(PathBuf, FdLink)> {
+        let pin = self.dir.join("links").join(format!("{iface}_{tag}"));
         let attach_err = |detail: String| DatapathError::Attach { iface: iface.into(), detail };
         let program = classifier(&mut self.ebpf, prog)?;
         let link_id = if pin.exists() {
@@ -153,17 +164,25 @@ impl Datapath {
         };
         let link = program.take_link(link_id).map_err(|e| attach_err(e.to_string()))?;
         let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
-        let _ = std::fs::remove_file(&pin);
-        fd_link
-            .pin(&pin)
-            .map_err(|e| attach_err(format!("pinning link at {}: {e:?}", pin.display())))?;
+        Ok((pin, fd_link))
+    }
+
+    /// Pins links returned by [`Datapath::attach_pod`], so they outlive this process.
+    pub fn pin_links(links: Vec<(PathBuf, FdLink)>) -> Result<()> {
+        for (pin, link) in links {
+            let _ = std::fs::remove_file(&pin);
+            link.pin(&pin).map_err(|e| DatapathError::Pin {
+                path: pin.clone(),
+                source: io::Error::other(format!("{e:?}")),
+            })?;
+        }
         Ok(())
     }
 
     /// Forgets the pinned links of a pod's veth (the kernel detaches them when the veth goes).
     pub fn detach_pod(&mut self, iface: &str) {
         for tag in ["in", "out"] {
-            let _ = std::fs::remove_file(self.dir.join("links").join(format!("{iface}.{tag}")));
+            let _ = std::fs::remove_file(self.dir.join("links").join(format!("{iface}_{tag}")));
         }
     }
 

@@ -27,11 +27,12 @@ fn lab() -> Lab {
     let node = topo.node.path();
     for (i, pod) in topo.pods.iter().enumerate() {
         let iface = pod.node_if.clone();
-        let ifindex = in_netns(&node, || {
-            dp.attach_pod(&iface).expect("attach");
-            nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex")
+        let (links, ifindex) = in_netns(&node, || {
+            let links = dp.attach_pod(&iface).expect("attach");
+            (links, nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex"))
         })
         .expect("netns");
+        Datapath::pin_links(links).expect("pin");
         let ep = EndpointInfo {
             ep_id: i as u32 + 1,
             identity: 1001 + i as u32,

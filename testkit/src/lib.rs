@@ -260,7 +260,7 @@ pub fn tcp_roundtrip(ns: &NetNs, addr: Ipv4Addr, port: u16, msg: &[u8], timeout:
     })?
 }
 
-/// A TCP echo-once server inside `ns`: replies to each connection with `reply` then closes.
+/// A TCP server inside `ns`: reads each request to EOF, answers `reply`, then closes.
 /// Runs on a background thread in the namespace until the returned guard drops.
 pub struct TcpServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -291,7 +291,13 @@ impl TcpServer {
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
+                        // Read the request to its end first: closing with unread data would
+                        // make the kernel answer with a reset.
+                        use std::io::Read;
                         let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut sink = Vec::new();
+                        let _ = s.read_to_end(&mut sink);
                         let _ = s.write_all(reply);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
