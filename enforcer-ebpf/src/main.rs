@@ -9,6 +9,7 @@
 mod maps;
 mod packet;
 mod policy;
+mod sock;
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 

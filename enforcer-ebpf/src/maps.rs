@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, PolicyKey, PolicyValue,
+    RevNatKey, RevNatValue, ServiceKey, ServiceValue,
 };
 
 /// Pods by the ifindex of the node side of their veth.
@@ -36,3 +37,11 @@ pub static METRICS: PerCpuArray<u64> = PerCpuArray::with_max_entries(METRICS_LEN
 /// Global switches written by user space, indexed by `CONFIG_*`.
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<u32> = Array::with_max_entries(4, 0);
+
+/// ClusterIP services and their backends (socket-level load balancing).
+#[map(name = "SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(65536, 0);
+
+/// Which service address a socket used, to translate replies and `getpeername()` back.
+#[map(name = "SOCK_REVNAT")]
+pub static SOCK_REVNAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::with_max_entries(65536, 0);

@@ -17,14 +17,14 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        LinkOrder, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
 };
 use enforcer_common::{
     CONFIG_FLAGS, CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, PolicyKey,
-    PolicyValue,
+    PolicyValue, ServiceKey, ServiceValue,
 };
 use thiserror::Error;
 
@@ -33,7 +33,12 @@ pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
 /// Maps pinned (and reused across restarts) under `<dir>/maps/`.
-const PINNED_MAPS: [&str; 7] = ["ENDPOINTS", "IPCACHE", "POLICY", "CT", "EVENTS", "METRICS", "CONFIG"];
+const PINNED_MAPS: [&str; 9] = [
+    "ENDPOINTS", "IPCACHE", "POLICY", "CT", "EVENTS", "METRICS", "CONFIG", "SERVICES", "SOCK_REVNAT",
+];
+
+/// The socket-level load-balancing programs, attached to the cgroup of all pods.
+const SOCK_PROGRAMS: [&str; 4] = ["sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"];
 
 #[derive(Debug, Error)]
 pub enum DatapathError {
@@ -80,6 +85,7 @@ pub struct Datapath {
     ct: HashMap<MapData, CtKey, CtEntry>,
     metrics: PerCpuArray<MapData, u64>,
     config: Array<MapData, u32>,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
     events: Option<RingBuf<MapData>>,
 }
 
@@ -106,6 +112,11 @@ impl Datapath {
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        for name in SOCK_PROGRAMS {
+            sock_program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
         let endpoints = HashMap::try_from(take("ENDPOINTS")?).map_err(map_err("ENDPOINTS"))?;
         let ipcache = LpmTrie::try_from(take("IPCACHE")?).map_err(map_err("IPCACHE"))?;
@@ -113,6 +124,7 @@ impl Datapath {
         let ct = HashMap::try_from(take("CT")?).map_err(map_err("CT"))?;
         let metrics = PerCpuArray::try_from(take("METRICS")?).map_err(map_err("METRICS"))?;
         let config = Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
+        let services = HashMap::try_from(take("SERVICES")?).map_err(map_err("SERVICES"))?;
         let events = Some(RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?);
         Ok(Self {
             ebpf,
@@ -123,6 +135,7 @@ impl Datapath {
             ct,
             metrics,
             config,
+            services,
             events,
         })
     }
@@ -176,6 +189,74 @@ impl Datapath {
                 source: io::Error::other(format!("{e:?}")),
             })?;
         }
+        Ok(())
+    }
+
+    /// Attaches the socket load balancer to the cgroup holding every pod's processes and pins the
+    /// links. After a restart the pinned links stay as they are (same programs, same maps).
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<()> {
+        let attach_err = |detail: String| DatapathError::Attach {
+            iface: cgroup.display().to_string(),
+            detail,
+        };
+        let file = std::fs::File::open(cgroup)
+            .map_err(|e| attach_err(format!("opening the cgroup: {e}")))?;
+        for name in SOCK_PROGRAMS {
+            let pin = self.dir.join("links").join(name);
+            if pin.exists() {
+                continue;
+            }
+            let program = sock_program(&mut self.ebpf, name)?;
+            let id = program
+                .attach(&file, CgroupAttachMode::AllowMultiple)
+                .map_err(|e| attach_err(format!("{name}: {e}")))?;
+            let link = program.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+            let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+            Self::pin_links(vec![(pin, link)])?;
+        }
+        Ok(())
+    }
+
+    /// Sets the backends of a service address (replacing any previous ones). Backends are
+    /// written before the count that makes them visible, so a connect never sees a missing slot.
+    pub fn set_service(
+        &mut self,
+        vip: Ipv4Addr,
+        port: u16,
+        proto: u8,
+        service_id: u32,
+        backends: &[(Ipv4Addr, u16)],
+    ) -> Result<()> {
+        let key = |slot: u16| ServiceKey {
+            vip: u32::from(vip).to_be(),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+            slot,
+            _pad2: 0,
+        };
+        let old_count = self.services.get(&key(0), 0).map(|v| v.count).unwrap_or(0);
+        for (i, (ip, p)) in backends.iter().enumerate() {
+            let value = ServiceValue {
+                backend_ip: u32::from(*ip).to_be(),
+                backend_port: p.to_be(),
+                count: 0,
+                service_id,
+            };
+            self.services.insert(key(i as u16 + 1), value, 0).map_err(map_err("SERVICES"))?;
+        }
+        let head = ServiceValue { backend_ip: 0, backend_port: 0, count: backends.len() as u16, service_id };
+        self.services.insert(key(0), head, 0).map_err(map_err("SERVICES"))?;
+        for slot in backends.len() as u16 + 1..=old_count {
+            let _ = self.services.remove(&key(slot));
+        }
+        Ok(())
+    }
+
+    pub fn remove_service(&mut self, vip: Ipv4Addr, port: u16, proto: u8) -> Result<()> {
+        self.set_service(vip, port, proto, 0, &[])?;
+        let key = ServiceKey { vip: u32::from(vip).to_be(), port: port.to_be(), proto, _pad: 0, slot: 0, _pad2: 0 };
+        let _ = self.services.remove(&key);
         Ok(())
     }
 
@@ -283,6 +364,13 @@ impl Datapath {
     pub fn pin_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+fn sock_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::Missing(name))?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {

@@ -268,6 +268,60 @@ pub const fn metric_index(kind: u8, reason: u8, direction: u8) -> u32 {
 /// The counter of flow events lost because the ring buffer was full.
 pub const METRIC_EVENTS_LOST: u32 = metric_index(METRIC_FORWARDED, 255, 0);
 
+/// Key of the `SERVICES` map (socket-level load balancing of ClusterIP services). Slot 0 is the
+/// service itself (its value holds the backend count); slots 1..=count are its backends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Virtual IP, network order.
+    pub vip: u32,
+    /// Service port, network order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Backend slot, host order.
+    pub slot: u16,
+    pub _pad2: u16,
+}
+
+/// Value of the `SERVICES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    /// Backend address, network order (slot 0: unused).
+    pub backend_ip: u32,
+    /// Backend port, network order (slot 0: unused).
+    pub backend_port: u16,
+    /// Slot 0: number of backends, host order.
+    pub count: u16,
+    /// Service id, host order (for reverse translation and visibility).
+    pub service_id: u32,
+}
+
+/// Key of the `SOCK_REVNAT` map: a socket and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RevNatKey {
+    pub cookie: u64,
+    /// Network order.
+    pub backend_ip: u32,
+    /// Network order.
+    pub backend_port: u16,
+    pub _pad: u16,
+}
+
+/// Value of the `SOCK_REVNAT` map: the service address the application used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RevNatValue {
+    /// Network order.
+    pub vip: u32,
+    /// Network order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
 #[cfg(feature = "user")]
 mod pod_impls {
     use super::*;
@@ -280,6 +334,10 @@ mod pod_impls {
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for FlowEvent {}
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for RevNatKey {}
+    unsafe impl aya::Pod for RevNatValue {}
 }
 
 // Layout checks: a size change here is a change of the kernel ABI of the maps.
@@ -290,3 +348,7 @@ const _: () = assert!(core::mem::size_of::<PolicyValue>() == 12);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 12);
+const _: () = assert!(core::mem::size_of::<RevNatKey>() == 16);
+const _: () = assert!(core::mem::size_of::<RevNatValue>() == 8);

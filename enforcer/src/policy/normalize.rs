@@ -1,0 +1,433 @@
+//! From the policies users write ([`api`](super::api)) to the flat rules resolution works on
+//! ([`resolve`](super::resolve)): one rule per direction, subject, peer set and port list, with
+//! Cilium's implicit namespace scoping and its default-deny switches made explicit, and a rule
+//! table that lets flows name the exact rule (and line) that decided.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, sync::Arc};
+
+use crate::{
+    engine::{RuleInfo, RuleSet},
+    identity::LabelSet,
+    policy::{
+        api::{
+            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule, IngressRule,
+            PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
+        },
+        resolve::{CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange},
+        selector::Labels,
+    },
+    yaml::Located,
+};
+
+/// The namespace label Cilium gives every pod.
+pub const NAMESPACE_LABEL: &str = "k8s:io.kubernetes.pod.namespace";
+
+/// An endpoint selector, scoped to a namespace for namespaced policies.
+#[derive(Debug)]
+pub struct ScopedSelector {
+    pub selector: EndpointSelector,
+    pub namespace: Option<String>,
+    /// `{}` selects pods only (not the node or the outside world).
+    pub pods_only: bool,
+}
+
+impl LabelMatcher for ScopedSelector {
+    fn matches(&self, labels: &LabelSet) -> bool {
+        if self.pods_only && !labels.contains_key(NAMESPACE_LABEL) {
+            return false;
+        }
+        if let Some(ns) = &self.namespace {
+            if labels.get(NAMESPACE_LABEL) != Some(ns) {
+                return false;
+            }
+        }
+        self.selector.matches(&Labels(labels.clone()))
+    }
+}
+
+fn mentions_namespace(sel: &EndpointSelector) -> bool {
+    let is_ns = |k: &str| k.rsplit(':').next() == Some("io.kubernetes.pod.namespace");
+    sel.match_labels.iter().flatten().any(|(k, _)| is_ns(k))
+        || sel.match_expressions.iter().flatten().any(|e| is_ns(&e.key))
+}
+
+fn mentions_reserved(sel: &EndpointSelector) -> bool {
+    sel.match_labels.iter().flatten().any(|(k, _)| k.starts_with("reserved:"))
+        || sel.match_expressions.iter().flatten().any(|e| e.key.starts_with("reserved:"))
+}
+
+/// Cilium's scoping: a namespaced policy's selectors only see its own namespace unless they
+/// name a namespace themselves (or select reserved identities).
+fn scope(sel: &EndpointSelector, doc: &PolicyDoc) -> ScopedSelector {
+    let namespace = match doc.kind {
+        PolicyKind::Namespaced if !mentions_namespace(sel) && !mentions_reserved(sel) => doc.namespace.clone(),
+        _ => None,
+    };
+    ScopedSelector { selector: sel.clone(), namespace, pods_only: sel.is_empty() }
+}
+
+/// Builds the rule set for `docs`. Errors name the file and line of what cannot be enforced.
+pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
+    let mut set = RuleSet::default();
+    let mut cidrs = BTreeSet::new();
+    let mut errors = Vec::new();
+    for doc in docs {
+        let audit = doc.audit_mode();
+        let spec_path = |i: usize| {
+            if doc.raw.get("spec").is_some() && i == 0 {
+                "spec".to_owned()
+            } else {
+                let offset = usize::from(doc.raw.get("spec").is_some());
+                format!("specs[{}]", i - offset)
+            }
+        };
+        for (spec_index, rule) in doc.rules.iter().enumerate() {
+            let base = spec_path(spec_index);
+            let Some(subject_sel) = &rule.endpoint_selector else {
+                errors.push(located(doc, &format!("{base}.nodeSelector"), "nodeSelector (host policies) is valid Cilium but not supported by the lab: the lab's node has no host firewall"));
+                continue;
+            };
+            let mut cx = Ctx { doc, audit, base: &base, set: &mut set, cidrs: &mut cidrs, errors: &mut errors, spec_index };
+            let dd = rule.enable_default_deny.as_ref();
+            let ingress_dd = dd.and_then(|d| d.ingress);
+            let egress_dd = dd.and_then(|d| d.egress);
+            let has_ingress = rule.ingress.as_ref().is_some_and(|v| !v.is_empty())
+                || rule.ingress_deny.as_ref().is_some_and(|v| !v.is_empty());
+            let has_egress = rule.egress.as_ref().is_some_and(|v| !v.is_empty())
+                || rule.egress_deny.as_ref().is_some_and(|v| !v.is_empty());
+            let ingress_default_deny = ingress_dd.unwrap_or(has_ingress);
+            let egress_default_deny = egress_dd.unwrap_or(has_egress);
+
+            for (i, r) in rule.ingress.iter().flatten().enumerate() {
+                cx.ingress(subject_sel, i, r, ingress_default_deny);
+            }
+            for (i, r) in rule.ingress_deny.iter().flatten().enumerate() {
+                cx.ingress_deny(subject_sel, i, r, ingress_default_deny);
+            }
+            for (i, r) in rule.egress.iter().flatten().enumerate() {
+                cx.egress(subject_sel, i, r, egress_default_deny);
+            }
+            for (i, r) in rule.egress_deny.iter().flatten().enumerate() {
+                cx.egress_deny(subject_sel, i, r, egress_default_deny);
+            }
+            // `enableDefaultDeny: true` without rules still switches the direction on.
+            for (dir, on, has) in [
+                (Direction::Ingress, ingress_dd == Some(true), has_ingress),
+                (Direction::Egress, egress_dd == Some(true), has_egress),
+            ] {
+                if on && !has {
+                    let section = "enableDefaultDeny";
+                    let rr = cx.rule_info(section, 0, &format!("{base}.enableDefaultDeny"));
+                    cx.set.rules.push(NormRule {
+                        rule_ref: rr,
+                        audit,
+                        subject: Arc::new(scope(subject_sel, doc)),
+                        direction: dir,
+                        deny: false,
+                        peers: Peers::Select { endpoints: vec![], cidrs: vec![], entities: vec![] },
+                        ports: Some(vec![]),
+                        http: None,
+                        default_deny: true,
+                    });
+                }
+            }
+        }
+    }
+    set.cidrs = cidrs.into_iter().collect();
+    if errors.is_empty() { Ok(set) } else { Err(errors) }
+}
+
+fn located(doc: &PolicyDoc, path: &str, message: &str) -> Located {
+    let (line, column) = doc.locations.line_of(path).unwrap_or((doc.source.line, 1));
+    Located {
+        file: doc.source.file.clone(),
+        line,
+        column,
+        field: path.to_owned(),
+        message: message.to_owned(),
+        hint: None,
+    }
+}
+
+struct Ctx<'a> {
+    doc: &'a PolicyDoc,
+    audit: bool,
+    base: &'a str,
+    set: &'a mut RuleSet,
+    cidrs: &'a mut BTreeSet<(Ipv4Addr, u8)>,
+    errors: &'a mut Vec<Located>,
+    spec_index: usize,
+}
+
+/// The peer fields of one rule, whichever direction.
+struct PeerFields<'a> {
+    endpoints: Option<&'a Vec<EndpointSelector>>,
+    cidr: Option<&'a Vec<String>>,
+    cidr_set: Option<&'a Vec<CidrRule>>,
+    entities: Option<&'a Vec<Entity>>,
+}
+
+impl Ctx<'_> {
+    fn rule_info(&mut self, section: &str, index: usize, path: &str) -> u32 {
+        let (line, _) = self.doc.locations.line_of(path).unwrap_or((self.doc.source.line, 1));
+        self.set.table.push(RuleInfo {
+            policy: self.doc.name.clone(),
+            namespace: self.doc.namespace.clone(),
+            kind: self.doc.kind.as_str().into(),
+            section: section.into(),
+            spec_index: self.spec_index,
+            rule_index: index,
+            source: format!("{}:{line}", self.doc.source.file),
+            audit: self.audit,
+        });
+        (self.set.table.len() - 1) as u32
+    }
+
+    fn ingress(&mut self, subject: &EndpointSelector, i: usize, r: &IngressRule, dd: bool) {
+        let peers = PeerFields {
+            endpoints: r.from_endpoints.as_ref(),
+            cidr: r.from_cidr.as_ref(),
+            cidr_set: r.from_cidr_set.as_ref(),
+            entities: r.from_entities.as_ref(),
+        };
+        self.add("ingress", Direction::Ingress, false, subject, i, peers, r.to_ports.as_deref().map(PortsRef::Allow), dd);
+    }
+
+    fn ingress_deny(&mut self, subject: &EndpointSelector, i: usize, r: &IngressDenyRule, dd: bool) {
+        let peers = PeerFields {
+            endpoints: r.from_endpoints.as_ref(),
+            cidr: r.from_cidr.as_ref(),
+            cidr_set: r.from_cidr_set.as_ref(),
+            entities: r.from_entities.as_ref(),
+        };
+        let ports = r.to_ports.as_ref().map(|v| PortsRef::Deny(v.iter().map(|p| p.ports.clone().unwrap_or_default()).collect()));
+        self.add("ingressDeny", Direction::Ingress, true, subject, i, peers, ports, dd);
+    }
+
+    fn egress(&mut self, subject: &EndpointSelector, i: usize, r: &EgressRule, dd: bool) {
+        let peers = PeerFields {
+            endpoints: r.to_endpoints.as_ref(),
+            cidr: r.to_cidr.as_ref(),
+            cidr_set: r.to_cidr_set.as_ref(),
+            entities: r.to_entities.as_ref(),
+        };
+        self.add("egress", Direction::Egress, false, subject, i, peers, r.to_ports.as_deref().map(PortsRef::Allow), dd);
+    }
+
+    fn egress_deny(&mut self, subject: &EndpointSelector, i: usize, r: &EgressDenyRule, dd: bool) {
+        let peers = PeerFields {
+            endpoints: r.to_endpoints.as_ref(),
+            cidr: r.to_cidr.as_ref(),
+            cidr_set: r.to_cidr_set.as_ref(),
+            entities: r.to_entities.as_ref(),
+        };
+        let ports = r.to_ports.as_ref().map(|v| PortsRef::Deny(v.iter().map(|p| p.ports.clone().unwrap_or_default()).collect()));
+        self.add("egressDeny", Direction::Egress, true, subject, i, peers, ports, dd);
+    }
+
+    fn peers(&mut self, p: &PeerFields, path: &str) -> Peers {
+        if p.endpoints.is_none() && p.cidr.is_none() && p.cidr_set.is_none() && p.entities.is_none() {
+            return Peers::Any;
+        }
+        let endpoints = p
+            .endpoints
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|s| Arc::new(scope(s, self.doc)) as Arc<dyn LabelMatcher>)
+            .collect();
+        let mut cidrs = Vec::new();
+        for (j, c) in p.cidr.iter().flat_map(|v| v.iter()).enumerate() {
+            match parse_cidr(c) {
+                Some(prefix) => {
+                    self.note_cidr(prefix);
+                    cidrs.push(CidrPeer { prefix, except: vec![] });
+                }
+                None => self.unsupported_cidr(&format!("{path}[{j}]"), c),
+            }
+        }
+        for (j, set) in p.cidr_set.iter().flat_map(|v| v.iter()).enumerate() {
+            let Some(prefix) = parse_cidr(&set.cidr) else {
+                self.unsupported_cidr(&format!("{path}Set[{j}].cidr"), &set.cidr);
+                continue;
+            };
+            self.note_cidr(prefix);
+            let mut except = Vec::new();
+            for e in set.except.iter().flatten() {
+                if let Some(ex) = parse_cidr(e) {
+                    self.note_cidr(ex);
+                    except.push(ex);
+                }
+            }
+            cidrs.push(CidrPeer { prefix, except });
+        }
+        let entities = p
+            .entities
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|e| match e {
+                Entity::All => EntityKind::All,
+                Entity::World | Entity::WorldIpv4 => EntityKind::World,
+                Entity::Cluster => EntityKind::Cluster,
+                Entity::Host => EntityKind::Host,
+                Entity::RemoteNode => EntityKind::RemoteNode,
+                Entity::KubeApiserver => EntityKind::KubeApiserver,
+                Entity::Ingress => EntityKind::Ingress,
+                Entity::Init => EntityKind::Init,
+                Entity::Health => EntityKind::Health,
+                Entity::Unmanaged => EntityKind::Unmanaged,
+                // The lab is IPv4 only: nothing is world-ipv6.
+                Entity::None | Entity::WorldIpv6 => EntityKind::None,
+            })
+            .collect();
+        Peers::Select { endpoints, cidrs, entities }
+    }
+
+    fn note_cidr(&mut self, prefix: (Ipv4Addr, u8)) {
+        if prefix.1 > 0 {
+            self.cidrs.insert(prefix);
+        }
+    }
+
+    fn unsupported_cidr(&mut self, path: &str, c: &str) {
+        self.errors.push(located(
+            self.doc,
+            path,
+            &format!("{c}: IPv6 CIDRs are valid Cilium but the lab's network is IPv4 only"),
+        ));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        section: &str,
+        direction: Direction,
+        deny: bool,
+        subject: &EndpointSelector,
+        index: usize,
+        peers: PeerFields,
+        ports: Option<PortsRef>,
+        default_deny: bool,
+    ) {
+        let path = format!("{}.{section}[{index}]", self.base);
+        let peer_path = format!(
+            "{path}.{}",
+            match direction {
+                Direction::Ingress => "fromCIDR",
+                Direction::Egress => "toCIDR",
+            }
+        );
+        let rule_ref = self.rule_info(section, index, &path);
+        let entries: Vec<(Option<Vec<PortRange>>, Option<Vec<HttpSpec>>)> = match ports {
+            None => vec![(None, None)],
+            Some(PortsRef::Allow(list)) => {
+                if list.is_empty() {
+                    vec![(Some(vec![]), None)]
+                } else {
+                    list.iter()
+                        .enumerate()
+                        .map(|(k, pr)| self.port_rule(&format!("{path}.toPorts[{k}]"), pr, section))
+                        .collect()
+                }
+            }
+            Some(PortsRef::Deny(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(k, pp)| (Some(self.port_list(&format!("{path}.toPorts[{k}]"), pp, false)), None))
+                .collect(),
+        };
+        let peers = self.peers(&peers, &peer_path);
+        let subject: Arc<dyn LabelMatcher> = Arc::new(scope(subject, self.doc));
+        for (ports, http) in entries {
+            self.set.rules.push(NormRule {
+                rule_ref,
+                audit: self.audit,
+                subject: subject.clone(),
+                direction,
+                deny,
+                peers: peers.clone(),
+                ports,
+                http,
+                default_deny,
+            });
+        }
+    }
+
+    fn port_rule(&mut self, path: &str, pr: &PortRule, section: &str) -> (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>) {
+        let http_rules = pr.rules.as_ref().and_then(|r| r.http.as_ref());
+        let with_l7 = http_rules.is_some();
+        let ports = self.port_list(path, pr.ports.as_deref().unwrap_or_default(), with_l7);
+        let http = http_rules.map(|rules| {
+            rules
+                .iter()
+                .enumerate()
+                .map(|(h, r)| {
+                    let hp = format!("{path}.rules.http[{h}]");
+                    let rule_ref = self.rule_info(&format!("{section}/http"), h, &hp);
+                    HttpSpec {
+                        method: r.method.clone(),
+                        path: r.path.clone(),
+                        host: r.host.clone(),
+                        headers: r.headers.clone().unwrap_or_default(),
+                        rule_ref,
+                    }
+                })
+                .collect()
+        });
+        (Some(ports), http)
+    }
+
+    /// Port entries to ranges; `ANY` means TCP, UDP and SCTP. With L7 rules only TCP counts.
+    fn port_list(&mut self, path: &str, ports: &[PortProtocol], l7: bool) -> Vec<PortRange> {
+        let mut out = Vec::new();
+        for (j, pp) in ports.iter().enumerate() {
+            let pp_path = format!("{path}.ports[{j}]");
+            let Some(first) = pp.number() else {
+                self.errors.push(located(
+                    self.doc,
+                    &format!("{pp_path}.port"),
+                    &format!("named port {:?} is valid Cilium but not supported by the lab; use the port number", pp.port),
+                ));
+                continue;
+            };
+            let (first, last) = match (first, pp.end_port) {
+                (0, _) => (0, u16::MAX),
+                (p, Some(e)) => (p, e),
+                (p, None) => (p, p),
+            };
+            if l7 && first != last {
+                self.errors.push(located(
+                    self.doc,
+                    &pp_path,
+                    "L7 rules need a single port here (the lab's proxy does not take port ranges or port 0)",
+                ));
+                continue;
+            }
+            let protos: &[u8] = match pp.protocol {
+                Some(Protocol::Tcp) => &[6],
+                Some(Protocol::Udp) => &[17],
+                Some(Protocol::Sctp) => &[132],
+                None | Some(Protocol::Any) if l7 => &[6],
+                None | Some(Protocol::Any) => &[6, 17, 132],
+            };
+            for &proto in protos {
+                out.push(PortRange { proto, first, last });
+            }
+        }
+        out
+    }
+}
+
+enum PortsRef<'a> {
+    Allow(&'a [PortRule]),
+    Deny(Vec<Vec<PortProtocol>>),
+}
+
+/// An IPv4 prefix (a bare address is a /32, as in Cilium); IPv6 → None.
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().ok()?),
+        None => (s, 32),
+    };
+    let ip: Ipv4Addr = addr.parse().ok()?;
+    (len <= 32).then(|| (crate::identity::mask(ip, len), len))
+}

@@ -1,0 +1,610 @@
+//! Policy resolution: from normalised rules and the identities that exist now, to the distilled
+//! per-endpoint map state the datapath looks up — the lab's equivalent of Cilium's selector
+//! cache and `MapState`.
+//!
+//! Keys are (endpoint, peer identity, direction, protocol, port prefix). Selectors are expanded
+//! to the identities they select, so the datapath needs exactly one LPM lookup and never loops
+//! over rules. Precedence is settled here, before anything is written:
+//! * contributions to the same key merge: deny beats allow; an L4-only allow beats an L7
+//!   redirect (it lifts the L7 restriction, as in Cilium); L7 rules of redirects are unioned;
+//! * a deny also covers every more specific key under it (a denied port range beats an allowed
+//!   port inside it), because the kernel's longest-prefix match alone would pick the allow;
+//! * each key is resolved twice: for the enforced policies and for all policies including
+//!   those in audit mode (the "would-be" verdict the datapath reports as AUDIT).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use enforcer_common::{
+    DIR_EGRESS, DIR_INGRESS, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyValue, VERDICT_ALLOW,
+    VERDICT_DENY, VERDICT_NONE, VERDICT_REDIRECT,
+};
+
+use crate::identity::{Identity, IdentityKind, LabelSet};
+
+/// Matches a set of labels; implemented by endpoint selectors.
+pub trait LabelMatcher: Send + Sync + std::fmt::Debug {
+    fn matches(&self, labels: &LabelSet) -> bool;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn code(self) -> u8 {
+        match self {
+            Direction::Ingress => DIR_INGRESS,
+            Direction::Egress => DIR_EGRESS,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Cilium's entities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityKind {
+    All,
+    World,
+    Cluster,
+    Host,
+    RemoteNode,
+    KubeApiserver,
+    Ingress,
+    Init,
+    Health,
+    Unmanaged,
+    None,
+}
+
+/// A CIDR peer: the prefix and the prefixes carved out of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidrPeer {
+    pub prefix: (std::net::Ipv4Addr, u8),
+    pub except: Vec<(std::net::Ipv4Addr, u8)>,
+}
+
+/// Who a rule applies to on the other side.
+#[derive(Debug, Clone)]
+pub enum Peers {
+    /// No peer restriction (a rule with only `toPorts`): every identity.
+    Any,
+    Select {
+        endpoints: Vec<Arc<dyn LabelMatcher>>,
+        cidrs: Vec<CidrPeer>,
+        entities: Vec<EntityKind>,
+    },
+}
+
+/// One port entry: protocol number (6, 17, 132) and an inclusive port range; `0..=65535`
+/// with `wildcard_port` means every port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub proto: u8,
+    pub first: u16,
+    pub last: u16,
+}
+
+/// An L7 HTTP rule as written, with the reference of the rule it came from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HttpSpec {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub headers: Vec<String>,
+    pub rule_ref: u32,
+}
+
+/// A rule after normalisation: one direction, one selected subject, flat peers and ports.
+#[derive(Debug)]
+pub struct NormRule {
+    /// Index into the caller's rule table (flows name the rule by it); never 0.
+    pub rule_ref: u32,
+    /// From a policy in audit mode: counts only for the would-be verdict.
+    pub audit: bool,
+    pub subject: Arc<dyn LabelMatcher>,
+    pub direction: Direction,
+    pub deny: bool,
+    pub peers: Peers,
+    /// `None`: all protocols and ports (an L3-only rule).
+    pub ports: Option<Vec<PortRange>>,
+    /// L7 rules (allow rules with explicit TCP ports only).
+    pub http: Option<Vec<HttpSpec>>,
+    /// Whether the rule switches its direction to default deny for the subject.
+    pub default_deny: bool,
+}
+
+/// An endpoint as resolution sees it.
+#[derive(Clone, Debug)]
+pub struct EndpointRef {
+    pub ep_id: u32,
+    pub labels: LabelSet,
+}
+
+/// The result of resolution for all endpoints.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Resolved {
+    /// The POLICY map: (prefix length, key) → value.
+    pub map: BTreeMap<(u32, PolicyKey), PolicyValue>,
+    /// Endpoint flags (`EP_*`) by endpoint id.
+    pub flags: BTreeMap<u32, u32>,
+    /// L7 rules by exact key (endpoint, peer, direction, TCP, port) for enforced redirects.
+    pub http: BTreeMap<PolicyKey, Vec<HttpSpec>>,
+    /// Which rules select which endpoint, by direction: (ep, dir) → rule refs that enable
+    /// default deny. Used to explain default-deny drops.
+    pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Contribution {
+    Deny(u32),
+    Allow(u32),
+    Redirect(u32, Vec<HttpSpec>),
+}
+
+/// What one set of rules says about one key.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct KeyState {
+    deny: Option<u32>,
+    allow: Option<u32>,
+    redirect: Option<(u32, BTreeSet<HttpSpec>)>,
+}
+
+impl KeyState {
+    fn add(&mut self, c: Contribution) {
+        match c {
+            Contribution::Deny(r) => {
+                self.deny.get_or_insert(r);
+            }
+            Contribution::Allow(r) => {
+                self.allow.get_or_insert(r);
+            }
+            Contribution::Redirect(r, specs) => {
+                let e = self.redirect.get_or_insert((r, BTreeSet::new()));
+                e.1.extend(specs);
+            }
+        }
+    }
+    /// (verdict, rule) of this key alone.
+    fn verdict(&self) -> (u8, u32) {
+        if let Some(r) = self.deny {
+            (VERDICT_DENY, r)
+        } else if let Some(r) = self.allow {
+            (VERDICT_ALLOW, r)
+        } else if let Some((r, _)) = &self.redirect {
+            (VERDICT_REDIRECT, *r)
+        } else {
+            (VERDICT_NONE, 0)
+        }
+    }
+}
+
+/// Resolves `rules` for `endpoints` against every identity that exists.
+pub fn resolve(
+    rules: &[NormRule],
+    endpoints: &[EndpointRef],
+    identities: &[&Identity],
+    proxy_port: u16,
+) -> Resolved {
+    let mut out = Resolved::default();
+    // Peer expansion depends only on the rule: do it once per rule, not per endpoint.
+    let peer_sets: Vec<BTreeSet<u32>> = rules.iter().map(|r| select_peers(&r.peers, identities)).collect();
+
+    for ep in endpoints {
+        let mut enforced: BTreeMap<(u32, PolicyKey), KeyState> = BTreeMap::new();
+        let mut would: BTreeMap<(u32, PolicyKey), KeyState> = BTreeMap::new();
+        let mut flags = 0u32;
+        for (rule, peers) in rules.iter().zip(&peer_sets) {
+            if !rule.subject.matches(&ep.labels) {
+                continue;
+            }
+            let dir = rule.direction.code();
+            if rule.default_deny {
+                let (e_bit, w_bit) = match rule.direction {
+                    Direction::Ingress => (enforcer_common::EP_INGRESS_ENFORCED, enforcer_common::EP_INGRESS_WOULD_ENFORCE),
+                    Direction::Egress => (enforcer_common::EP_EGRESS_ENFORCED, enforcer_common::EP_EGRESS_WOULD_ENFORCE),
+                };
+                flags |= w_bit;
+                if !rule.audit {
+                    flags |= e_bit;
+                }
+                out.enforcers.entry((ep.ep_id, dir)).or_default().push(rule.rule_ref);
+            }
+            let contribution = if rule.deny {
+                Contribution::Deny(rule.rule_ref)
+            } else if let Some(http) = &rule.http {
+                Contribution::Redirect(rule.rule_ref, http.clone())
+            } else {
+                Contribution::Allow(rule.rule_ref)
+            };
+            for &peer in peers {
+                for (prefix, key) in keys_for(ep.ep_id, peer, dir, rule.ports.as_deref()) {
+                    would.entry((prefix, key)).or_default().add(contribution.clone());
+                    if !rule.audit {
+                        enforced.entry((prefix, key)).or_default().add(contribution.clone());
+                    }
+                }
+            }
+        }
+        out.flags.insert(ep.ep_id, flags);
+
+        let all_keys: BTreeSet<(u32, PolicyKey)> = enforced.keys().chain(would.keys()).copied().collect();
+        for k in all_keys {
+            let (verdict, rule_ref, http) = settle(&enforced, k);
+            let (audit_verdict, audit_rule_ref, _) = settle(&would, k);
+            if verdict == VERDICT_REDIRECT {
+                if let Some(h) = http {
+                    out.http.insert(k.1, h);
+                }
+            }
+            out.map.insert(
+                k,
+                PolicyValue {
+                    verdict,
+                    audit_verdict,
+                    proxy_port: if verdict == VERDICT_REDIRECT { proxy_port } else { 0 },
+                    rule_ref,
+                    audit_rule_ref,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The verdict at key `k` given one set: a deny at `k` or at any less specific key covering it
+/// wins; otherwise the most specific key at or above `k` decides.
+fn settle(set: &BTreeMap<(u32, PolicyKey), KeyState>, k: (u32, PolicyKey)) -> (u8, u32, Option<Vec<HttpSpec>>) {
+    let mut most_specific: Option<&KeyState> = None;
+    let mut deny: Option<u32> = None;
+    for (prefix, key) in ancestors(k) {
+        if let Some(state) = set.get(&(prefix, key)) {
+            if most_specific.is_none() {
+                most_specific = Some(state);
+            }
+            if deny.is_none() {
+                deny = state.deny;
+            }
+        }
+    }
+    if let Some(r) = deny {
+        return (VERDICT_DENY, r, None);
+    }
+    match most_specific {
+        None => (VERDICT_NONE, 0, None),
+        Some(state) => {
+            let (v, r) = state.verdict();
+            let http = state.redirect.as_ref().map(|(_, s)| s.iter().cloned().collect());
+            (v, r, http)
+        }
+    }
+}
+
+/// `k` itself and every less specific key covering it, most specific first.
+fn ancestors((prefix, key): (u32, PolicyKey)) -> impl Iterator<Item = (u32, PolicyKey)> {
+    (POLICY_KEY_FIXED_BITS..=prefix).rev().filter_map(move |p| {
+        // Only the lengths keys are ever written with: fixed, +proto, +proto+port bits.
+        if p != POLICY_KEY_FIXED_BITS && p < POLICY_KEY_FIXED_BITS + 8 {
+            return None;
+        }
+        Some((p, truncate(key, p)))
+    })
+}
+
+/// Zeroes the bits of `key` beyond `prefix`.
+fn truncate(mut key: PolicyKey, prefix: u32) -> PolicyKey {
+    if prefix < POLICY_KEY_FIXED_BITS + 8 {
+        key.proto = 0;
+        key.dport = 0;
+        return key;
+    }
+    let port_bits = prefix - POLICY_KEY_FIXED_BITS - 8;
+    let port = u16::from_be(key.dport);
+    let mask: u16 = if port_bits == 0 { 0 } else { u16::MAX << (16 - port_bits) };
+    key.dport = (port & mask).to_be();
+    key
+}
+
+/// The LPM keys for one (endpoint, peer, direction) and a port list.
+fn keys_for(ep: u32, peer: u32, dir: u8, ports: Option<&[PortRange]>) -> Vec<(u32, PolicyKey)> {
+    let base = PolicyKey { ep_id: ep.to_be(), identity: peer.to_be(), direction: dir, proto: 0, dport: 0 };
+    let Some(ports) = ports else {
+        return vec![(POLICY_KEY_FIXED_BITS, base)];
+    };
+    let mut out = Vec::new();
+    for pr in ports {
+        for (start, bits) in range_to_prefixes(pr.first, pr.last) {
+            out.push((
+                POLICY_KEY_FIXED_BITS + 8 + bits,
+                PolicyKey { proto: pr.proto, dport: start.to_be(), ..base },
+            ));
+        }
+    }
+    out
+}
+
+/// Splits an inclusive port range into aligned blocks: (first port, prefix bits of 16).
+pub fn range_to_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (u32::from(first), u32::from(last));
+    while lo <= hi {
+        // The largest block starting at `lo` that is aligned and fits in the range.
+        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros()));
+        lo += size;
+    }
+    out
+}
+
+/// The identities a peer specification selects.
+fn select_peers(peers: &Peers, identities: &[&Identity]) -> BTreeSet<u32> {
+    match peers {
+        Peers::Any => identities.iter().map(|i| i.id).collect(),
+        Peers::Select { endpoints, cidrs, entities } => {
+            let mut out = BTreeSet::new();
+            for i in identities {
+                let selected = endpoints.iter().any(|m| selectable_by_endpoints(i) && m.matches(&i.labels))
+                    || cidrs.iter().any(|c| cidr_selects(c, i))
+                    || entities.iter().any(|e| entity_selects(*e, i));
+                if selected {
+                    out.insert(i.id);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Endpoint selectors select pods and reserved identities, never CIDR identities.
+fn selectable_by_endpoints(i: &Identity) -> bool {
+    !matches!(i.kind, IdentityKind::Cidr { .. }) && i.id != enforcer_common::IDENTITY_WORLD
+}
+
+fn cidr_selects(c: &CidrPeer, i: &Identity) -> bool {
+    use crate::identity::mask;
+    let within = |(p, l): (std::net::Ipv4Addr, u8), (outer, ol): (std::net::Ipv4Addr, u8)| {
+        l >= ol && mask(p, ol) == mask(outer, ol)
+    };
+    match i.kind {
+        IdentityKind::Cidr { prefix, len } => {
+            within((prefix, len), c.prefix) && !c.except.iter().any(|e| within((prefix, len), *e))
+        }
+        // Addresses covered by no named prefix are `world`: selected by a CIDR covering all.
+        _ if i.id == enforcer_common::IDENTITY_WORLD => c.prefix.1 == 0,
+        _ => false,
+    }
+}
+
+fn entity_selects(e: EntityKind, i: &Identity) -> bool {
+    use enforcer_common::*;
+    let is_world = i.id == IDENTITY_WORLD || matches!(i.kind, IdentityKind::Cidr { .. });
+    match e {
+        EntityKind::All => true,
+        EntityKind::World => is_world,
+        EntityKind::Cluster => !is_world,
+        EntityKind::Host => i.id == IDENTITY_HOST,
+        EntityKind::RemoteNode => i.id == IDENTITY_REMOTE_NODE,
+        EntityKind::KubeApiserver => i.id == IDENTITY_KUBE_APISERVER,
+        EntityKind::Ingress => i.id == IDENTITY_INGRESS,
+        EntityKind::Init => i.id == IDENTITY_INIT,
+        EntityKind::Health => i.id == IDENTITY_HEALTH,
+        EntityKind::Unmanaged => i.id == IDENTITY_UNMANAGED,
+        EntityKind::None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Identities, pod_labels};
+    use enforcer_common::*;
+    use std::net::Ipv4Addr;
+
+    /// `key=value` pairs that must all be present (with any source).
+    #[derive(Debug)]
+    struct Has(Vec<(&'static str, &'static str)>);
+    impl LabelMatcher for Has {
+        fn matches(&self, labels: &LabelSet) -> bool {
+            self.0.iter().all(|(k, v)| {
+                labels.iter().any(|(lk, lv)| lk.split_once(':').map(|(_, key)| key) == Some(*k) && lv == v)
+            })
+        }
+    }
+
+    struct World {
+        ids: Identities,
+        eps: Vec<EndpointRef>,
+    }
+
+    fn world() -> World {
+        let mut ids = Identities::new();
+        let mut eps = Vec::new();
+        for (n, labels) in [
+            (1, vec![("org", "empire"), ("class", "deathstar")]),
+            (2, vec![("org", "empire"), ("class", "tiefighter")]),
+            (3, vec![("org", "alliance"), ("class", "xwing")]),
+        ] {
+            let l = pod_labels(
+                "default",
+                &labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                &Default::default(),
+            );
+            ids.acquire_pod(l.clone());
+            eps.push(EndpointRef { ep_id: n, labels: l });
+        }
+        World { ids, eps }
+    }
+
+    fn ident(w: &World, ep: usize) -> u32 {
+        w.ids.all().find(|i| i.labels == w.eps[ep].labels).unwrap().id
+    }
+
+    fn rule(rule_ref: u32, subject: Vec<(&'static str, &'static str)>, dir: Direction, peers: Peers) -> NormRule {
+        NormRule {
+            rule_ref,
+            audit: false,
+            subject: Arc::new(Has(subject)),
+            direction: dir,
+            deny: false,
+            peers,
+            ports: None,
+            http: None,
+            default_deny: true,
+        }
+    }
+
+    fn from(labels: Vec<(&'static str, &'static str)>) -> Peers {
+        Peers::Select { endpoints: vec![Arc::new(Has(labels))], cidrs: vec![], entities: vec![] }
+    }
+
+    /// The datapath's lookup, done on the resolved map: longest prefix, then the endpoint default.
+    fn lookup(r: &Resolved, ep: u32, peer: u32, dir: u8, proto: u8, port: u16) -> (u8, u8) {
+        let full = PolicyKey { ep_id: ep.to_be(), identity: peer.to_be(), direction: dir, proto, dport: port.to_be() };
+        let hit = ancestors((POLICY_KEY_FULL_BITS, full)).find_map(|k| r.map.get(&k));
+        let flags = r.flags.get(&ep).copied().unwrap_or(0);
+        let (e_bit, w_bit) = if dir == DIR_INGRESS { (EP_INGRESS_ENFORCED, EP_INGRESS_WOULD_ENFORCE) } else { (EP_EGRESS_ENFORCED, EP_EGRESS_WOULD_ENFORCE) };
+        let def = |bit: u32| if flags & bit != 0 { VERDICT_DENY } else { VERDICT_ALLOW };
+        match hit {
+            Some(v) => (
+                if v.verdict == VERDICT_NONE { def(e_bit) } else { v.verdict },
+                if v.audit_verdict == VERDICT_NONE { def(w_bit) } else { v.audit_verdict },
+            ),
+            None => (def(e_bit), def(w_bit)),
+        }
+    }
+
+    fn ids(w: &World) -> Vec<&Identity> {
+        w.ids.all().collect()
+    }
+
+    #[test]
+    fn l3_l4_star_wars() {
+        let w = world();
+        let mut r = rule(1, vec![("class", "deathstar")], Direction::Ingress, from(vec![("org", "empire")]));
+        r.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        let res = resolve(&[r], &w.eps, &ids(&w), 0);
+        let (tie, xwing) = (ident(&w, 1), ident(&w, 2));
+        assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 81).0, VERDICT_DENY);
+        assert_eq!(lookup(&res, 1, xwing, DIR_INGRESS, 6, 80).0, VERDICT_DENY);
+        // The ships are not selected: no default deny for them.
+        assert_eq!(lookup(&res, 3, tie, DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
+        // Egress of the deathstar is untouched (default deny is per direction).
+        assert_eq!(lookup(&res, 1, xwing, DIR_EGRESS, 6, 80).0, VERDICT_ALLOW);
+        assert_eq!(res.enforcers.get(&(1, DIR_INGRESS)), Some(&vec![1]));
+    }
+
+    #[test]
+    fn deny_range_beats_allowed_port_inside_it() {
+        let w = world();
+        let tie = ident(&w, 1);
+        let mut allow = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Any);
+        allow.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        let mut deny = rule(2, vec![("class", "deathstar")], Direction::Ingress, from(vec![("class", "tiefighter")]));
+        deny.deny = true;
+        deny.ports = Some(vec![PortRange { proto: 6, first: 64, last: 127 }]);
+        let res = resolve(&[allow, deny], &w.eps, &ids(&w), 0);
+        assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 80).0, VERDICT_DENY);
+        assert_eq!(lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
+        let v = res.map.values().find(|v| v.verdict == VERDICT_DENY).unwrap();
+        assert_eq!(v.rule_ref, 2);
+    }
+
+    #[test]
+    fn l4_only_allow_lifts_l7_on_the_same_port() {
+        let w = world();
+        let spec = HttpSpec { method: Some("GET".into()), path: Some("/v1".into()), host: None, headers: vec![], rule_ref: 1 };
+        let mut l7 = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Any);
+        l7.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        l7.http = Some(vec![spec]);
+        let mut l4 = rule(2, vec![("class", "deathstar")], Direction::Ingress, from(vec![("class", "tiefighter")]));
+        l4.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        let res = resolve(&[l7, l4], &w.eps, &ids(&w), 15001);
+        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0, VERDICT_REDIRECT);
+        let key = PolicyKey { ep_id: 1u32.to_be(), identity: ident(&w, 2).to_be(), direction: DIR_INGRESS, proto: 6, dport: 80u16.to_be() };
+        assert_eq!(res.http.get(&key).map(|h| h.len()), Some(1));
+        assert!(res.map.values().any(|v| v.proxy_port == 15001));
+    }
+
+    #[test]
+    fn audit_policies_only_change_the_would_be_verdict() {
+        let w = world();
+        let mut r = rule(1, vec![("class", "deathstar")], Direction::Ingress, from(vec![("org", "empire")]));
+        r.audit = true;
+        let res = resolve(&[r], &w.eps, &ids(&w), 0);
+        assert_eq!(lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80), (VERDICT_ALLOW, VERDICT_DENY));
+        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80), (VERDICT_ALLOW, VERDICT_ALLOW));
+    }
+
+    #[test]
+    fn cidr_and_entities() {
+        let mut w = world();
+        w.ids.set_cidrs(&[(Ipv4Addr::new(10, 0, 0, 0), 8), (Ipv4Addr::new(10, 1, 0, 0), 16)]);
+        let ten = w.ids.cidr_identity(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
+        let ten_one = w.ids.cidr_identity(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap();
+        let r = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            Peers::Select {
+                endpoints: vec![],
+                cidrs: vec![CidrPeer { prefix: (Ipv4Addr::new(10, 0, 0, 0), 8), except: vec![(Ipv4Addr::new(10, 1, 0, 0), 16)] }],
+                entities: vec![EntityKind::Host],
+            },
+        );
+        let res = resolve(&[r], &w.eps, &ids(&w), 0);
+        assert_eq!(lookup(&res, 1, ten, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 1, ten_one, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
+        assert_eq!(lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
+        assert_eq!(lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
+        // CIDR rules never select pods.
+        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 1).0, VERDICT_DENY);
+    }
+
+    #[test]
+    fn world_entity_and_all() {
+        let mut w = world();
+        w.ids.set_cidrs(&[(Ipv4Addr::new(192, 0, 2, 0), 24)]);
+        let doc = w.ids.cidr_identity(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap();
+        let r = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Select { endpoints: vec![], cidrs: vec![], entities: vec![EntityKind::World] });
+        let res = resolve(&[r], &w.eps, &ids(&w), 0);
+        assert_eq!(lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 1, doc, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
+    }
+
+    #[test]
+    fn empty_peer_list_selects_nothing_but_enables_default_deny() {
+        let w = world();
+        let r = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Select { endpoints: vec![], cidrs: vec![], entities: vec![] });
+        let res = resolve(&[r], &w.eps, &ids(&w), 0);
+        assert!(res.map.is_empty());
+        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0, VERDICT_DENY);
+    }
+
+    #[test]
+    fn port_ranges_decompose_exactly() {
+        assert_eq!(range_to_prefixes(80, 80), vec![(80, 16)]);
+        assert_eq!(range_to_prefixes(0, 65535), vec![(0, 0)]);
+        let blocks = range_to_prefixes(30000, 30009);
+        let covered: Vec<u16> = blocks.iter().flat_map(|(s, b)| (*s..=s + ((1u32 << (16 - b)) - 1) as u16)).collect();
+        assert_eq!(covered, (30000..=30009).collect::<Vec<_>>());
+        for (lo, hi) in [(1, 65535), (1023, 1025), (5, 6), (65535, 65535)] {
+            let total: u32 = range_to_prefixes(lo, hi).iter().map(|(_, b)| 1u32 << (16 - b)).sum();
+            assert_eq!(total, u32::from(hi - lo) + 1);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The lab as the web crate's [`Backend`]: what the control API and the page can see and do.
+
+use std::{
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use web::api::{ApiError, ApplyRequest, BoxFut, DeleteRequest, ExecRequest, ExecResult, FlowFilter};
+
+use crate::control::{Lab, service_json};
+
+pub struct LabBackend(pub Arc<Lab>);
+
+impl LabBackend {
+    fn lab(&self) -> &Lab {
+        &self.0
+    }
+}
+
+/// Runs `argv` inside a pod and captures its output (stdin closed), with a time limit.
+pub async fn exec_captured(lab: &Lab, pod: &str, req: &ExecRequest) -> Result<ExecResult, ApiError> {
+    let key = lab.pod_key(pod).ok_or_else(|| ApiError::not_found(format!("pod {pod} not found")))?;
+    let ctx = lab.pods.read().expect("pods").get(&key).map(|p| p.ctx.clone()).ok_or_else(|| ApiError::not_found(pod.to_owned()))?;
+    let (program, args) = req.argv.split_first().ok_or_else(|| ApiError::new(400, "empty command"))?;
+    let prepared = ctx.prepare().map_err(|e| ApiError::new(500, format!("{e:#}")))?;
+    let mut cmd = tokio::process::Command::new(if program == "lab" { std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| program.clone()) } else { program.clone() });
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || prepared.enter());
+    }
+    let start = Instant::now();
+    let child = cmd.spawn().map_err(|e| ApiError::new(400, format!("cannot run {program}: {e}")))?;
+    let limit = Duration::from_millis(req.timeout_ms.unwrap_or(30_000));
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
+        Ok(Ok(out)) => Ok(ExecResult {
+            exit_code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            timed_out: false,
+        }),
+        Ok(Err(e)) => Err(ApiError::new(500, format!("waiting for {program}: {e}"))),
+        Err(_) => Ok(ExecResult {
+            exit_code: None,
+            stdout: String::new(),
+            stderr: format!("killed after {} ms", limit.as_millis()),
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            timed_out: true,
+        }),
+    }
+}
+
+impl web::Backend for LabBackend {
+    fn status(&self) -> Value {
+        let lab = self.lab();
+        let pods = lab.pods.read().expect("pods");
+        json!({
+            "instance": lab.paths.instance,
+            "pid": std::process::id(),
+            "web": lab.web_addr.lock().expect("web").map(|a| format!("http://{a}/")),
+            "pods": pods.len(),
+            "services": lab.services.read().expect("services").len(),
+            "node_netns": lab.paths.node_netns(),
+            "started": crate::control::rfc3339(lab.started),
+            "policies": crate::policies::count(lab),
+        })
+    }
+
+    fn pods(&self) -> Value {
+        let lab = self.lab();
+        let pods = lab.pods.read().expect("pods");
+        Value::Array(pods.values().map(|p| lab.pod_json(p)).collect())
+    }
+
+    fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        let lab = self.lab();
+        let pods = lab.pods.read().expect("pods");
+        pods.get(&(namespace.into(), name.into())).map(|p| lab.pod_json(p))
+    }
+
+    fn pod_context(&self, namespace: &str, name: &str) -> Option<Value> {
+        let pods = self.lab().pods.read().expect("pods");
+        pods.get(&(namespace.into(), name.into())).and_then(|p| serde_json::to_value(&p.ctx).ok())
+    }
+
+    fn services(&self) -> Value {
+        let services = self.lab().services.read().expect("services");
+        Value::Array(services.values().map(service_json).collect())
+    }
+
+    fn endpoints(&self) -> Value {
+        let engine = self.lab().engine.lock().expect("engine");
+        serde_json::to_value(engine.endpoints().collect::<Vec<_>>()).unwrap_or_default()
+    }
+
+    fn identities(&self) -> Value {
+        let engine = self.lab().engine.lock().expect("engine");
+        serde_json::to_value(engine.identities().all().collect::<Vec<_>>()).unwrap_or_default()
+    }
+
+    fn policies(&self) -> Value {
+        crate::policies::list(self.lab())
+    }
+
+    fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<Value, ApiError>> {
+        let lab = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || crate::policies::apply(&lab, &req))
+                .await
+                .map_err(|e| ApiError::new(500, e.to_string()))?
+        })
+    }
+
+    fn delete_policies(&self, req: DeleteRequest) -> BoxFut<'_, Result<Value, ApiError>> {
+        let lab = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || crate::policies::delete(&lab, &req))
+                .await
+                .map_err(|e| ApiError::new(500, e.to_string()))?
+        })
+    }
+
+    fn set_policy_audit(&self, namespace: &str, name: &str, audit: bool) -> BoxFut<'_, Result<Value, ApiError>> {
+        let lab = self.0.clone();
+        let (ns, name) = (namespace.to_owned(), name.to_owned());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || crate::policies::set_audit(&lab, &ns, &name, audit))
+                .await
+                .map_err(|e| ApiError::new(500, e.to_string()))?
+        })
+    }
+
+    fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Value>> {
+        let all = self.lab().flows.recent();
+        let mut out: Vec<Arc<Value>> = all.into_iter().filter(|f| filter.matches(f)).collect();
+        if let Some(limit) = filter.limit {
+            let skip = out.len().saturating_sub(limit);
+            out.drain(..skip);
+        }
+        out
+    }
+
+    fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Value>> {
+        self.lab().flows.subscribe()
+    }
+
+    fn metrics(&self) -> String {
+        crate::metrics::render(self.lab())
+    }
+
+    fn ship(&self, pod: &str, body: Value) -> BoxFut<'_, Result<Value, ApiError>> {
+        let lab = self.0.clone();
+        let pod = pod.to_owned();
+        Box::pin(async move {
+            let req = ExecRequest {
+                argv: vec!["lab".into(), "ship-move".into(), "--json".into(), body.to_string()],
+                timeout_ms: Some(60_000),
+            };
+            let res = exec_captured(&lab, &pod, &req).await?;
+            serde_json::from_str(res.stdout.trim()).map_err(|e| {
+                ApiError::new(500, format!("the ship client failed: {e}: {}{}", res.stdout, res.stderr))
+            })
+        })
+    }
+
+    fn exec(&self, pod: &str, req: ExecRequest) -> BoxFut<'_, Result<ExecResult, ApiError>> {
+        let lab = self.0.clone();
+        let pod = pod.to_owned();
+        Box::pin(async move { exec_captured(&lab, &pod, &req).await })
+    }
+
+    fn extension(&self, path: &str, body: Option<Value>) -> BoxFut<'_, Result<Value, ApiError>> {
+        let lab = self.0.clone();
+        let path = path.to_owned();
+        Box::pin(async move {
+            match (path.as_str(), body) {
+                ("shutdown", Some(_)) => {
+                    let _ = lab.shutdown.send(true);
+                    Ok(json!({"shutting_down": true}))
+                }
+                ("conntrack", None) => {
+                    let engine = lab.engine.lock().expect("engine");
+                    let entries: Vec<Value> = engine
+                        .datapath_ref()
+                        .conntrack()
+                        .iter()
+                        .map(|(k, v)| {
+                            json!({
+                                "source": format!("{}:{}", std::net::Ipv4Addr::from(u32::from_be(k.saddr)), u16::from_be(k.sport)),
+                                "destination": format!("{}:{}", std::net::Ipv4Addr::from(u32::from_be(k.daddr)), u16::from_be(k.dport)),
+                                "protocol": k.proto,
+                                "direction": if k.direction == enforcer_common::DIR_INGRESS { "ingress" } else { "egress" },
+                                "packets": v.packets,
+                                "bytes": v.bytes,
+                                "flags": v.flags,
+                            })
+                        })
+                        .collect();
+                    Ok(Value::Array(entries))
+                }
+                (p, _) => Err(ApiError::not_found(format!("no API route /api/x/{p}"))),
+            }
+        })
+    }
+}

@@ -1,0 +1,319 @@
+//! The cluster as plain data: namespaces, pods (with the workload each runs) and services, as
+//! read from Kubernetes manifests and before anything exists in the kernel. `build` turns
+//! manifests into this; `lab up` makes it real (see `control`).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Addresses of the simulated node. Pods get /32s from `POD_CIDR`, services virtual IPs from
+/// `SERVICE_CIDR` (Kubernetes' defaults).
+pub const POD_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 24);
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
+pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// A built-in workload: what a container image stands for in the lab.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Workload {
+    /// The Deathstar API (Cilium's `starwars` image). `log_stores` name services (NAME:PORT)
+    /// the Deathstar ships its API logs to.
+    Deathstar { log_stores: Vec<LogStoreRef> },
+    /// A ship: a client pod that idles until `lab exec` or `lab ship` uses it.
+    Ship,
+    /// An FTP log store.
+    FtpStore { secure: bool },
+    /// A small HTTP server answering every request.
+    Echo { port: u16, body: String },
+    /// The cluster DNS server.
+    Dns,
+    /// The fake customer database of the NodePort incident lesson.
+    Inventory { port: u16 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogStoreRef {
+    /// Service name (in the pod's namespace) and port, e.g. `ftp-secure:21`.
+    pub service: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+/// The images the lab knows, for error messages.
+pub const KNOWN_IMAGES: &[&str] = &[
+    "lab/deathstar (also quay.io/cilium/starwars, docker.io/cilium/starwars)",
+    "lab/ship (also quay.io/cilium/json-mock, docker.io/tgraf/netperf)",
+    "lab/ftp-store (env FTP_MODE=secure|vulnerable)",
+    "lab/echo (env PORT, BODY)",
+    "lab/inventory (env PORT)",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub workload: Workload,
+    /// Container ports as declared (informational, and for named target ports).
+    pub ports: Vec<(Option<String>, u16, Protocol)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The Deployment that owns the pod, if any.
+    pub owner: Option<String>,
+    pub container: ContainerSpec,
+    pub restart_policy: RestartPolicy,
+    /// Where it came from (file:line), for messages.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    pub name: Option<String>,
+    pub port: u16,
+    pub target_port: TargetPort,
+    pub protocol: Protocol,
+    pub node_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePort>,
+    pub service_type: ServiceType,
+    /// Requested `spec.clusterIP`, if any.
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub source: String,
+}
+
+impl ServiceSpec {
+    pub fn selects(&self, pod: &PodSpec) -> bool {
+        pod.namespace == self.namespace
+            && !self.selector.is_empty()
+            && self.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+    }
+}
+
+/// The whole desired cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub pods: Vec<PodSpec>,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Topology {
+    /// Adds the pieces every cluster has: the `default` and `kube-system` namespaces and the
+    /// cluster DNS (a CoreDNS-like pod labelled `k8s-app=kube-dns` and the `kube-dns` service at
+    /// 10.96.0.10), so policies written for real clusters that allow DNS work unchanged.
+    pub fn with_system_parts(mut self) -> Self {
+        for ns in ["default", "kube-system"] {
+            self.namespaces.entry(ns.into()).or_default();
+        }
+        let labels: BTreeMap<String, String> = [("k8s-app".to_owned(), "kube-dns".to_owned())].into();
+        if !self.pods.iter().any(|p| p.namespace == "kube-system" && p.labels == labels) {
+            self.pods.push(PodSpec {
+                namespace: "kube-system".into(),
+                name: format!("coredns-{}", template_hash("coredns")),
+                labels: labels.clone(),
+                owner: Some("coredns".into()),
+                container: ContainerSpec {
+                    name: "coredns".into(),
+                    image: "lab/dns".into(),
+                    workload: Workload::Dns,
+                    ports: vec![(Some("dns".into()), 53, Protocol::Udp), (Some("dns-tcp".into()), 53, Protocol::Tcp)],
+                },
+                restart_policy: RestartPolicy::Always,
+                source: "built-in".into(),
+            });
+            self.services.push(ServiceSpec {
+                namespace: "kube-system".into(),
+                name: "kube-dns".into(),
+                labels: [("k8s-app".to_owned(), "kube-dns".to_owned())].into(),
+                selector: labels,
+                ports: [Protocol::Udp, Protocol::Tcp]
+                    .into_iter()
+                    .map(|protocol| ServicePort {
+                        name: Some(format!("dns-{}", protocol.name().to_lowercase())),
+                        port: 53,
+                        target_port: TargetPort::Number(53),
+                        protocol,
+                        node_port: None,
+                    })
+                    .collect(),
+                service_type: ServiceType::ClusterIP,
+                cluster_ip: Some(DNS_SERVICE_IP),
+                source: "built-in".into(),
+            });
+        }
+        self
+    }
+
+    /// Checks what only makes sense for the whole cluster: unique names, known namespaces,
+    /// service ports that resolve. Returns every problem found.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut seen = BTreeSet::new();
+        for p in &self.pods {
+            if !seen.insert((&p.namespace, &p.name)) {
+                errors.push(format!("{}: a pod named {}/{} is defined twice", p.source, p.namespace, p.name));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let mut ips = BTreeSet::new();
+        let mut node_ports = BTreeSet::new();
+        for s in &self.services {
+            if !seen.insert((&s.namespace, &s.name)) {
+                errors.push(format!("{}: a service named {}/{} is defined twice", s.source, s.namespace, s.name));
+            }
+            if let Some(ip) = s.cluster_ip {
+                if !ips.insert(ip) {
+                    errors.push(format!("{}: clusterIP {ip} is used by two services", s.source));
+                }
+                if !in_prefix(ip, SERVICE_CIDR) {
+                    errors.push(format!(
+                        "{}: clusterIP {ip} is outside the service range {}/{}",
+                        s.source, SERVICE_CIDR.0, SERVICE_CIDR.1
+                    ));
+                }
+            }
+            for port in &s.ports {
+                if let Some(np) = port.node_port {
+                    if !node_ports.insert(np) {
+                        errors.push(format!("{}: nodePort {np} is used twice", s.source));
+                    }
+                }
+            }
+        }
+        for p in &self.pods {
+            if !self.namespaces.contains_key(&p.namespace) {
+                errors.push(format!(
+                    "{}: namespace {:?} does not exist; add a Namespace object or use one of: {}",
+                    p.source,
+                    p.namespace,
+                    self.namespaces.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        errors
+    }
+}
+
+pub fn in_prefix(ip: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// A stable 10-character hash like Kubernetes' pod-template-hash (FNV-1a, base36-ish alphabet).
+pub fn template_hash(input: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in input.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    // Kubernetes' "safe" alphabet: no vowels, no confusable characters.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..10)
+        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+        .collect()
+}
+
+/// A random 5-character pod suffix, as a ReplicaSet gives its pods.
+pub fn pod_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut buf = [0u8; 5];
+    getrandom(&mut buf);
+    buf.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+fn getrandom(buf: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(buf).is_ok() {
+            return;
+        }
+    }
+    // Fallback: time-based, good enough for name suffixes.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (t >> (i * 8)) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        assert!(in_prefix(Ipv4Addr::new(10, 96, 0, 10), SERVICE_CIDR));
+        assert!(in_prefix(Ipv4Addr::new(10, 111, 255, 255), SERVICE_CIDR));
+        assert!(!in_prefix(Ipv4Addr::new(10, 112, 0, 0), SERVICE_CIDR));
+        assert!(in_prefix(Ipv4Addr::new(1, 2, 3, 4), (Ipv4Addr::UNSPECIFIED, 0)));
+    }
+
+    #[test]
+    fn template_hash_is_stable_and_k8s_shaped() {
+        let h = template_hash("default/deathstar");
+        assert_eq!(h.len(), 10);
+        assert_eq!(h, template_hash("default/deathstar"));
+        assert_ne!(h, template_hash("default/other"));
+        assert!(pod_suffix().chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,520 @@
+//! The running lab: builds the cluster described by a [`Topology`] — a node namespace, a
+//! namespace, veth, cgroup and supervised process per pod, virtual IPs per service — runs the
+//! enforcer over it, and tears it all down again. It implements [`web::Backend`], so the CLI
+//! (over the instance socket) and the web page (over HTTP) see the same lab.
+//!
+//! Layout on the node (inside the lab's own network namespace, never the VM's):
+//! `lo` holds the node address 10.244.0.1; each pod's veth `lxc<hash>` has a /32 route to the
+//! pod; pods route everything through 10.244.0.1. Packets marked for the L7 proxy are delivered
+//! locally by a policy-routing rule.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+use enforcer::{
+    datapath::Datapath,
+    engine::{Engine, EndpointSpec},
+    flow::{Clock, FlowLog},
+};
+use enforcer_common::{MARK_MASK, MARK_TO_PROXY};
+use serde_json::{Value, json};
+
+use crate::{
+    cluster::{self, PodSpec, Protocol, ServiceSpec, ServiceType, TargetPort, Topology},
+    netlink::Netlink,
+    paths::Paths,
+    spawn::{PodContext, write_resolv_conf},
+    state::Record,
+    supervisor::{Phase, Supervised},
+    sys, workloads,
+};
+
+/// Routing table and rule priority that deliver proxy-bound packets locally.
+const PROXY_TABLE: u32 = 2004;
+const PROXY_RULE_PRIORITY: u32 = 100;
+/// The L7 proxy's transparent listener in the node namespace.
+pub const PROXY_PORT: u16 = 15001;
+
+pub struct PodRuntime {
+    pub spec: PodSpec,
+    pub ip: Ipv4Addr,
+    pub netns: String,
+    pub node_if: String,
+    pub ep_id: u32,
+    pub identity: u32,
+    pub ctx: PodContext,
+    pub log_file: PathBuf,
+    pub created: SystemTime,
+    pub process: Option<Supervised>,
+}
+
+pub struct ServiceRuntime {
+    pub spec: ServiceSpec,
+    pub cluster_ip: Ipv4Addr,
+    pub id: u32,
+    /// Ready backends per service port (index into `spec.ports`).
+    pub backends: BTreeMap<usize, Vec<(Ipv4Addr, u16)>>,
+}
+
+pub struct Lab {
+    pub paths: Paths,
+    pub record: Mutex<Record>,
+    pub node_ns: PathBuf,
+    node: Netlink,
+    pub engine: Mutex<Engine>,
+    pub pods: RwLock<BTreeMap<(String, String), PodRuntime>>,
+    pub services: RwLock<BTreeMap<(String, String), ServiceRuntime>>,
+    pub topology: Topology,
+    pub flows: FlowLog<Value>,
+    pub policies: Mutex<crate::policies::PolicyStore>,
+    pub web_addr: Mutex<Option<SocketAddr>>,
+    pub started: SystemTime,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// Progress lines for the user.
+pub fn step(msg: impl AsRef<str>) {
+    println!("  \u{2713} {}", msg.as_ref());
+}
+
+impl Lab {
+    /// Creates the node, loads the datapath and brings up every pod and service. On error,
+    /// whatever was created is in the record for the caller's cleanup.
+    pub async fn up(paths: Paths, topology: Topology, record: Record) -> Result<Arc<Self>> {
+        let record = Mutex::new(record);
+        let note_mount = |p: &std::path::Path| record.lock().expect("record").note_mount(&paths, p);
+
+        // Mounts: a bpffs for the pinned maps and links, and cgroup v2 for the pods' processes.
+        note_mount(&paths.bpffs())?;
+        sys::mount_bpffs(&paths.bpffs())?;
+        note_mount(&paths.cgroup_mount())?;
+        sys::mount_cgroup2(&paths.cgroup_mount())?;
+        let cg_root = paths.cgroup_root();
+        record.lock().expect("record").note_cgroup(&paths, &cg_root)?;
+        std::fs::create_dir_all(cg_root.join("pods")).with_context(|| format!("creating cgroup {}", cg_root.display()))?;
+        step(format!("mounted bpffs and cgroup2 under {}", paths.root.display()));
+
+        // The node.
+        let node_name = paths.node_netns();
+        record.lock().expect("record").note_netns(&paths, &node_name)?;
+        let node_ns = sys::create_netns(&node_name)?;
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ] {
+            sys::sysctl(&node_ns, k, v)?;
+        }
+        let node = Netlink::open_in(&node_ns)?;
+        node.set_up("lo").await?;
+        node.add_addr("lo", cluster::NODE_IP, 32).await?;
+        node.add_fwmark_rule(MARK_TO_PROXY, MARK_MASK, PROXY_TABLE, PROXY_RULE_PRIORITY).await?;
+        node.add_local_default_route(PROXY_TABLE).await?;
+        step(format!("node namespace {node_name} (node address {})", cluster::NODE_IP));
+
+        // The enforcer.
+        let mut dp = Datapath::load(&paths.bpffs()).context("loading the eBPF datapath")?;
+        dp.attach_cgroup(&cg_root.join("pods")).context("attaching the socket load balancer")?;
+        let engine = Engine::new(dp, &node_ns, cluster::NODE_IP, PROXY_PORT)?;
+        step("eBPF datapath loaded (TC policy programs, socket load balancer), maps pinned");
+
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let lab = Arc::new(Self {
+            paths: paths.clone(),
+            record,
+            node_ns,
+            node,
+            engine: Mutex::new(engine),
+            pods: RwLock::new(BTreeMap::new()),
+            services: RwLock::new(BTreeMap::new()),
+            topology: topology.clone(),
+            flows: FlowLog::new(20_000),
+            policies: Mutex::new(crate::policies::PolicyStore::default()),
+            web_addr: Mutex::new(None),
+            started: SystemTime::now(),
+            shutdown,
+        });
+        lab.clone().spawn_flow_reader()?;
+
+        // Services first: pods get their addresses at start.
+        lab.create_services()?;
+        for (i, spec) in topology.pods.iter().enumerate() {
+            let ip = Ipv4Addr::from(u32::from(cluster::POD_CIDR.0) + 2 + i as u32);
+            if !cluster::in_prefix(ip, cluster::POD_CIDR) || ip.octets()[3] == 255 {
+                bail!(
+                    "the pod address range {}/{} is exhausted ({} pods); the lab's node has room for 253",
+                    cluster::POD_CIDR.0,
+                    cluster::POD_CIDR.1,
+                    topology.pods.len()
+                );
+            }
+            lab.create_pod(spec.clone(), ip).await?;
+        }
+        lab.write_dns_records()?;
+        lab.refresh_backends();
+        // Processes: DNS first, then the rest.
+        let mut keys: Vec<_> = lab.pods.read().expect("pods").keys().cloned().collect();
+        keys.sort_by_key(|(ns, _)| ns != "kube-system");
+        for key in keys {
+            lab.start_process(&key)?;
+        }
+        lab.clone().spawn_readiness();
+        Ok(lab)
+    }
+
+    fn create_services(&self) -> Result<()> {
+        let mut used: Vec<Ipv4Addr> = self.topology.services.iter().filter_map(|s| s.cluster_ip).collect();
+        let mut out = BTreeMap::new();
+        for (i, spec) in self.topology.services.iter().enumerate() {
+            let ip = match spec.cluster_ip {
+                Some(ip) => ip,
+                None => {
+                    let ip = allocate_service_ip(&format!("{}/{}", spec.namespace, spec.name), &used);
+                    used.push(ip);
+                    ip
+                }
+            };
+            out.insert(
+                (spec.namespace.clone(), spec.name.clone()),
+                ServiceRuntime { spec: spec.clone(), cluster_ip: ip, id: i as u32 + 1, backends: BTreeMap::new() },
+            );
+            let ports: Vec<String> = spec.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol.name())).collect();
+            step(format!("service {}/{} {ip} ({})", spec.namespace, spec.name, ports.join(", ")));
+        }
+        *self.services.write().expect("services") = out;
+        Ok(())
+    }
+
+    async fn create_pod(&self, spec: PodSpec, ip: Ipv4Addr) -> Result<()> {
+        let paths = &self.paths;
+        let ns_name = paths.pod_netns(&spec.namespace, &spec.name);
+        self.record.lock().expect("record").note_netns(paths, &ns_name)?;
+        let pod_ns = sys::create_netns(&ns_name)?;
+        for (k, v) in [("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")] {
+            sys::sysctl(&pod_ns, k, v)?;
+        }
+        let node_if = veth_name(&ns_name);
+        self.node.add_veth(&node_if, "eth0", &pod_ns).await?;
+        self.node.set_up(&node_if).await?;
+        self.node.add_link_route(ip, 32, &node_if).await?;
+        let pod_nl = Netlink::open_in(&pod_ns)?;
+        pod_nl.set_up("lo").await?;
+        pod_nl.add_addr("eth0", ip, 32).await?;
+        pod_nl.set_up("eth0").await?;
+        pod_nl.add_link_route(cluster::NODE_IP, 32, "eth0").await?;
+        pod_nl.add_default_route(cluster::NODE_IP, "eth0").await?;
+
+        let key = format!("{}_{}", spec.namespace, spec.name);
+        let cgroup = paths.cgroup_root().join("pods").join(&key);
+        std::fs::create_dir_all(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+        let resolv_conf = paths.pods().join(&key).join("resolv.conf");
+        write_resolv_conf(&resolv_conf, &spec.namespace, cluster::DNS_SERVICE_IP)?;
+        std::fs::create_dir_all(paths.logs())?;
+        let log_file = paths.logs().join(format!("{key}.log"));
+
+        let ns_labels = self.topology.namespaces.get(&spec.namespace).cloned().unwrap_or_default();
+        let ep = {
+            let mut engine = self.engine.lock().expect("engine");
+            engine.add_endpoint(EndpointSpec {
+                namespace: spec.namespace.clone(),
+                pod: spec.name.clone(),
+                labels: spec.labels.clone(),
+                namespace_labels: ns_labels,
+                ip,
+                ifname: node_if.clone(),
+            })?
+        };
+        step(format!("pod {}/{} {ip} identity {} ({})", spec.namespace, spec.name, ep.identity, spec.container.image));
+        let ctx = PodContext {
+            namespace: spec.namespace.clone(),
+            pod: spec.name.clone(),
+            netns: pod_ns,
+            cgroup,
+            resolv_conf,
+            hostname: spec.name.clone(),
+        };
+        let rt = PodRuntime {
+            ip,
+            netns: ns_name,
+            node_if,
+            ep_id: ep.ep_id,
+            identity: ep.identity,
+            ctx,
+            log_file,
+            created: SystemTime::now(),
+            process: None,
+            spec,
+        };
+        self.pods.write().expect("pods").insert((rt.spec.namespace.clone(), rt.spec.name.clone()), rt);
+        Ok(())
+    }
+
+    fn start_process(self: &Arc<Self>, key: &(String, String)) -> Result<()> {
+        let mut pods = self.pods.write().expect("pods");
+        let pod = pods.get_mut(key).context("pod vanished")?;
+        let lab = Arc::downgrade(self);
+        let spec = pod.spec.clone();
+        let data = self.paths.data();
+        let records = self.paths.dns_records();
+        let exe = std::env::current_exe().context("locating the lab binary")?;
+        let builder = Box::new(move || -> Result<(PathBuf, Vec<String>)> {
+            let lab = lab.upgrade().context("the lab is shutting down")?;
+            let resolve = |ns: &str, svc: &str| lab.service_addr(ns, svc);
+            let args = workloads::command_args(&spec, &data, &records, &resolve)?;
+            Ok((exe.clone(), args))
+        });
+        pod.process = Some(Supervised::start(pod.ctx.clone(), pod.log_file.clone(), pod.spec.restart_policy, builder));
+        Ok(())
+    }
+
+    /// `NAME:PORT` (or `NAME.NS:PORT`) of a service → its cluster IP and port.
+    pub fn service_addr(&self, namespace: &str, name_port: &str) -> Option<SocketAddr> {
+        let (name, port) = name_port.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let (name, ns) = match name.split_once('.') {
+            Some((n, rest)) => (n, rest.split('.').next().unwrap_or(namespace)),
+            None => (name, namespace),
+        };
+        let services = self.services.read().expect("services");
+        let svc = services.get(&(ns.to_owned(), name.to_owned()))?;
+        svc.spec.ports.iter().any(|p| p.port == port).then_some(SocketAddr::from((svc.cluster_ip, port)))
+    }
+
+    fn write_dns_records(&self) -> Result<()> {
+        let services = self.services.read().expect("services");
+        let mut records = Vec::new();
+        for svc in services.values() {
+            records.push(demo_services::dns::RecordEntry {
+                name: format!("{}.{}.svc.{}", svc.spec.name, svc.spec.namespace, cluster::CLUSTER_DOMAIN),
+                ipv4: vec![svc.cluster_ip],
+            });
+        }
+        let file = self.paths.dns_records();
+        std::fs::create_dir_all(file.parent().expect("dns dir"))?;
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&demo_services::dns::RecordsFile { records })?)?;
+        std::fs::rename(&tmp, &file)?;
+        Ok(())
+    }
+
+    /// Recomputes each service's ready backends (pods whose process listens on the target port)
+    /// and updates the load balancer where they changed.
+    pub fn refresh_backends(&self) {
+        let pods = self.pods.read().expect("pods");
+        let mut services = self.services.write().expect("services");
+        for svc in services.values_mut() {
+            for (i, port) in svc.spec.ports.iter().enumerate() {
+                let mut ready = Vec::new();
+                for pod in pods.values().filter(|p| svc.spec.selects(&p.spec)) {
+                    let Some(target) = resolve_target_port(&port.target_port, &pod.spec) else { continue };
+                    let pid = pod.process.as_ref().and_then(|p| p.status().pid);
+                    if pid.is_some_and(|pid| listening(pid, target, port.protocol)) {
+                        ready.push((pod.ip, target));
+                    }
+                }
+                ready.sort();
+                if svc.backends.get(&i) != Some(&ready) {
+                    let mut engine = self.engine.lock().expect("engine");
+                    if let Err(e) = engine.datapath().set_service(svc.cluster_ip, port.port, port.protocol.number(), svc.id, &ready) {
+                        tracing::warn!("updating service {}: {e}", svc.spec.name);
+                    }
+                    svc.backends.insert(i, ready);
+                }
+            }
+        }
+    }
+
+    fn spawn_readiness(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = stop.changed() => break,
+                }
+                let lab = self.clone();
+                let _ = tokio::task::spawn_blocking(move || lab.refresh_backends()).await;
+            }
+        });
+    }
+
+    /// Reads the datapath's flow events and keeps them as Hubble-shaped flows.
+    fn spawn_flow_reader(self: Arc<Self>) -> Result<()> {
+        let ring = self.engine.lock().expect("engine").datapath().take_events().context("event ring buffer")?;
+        let mut fd = tokio::io::unix::AsyncFd::new(ring).context("watching the event ring buffer")?;
+        let names = self.engine.lock().expect("engine").names();
+        let clock = Clock::new();
+        let node_name = self.paths.instance.clone();
+        let mut stop = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let mut guard = tokio::select! {
+                    g = fd.readable_mut() => match g { Ok(g) => g, Err(_) => break },
+                    _ = stop.changed() => break,
+                };
+                let names = names.read().expect("names").clone();
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if item.len() < std::mem::size_of::<enforcer_common::FlowEvent>() {
+                        continue;
+                    }
+                    // SAFETY: the datapath writes whole FlowEvent records (checked length).
+                    let ev: enforcer_common::FlowEvent =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr() as *const _) };
+                    drop(item);
+                    let flow = enforcer::flow::from_event(&ev, &names, &clock, &node_name);
+                    if let Ok(v) = serde_json::to_value(&flow) {
+                        self.flows.push(v);
+                    }
+                }
+                guard.clear_ready();
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops every process, then removes what the record lists.
+    pub async fn teardown(&self) -> crate::state::CleanupReport {
+        let _ = self.shutdown.send(true);
+        let procs: Vec<Supervised> = self
+            .pods
+            .write()
+            .expect("pods")
+            .values_mut()
+            .filter_map(|p| p.process.take())
+            .collect();
+        let stops = procs.into_iter().map(|p| p.stop(Duration::from_secs(2)));
+        futures::future::join_all(stops).await;
+        let record = self.record.lock().expect("record").clone();
+        crate::state::cleanup(&self.paths, &record)
+    }
+
+    pub fn pod_key(&self, pod: &str) -> Option<(String, String)> {
+        let pods = self.pods.read().expect("pods");
+        match pod.split_once('/') {
+            Some((ns, name)) => pods.contains_key(&(ns.into(), name.into())).then(|| (ns.into(), name.into())),
+            None => pods
+                .keys()
+                .find(|(ns, name)| ns == "default" && name == pod)
+                .or_else(|| pods.keys().find(|(_, name)| name == pod))
+                .cloned(),
+        }
+    }
+
+    pub fn pod_json(&self, pod: &PodRuntime) -> Value {
+        let status = pod.process.as_ref().map(|p| p.status());
+        let netns_alive = sys::netns_alive(&pod.netns);
+        let phase = match (&status, netns_alive) {
+            (_, false) => "NetworkMissing".to_owned(),
+            (Some(s), _) => format!("{:?}", s.phase),
+            (None, _) => "Pending".to_owned(),
+        };
+        let ready = status.as_ref().is_some_and(|s| s.phase == Phase::Running);
+        json!({
+            "namespace": pod.spec.namespace,
+            "name": pod.spec.name,
+            "labels": pod.spec.labels,
+            "ip": pod.ip.to_string(),
+            "node_interface": pod.node_if,
+            "netns": pod.netns,
+            "netns_alive": netns_alive,
+            "identity": pod.identity,
+            "endpoint_id": pod.ep_id,
+            "image": pod.spec.container.image,
+            "workload": pod.spec.container.workload,
+            "owner": pod.spec.owner,
+            "phase": phase,
+            "ready": ready,
+            "restarts": status.as_ref().map(|s| s.restarts).unwrap_or(0),
+            "pid": status.as_ref().and_then(|s| s.pid),
+            "last_exit": status.as_ref().and_then(|s| s.last_exit.clone()),
+            "started_at": status.as_ref().and_then(|s| s.started_at).map(rfc3339),
+            "created": rfc3339(pod.created),
+            "log_file": pod.log_file,
+            "source": pod.spec.source,
+        })
+    }
+}
+
+pub use enforcer::flow::rfc3339;
+
+/// `lxc` + 12 hex digits of a hash of the namespace name: unique and within 15 bytes.
+fn veth_name(netns: &str) -> String {
+    format!("lxc{}", &cluster::template_hash(netns).bytes().map(|b| format!("{:x}", b % 16)).collect::<String>()[..10])
+}
+
+fn allocate_service_ip(key: &str, used: &[Ipv4Addr]) -> Ipv4Addr {
+    // Deterministic per name (stable across restarts), probing past collisions and the
+    // reserved low addresses (10.96.0.1 is the API server's in Kubernetes, .10 is DNS).
+    let mut h: u32 = 2166136261;
+    for b in key.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(16777619);
+    }
+    let size = 1u32 << (32 - cluster::SERVICE_CIDR.1);
+    let base = u32::from(cluster::SERVICE_CIDR.0);
+    let mut off = (h % (size - 2)) + 1;
+    loop {
+        let ip = Ipv4Addr::from(base + off);
+        if off > 10 && !used.contains(&ip) && ip.octets()[3] != 0 && ip.octets()[3] != 255 {
+            return ip;
+        }
+        off = (off + 1) % (size - 1);
+    }
+}
+
+fn resolve_target_port(target: &TargetPort, pod: &PodSpec) -> Option<u16> {
+    match target {
+        TargetPort::Number(n) => Some(*n),
+        TargetPort::Name(name) => pod
+            .container
+            .ports
+            .iter()
+            .find(|(n, _, _)| n.as_deref() == Some(name.as_str()))
+            .map(|(_, p, _)| *p),
+    }
+}
+
+/// Whether process `pid` (in its own network namespace) has a socket listening on `port`.
+fn listening(pid: u32, port: u16, proto: Protocol) -> bool {
+    let (file, state) = match proto {
+        Protocol::Tcp => ("tcp", "0A"),  // TCP_LISTEN
+        Protocol::Udp => ("udp", "07"),  // TCP_CLOSE: a bound UDP socket
+    };
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+        return false;
+    };
+    table.lines().skip(1).any(|l| {
+        let mut f = l.split_whitespace();
+        let local = f.nth(1).unwrap_or_default();
+        let st = f.nth(1).unwrap_or_default();
+        st == state && local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) == Some(port)
+    })
+}
+
+pub fn service_json(svc: &ServiceRuntime) -> Value {
+    json!({
+        "namespace": svc.spec.namespace,
+        "name": svc.spec.name,
+        "type": match svc.spec.service_type { ServiceType::ClusterIP => "ClusterIP", ServiceType::NodePort => "NodePort" },
+        "cluster_ip": svc.cluster_ip.to_string(),
+        "selector": svc.spec.selector,
+        "labels": svc.spec.labels,
+        "ports": svc.spec.ports.iter().enumerate().map(|(i, p)| json!({
+            "name": p.name,
+            "port": p.port,
+            "protocol": p.protocol.name(),
+            "target_port": match &p.target_port { TargetPort::Number(n) => json!(n), TargetPort::Name(s) => json!(s) },
+            "node_port": p.node_port,
+            "endpoints": svc.backends.get(&i).map(|b| b.iter().map(|(ip, port)| format!("{ip}:{port}")).collect::<Vec<_>>()).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+        "dns": format!("{}.{}.svc.{}", svc.spec.name, svc.spec.namespace, cluster::CLUSTER_DOMAIN),
+    })
+}

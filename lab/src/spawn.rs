@@ -1,0 +1,124 @@
+//! Starting a program inside a pod: its network namespace, its cgroup (so the socket load
+//! balancer and connection counting see it), its own mount namespace with the pod's
+//! /etc/resolv.conf, and the pod's hostname. Used for workloads and for `lab exec`.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Everything needed to enter a pod. Served by the control API to `lab exec`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodContext {
+    pub namespace: String,
+    pub pod: String,
+    pub netns: PathBuf,
+    /// The pod's cgroup directory (cgroup v2).
+    pub cgroup: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname: String,
+}
+
+/// The file descriptors and C strings the child needs, prepared before fork: after fork only
+/// async-signal-safe calls are allowed, so nothing is allocated there.
+pub struct Prepared {
+    netns: File,
+    cgroup_procs: File,
+    resolv_src: CString,
+    resolv_dst: CString,
+    root: CString,
+    hostname: Vec<u8>,
+}
+
+impl PodContext {
+    pub fn prepare(&self) -> Result<Prepared> {
+        let netns = File::open(&self.netns).with_context(|| {
+            format!(
+                "opening the network namespace of pod {}/{} ({}); is the lab up?",
+                self.namespace,
+                self.pod,
+                self.netns.display()
+            )
+        })?;
+        let procs = self.cgroup.join("cgroup.procs");
+        let cgroup_procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .with_context(|| format!("opening {}", procs.display()))?;
+        Ok(Prepared {
+            netns,
+            cgroup_procs,
+            resolv_src: cstring(&self.resolv_conf)?,
+            resolv_dst: CString::new("/etc/resolv.conf")?,
+            root: CString::new("/")?,
+            hostname: self.hostname.as_bytes().to_vec(),
+        })
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    Ok(CString::new(p.as_os_str().as_bytes())?)
+}
+
+impl Prepared {
+    /// Runs in the forked child before exec. Only raw system calls.
+    ///
+    /// # Safety
+    /// Must only be called between fork and exec.
+    pub unsafe fn enter(&self) -> std::io::Result<()> {
+        unsafe {
+            check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+            // Writing "0" moves the writing process into the cgroup.
+            let zero = b"0";
+            if libc::write(self.cgroup_procs.as_raw_fd(), zero.as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
+            // Keep mounts made here private to the pod, while still seeing the host's.
+            check(libc::mount(
+                std::ptr::null(),
+                self.root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                self.resolv_src.as_ptr(),
+                self.resolv_dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            check(libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()))?;
+        }
+        Ok(())
+    }
+}
+
+fn check(ret: libc::c_int) -> std::io::Result<()> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes a pod's resolv.conf, Kubernetes style (ClusterFirst DNS policy).
+pub fn write_resolv_conf(path: &Path, namespace: &str, nameserver: std::net::Ipv4Addr) -> Result<()> {
+    let domain = crate::cluster::CLUSTER_DOMAIN;
+    let text = format!(
+        "# written by the lab for this pod (like the kubelet's ClusterFirst DNS policy)\n\
+         search {namespace}.svc.{domain} svc.{domain} {domain}\n\
+         nameserver {nameserver}\n\
+         options ndots:5\n"
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,187 @@
+//! Thin wrappers over the kernel facilities the lab builds pods from: named network namespaces,
+//! sysctls inside a namespace, mounts (bpffs, cgroup2) and cgroups. Everything here is exact:
+//! it creates or removes one named thing and reports what went wrong.
+
+use std::{
+    fs,
+    io::Write,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, setns, unshare},
+};
+
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// Path of a named network namespace (as `ip netns` names them).
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Creates a named network namespace, visible to `ip netns list`.
+pub fn create_netns(name: &str) -> Result<PathBuf> {
+    fs::create_dir_all(NETNS_DIR).with_context(|| format!("creating {NETNS_DIR}"))?;
+    let path = netns_path(name);
+    if path.exists() {
+        bail!(
+            "network namespace {name} already exists ({}); a previous lab may still be up \
+             (`lab down`), or remove it with `ip netns del {name}`",
+            path.display()
+        );
+    }
+    fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let target = path.clone();
+    let res = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .context("bind-mounting the new namespace")?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?;
+    if let Err(e) = res {
+        let _ = fs::remove_file(&path);
+        return Err(e.context(format!("creating network namespace {name}")));
+    }
+    Ok(path)
+}
+
+/// Removes a named network namespace; absent is fine.
+pub fn delete_netns(name: &str) -> Result<()> {
+    let path = netns_path(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    match umount2(&path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {}", path.display())),
+    }
+    fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Whether a named namespace is still a live namespace (not just a leftover file).
+pub fn netns_alive(name: &str) -> bool {
+    let path = netns_path(name);
+    let Ok(ns) = nix::sys::statfs::statfs(&path) else {
+        return false;
+    };
+    // A bind-mounted namespace file lives on nsfs.
+    ns.filesystem_type() == nix::sys::statfs::NSFS_MAGIC
+}
+
+/// Runs `f` on a scoped thread that has entered the network namespace at `path`; sockets `f`
+/// opens stay in that namespace.
+pub fn in_netns<R: Send>(path: &Path, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering {}", path.display()))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in {} panicked", path.display()))?
+    })
+}
+
+/// Sets a sysctl (`net.ipv4.ip_forward` style key) inside a network namespace.
+pub fn sysctl(ns: &Path, key: &str, value: &str) -> Result<()> {
+    let file = Path::new("/proc/sys").join(key.replace('.', "/"));
+    in_netns(ns, || -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .with_context(|| format!("opening {}", file.display()))?;
+        f.write_all(value.as_bytes())
+            .with_context(|| format!("setting {key}={value}"))
+    })?
+}
+
+/// Whether `path` is a mount point of the given filesystem type magic.
+fn is_mount_of(path: &Path, magic: nix::sys::statfs::FsType) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == magic)
+        && is_mount_point(path)
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let p = path.to_string_lossy();
+    mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(&p))
+}
+
+/// Mounts a bpffs at `path` (created if needed) unless one is there already.
+pub fn mount_bpffs(path: &Path) -> Result<()> {
+    fs::create_dir_all(path)?;
+    if is_mount_of(path, nix::sys::statfs::BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    mount(Some("bpf"), path, Some("bpf"), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting bpffs at {} (is BPF enabled in the kernel?)", path.display()))
+}
+
+/// Mounts the cgroup v2 hierarchy at `path` unless it is mounted there already.
+pub fn mount_cgroup2(path: &Path) -> Result<()> {
+    fs::create_dir_all(path)?;
+    if is_mount_of(path, nix::sys::statfs::CGROUP2_SUPER_MAGIC) {
+        return Ok(());
+    }
+    mount(Some("cgroup2"), path, Some("cgroup2"), MsFlags::empty(), None::<&str>).with_context(
+        || format!("mounting cgroup2 at {} (the kernel needs cgroup v2 support)", path.display()),
+    )
+}
+
+/// Unmounts `path` if it is a mount point, then removes the (empty) directory.
+pub fn unmount(path: &Path) -> Result<()> {
+    if is_mount_point(path) {
+        umount2(path, MntFlags::MNT_DETACH).with_context(|| format!("unmounting {}", path.display()))?;
+    }
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+/// Kills every process in a cgroup (v2 `cgroup.kill`), waits until it is empty, removes it.
+pub fn remove_cgroup(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let kill = path.join("cgroup.kill");
+    if kill.exists() {
+        fs::write(&kill, "1").with_context(|| format!("writing {}", kill.display()))?;
+    }
+    let procs = path.join("cgroup.procs");
+    for _ in 0..200 {
+        match fs::read_to_string(&procs) {
+            Ok(s) if s.trim().is_empty() => break,
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    // Child cgroups first.
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path())?;
+            }
+        }
+    }
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing cgroup {}", path.display())),
+    }
+}

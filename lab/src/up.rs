@@ -1,0 +1,309 @@
+//! `lab up` and `lab down`: checks before anything is created, the instance lock, cleanup of a
+//! crashed run's leftovers, the foreground and detached modes, and serving the API and the page.
+
+use std::{
+    net::SocketAddr,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::{
+    backend::LabBackend,
+    client::Client,
+    control::Lab,
+    paths::Paths,
+    state::{self, Record},
+    topology,
+};
+
+pub struct UpOptions {
+    pub files: Vec<PathBuf>,
+    pub web: SocketAddr,
+    pub detach: bool,
+    pub lessons: Option<PathBuf>,
+    /// Set in the re-executed child of `up -d`.
+    pub daemon_child: bool,
+}
+
+/// Checks that need nothing created: privileges, kernel features, the web port.
+pub fn preflight(web: SocketAddr) -> Result<std::net::TcpListener> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "`lab up` needs root: it creates network namespaces and veth pairs and loads eBPF \
+             programs (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF). Run it as root, e.g. `sudo lab up`."
+        );
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    for (name, what) in [("bpf", "the BPF filesystem (CONFIG_BPF_SYSCALL)"), ("cgroup2", "cgroup v2 (CONFIG_CGROUPS)")] {
+        if !fs.lines().any(|l| l.split_whitespace().last() == Some(name)) {
+            bail!("this kernel lacks {what}; the lab needs a kernel with eBPF and cgroup v2 support (Debian 12's kernel has both)");
+        }
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the lab needs a kernel built with CONFIG_DEBUG_INFO_BTF (Debian 12's kernel has it)");
+    }
+    if !Path::new("/proc/self/ns/net").exists() {
+        bail!("this kernel has no network namespaces (CONFIG_NET_NS)");
+    }
+    std::net::TcpListener::bind(web).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "the web address {web} is in use by another program (or another lab). Choose \
+                 another with `lab up --web 127.0.0.1:{}` or stop the other program",
+                web.port().wrapping_add(1)
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on {web}: {e}")
+        }
+    })
+}
+
+fn lock_path(paths: &Paths) -> PathBuf {
+    Path::new("/run/lab").join(format!("{}.lock", paths.instance))
+}
+
+pub fn daemon_log(paths: &Paths) -> PathBuf {
+    Path::new("/run/lab").join(format!("{}.log", paths.instance))
+}
+
+/// Takes the instance lock, or explains who holds it.
+fn lock(paths: &Paths) -> Result<Flock<std::fs::File>> {
+    std::fs::create_dir_all("/run/lab")?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_path(paths))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        let pid = Record::load(paths).ok().flatten().map(|r| r.pid).unwrap_or(0);
+        anyhow::anyhow!(
+            "a lab named {:?} is already running (pid {pid}). Use it (`lab get pods`), stop it \
+             with `lab down`, or start another with `lab --instance NAME up`",
+            paths.instance
+        )
+    })
+}
+
+/// Removes a previous run's leftovers by its record (after a crash or `kill -9`).
+fn clean_leftovers(paths: &Paths) -> Result<()> {
+    if let Some(old) = Record::load(paths)? {
+        println!("Cleaning up what a previous run (pid {}) left behind...", old.pid);
+        let report = state::cleanup(paths, &old);
+        for r in &report.removed {
+            println!("  - removed {r}");
+        }
+        if !report.errors.is_empty() {
+            bail!(
+                "could not remove everything the previous run left:\n  {}\nRemove these by hand, then retry",
+                report.errors.join("\n  ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
+    let listener = preflight(opts.web)?;
+    // Parse everything before creating anything.
+    let topo = topology::load(&opts.files)?;
+    if opts.detach && !opts.daemon_child {
+        drop(listener);
+        return detach(paths, &opts);
+    }
+    let _lock = lock(paths)?;
+    clean_leftovers(paths)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let started = Instant::now();
+        println!(
+            "Bringing up lab {:?}: {} pods, {} services",
+            paths.instance,
+            topo.pods.len(),
+            topo.services.len()
+        );
+        let record = Record { pid: std::process::id(), ..Default::default() };
+        record.save(paths)?;
+        let lab = match Lab::up(paths.clone(), topo, record).await {
+            Ok(lab) => lab,
+            Err(e) => {
+                eprintln!("error: {e:#}\nUndoing what was created...");
+                if let Ok(Some(rec)) = Record::load(paths) {
+                    let report = state::cleanup(paths, &rec);
+                    for err in report.errors {
+                        eprintln!("  cleanup: {err}");
+                    }
+                }
+                return Err(anyhow::anyhow!("lab up failed"));
+            }
+        };
+        let served = serve(paths, lab.clone(), listener, opts.lessons.clone()).await;
+        let addr = match served {
+            Ok(a) => a,
+            Err(e) => {
+                lab.teardown().await;
+                return Err(e);
+            }
+        };
+        {
+            let mut rec = lab.record.lock().expect("record");
+            rec.web = Some(format!("http://{addr}/"));
+            rec.save(paths)?;
+        }
+        println!(
+            "\nLab {:?} is up in {:.1}s.\n  Web lab:  http://{addr}/\n  Try:      lab get pods\n            lab exec xwing -- curl -s -XPOST deathstar.default.svc.cluster.local/v1/request-landing\n  Stop:     {}",
+            paths.instance,
+            started.elapsed().as_secs_f64(),
+            if opts.daemon_child { "lab down".to_owned() } else { "Ctrl-C (or `lab down`)".to_owned() },
+        );
+        wait_for_shutdown(&lab).await;
+        println!("\nShutting down...");
+        let report = lab.teardown().await;
+        for e in &report.errors {
+            eprintln!("  cleanup: {e}");
+        }
+        println!("Lab {:?} is down ({} things removed).", paths.instance, report.removed.len());
+        Ok(())
+    })
+}
+
+async fn wait_for_shutdown(lab: &Arc<Lab>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+    let mut api = lab.shutdown.subscribe();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = api.changed() => {}
+    }
+}
+
+/// Serves the control API on the instance socket and the API plus the page on `listener`.
+async fn serve(paths: &Paths, lab: Arc<Lab>, listener: std::net::TcpListener, lessons: Option<PathBuf>) -> Result<SocketAddr> {
+    let backend: web::SharedBackend = Arc::new(LabBackend(lab.clone()));
+    let _ = lessons;
+    let app = web::router(backend);
+    let sock = paths.api_socket();
+    let _ = std::fs::remove_file(&sock);
+    let unix = tokio::net::UnixListener::bind(&sock).with_context(|| format!("listening on {}", sock.display()))?;
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    let tcp = tokio::net::TcpListener::from_std(listener)?;
+    let addr = tcp.local_addr()?;
+    *lab.web_addr.lock().expect("web") = Some(addr);
+    let mut stop1 = lab.shutdown.subscribe();
+    let mut stop2 = lab.shutdown.subscribe();
+    let app2 = app.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(unix, app2).with_graceful_shutdown(async move { let _ = stop1.changed().await; }).await;
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(tcp, app).with_graceful_shutdown(async move { let _ = stop2.changed().await; }).await;
+    });
+    Ok(addr)
+}
+
+/// `up -d`: re-runs `lab up` in the background, shows its progress, and returns once it serves.
+fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let log = daemon_log(paths);
+    std::fs::create_dir_all("/run/lab")?;
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut args: Vec<String> = vec!["--instance".into(), paths.instance.clone(), "up".into(), "--daemon-child".into(), "-d".into()];
+    args.extend(["--web".into(), opts.web.to_string()]);
+    for f in &opts.files {
+        args.extend(["-f".into(), f.display().to_string()]);
+    }
+    if let Some(l) = &opts.lessons {
+        args.extend(["--lessons".into(), l.display().to_string()]);
+    }
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    // SAFETY: setsid is async-signal-safe; it detaches the lab from this terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().context("starting the lab in the background")?;
+    let client = Client::new(paths);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut shown = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.len() > shown {
+            print!("{}", &text[shown..]);
+            shown = text.len();
+        }
+        if text.contains("is up in") {
+            println!("  (running in the background, pid {}; its log: {})", child.id(), log.display());
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the lab stopped during start-up ({status}); see the messages above");
+        }
+        if Instant::now() > deadline {
+            bail!("the lab did not come up within 2 minutes; see {}", log.display());
+        }
+        let _ = rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        let _ = &client;
+    }
+}
+
+/// `lab down`: asks a running lab to stop, or cleans up after a dead one.
+pub fn down(paths: &Paths) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let client = Client::new(paths);
+    let record = Record::load(paths)?;
+    let asked = rt.block_on(client.request(hyper::Method::POST, "/api/x/shutdown", Some(serde_json::json!({})))).is_ok();
+    if asked {
+        println!("Stopping lab {:?}...", paths.instance);
+        let pid = record.as_ref().map(|r| r.pid).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+                break;
+            }
+        }
+        if let Ok(None) = Record::load(paths) {
+            println!("Lab {:?} is down.", paths.instance);
+            return Ok(());
+        }
+    }
+    match Record::load(paths)? {
+        None => {
+            if !asked {
+                println!("No lab named {:?} is up; nothing to do.", paths.instance);
+            }
+            Ok(())
+        }
+        Some(rec) => {
+            if rec.pid != 0 && Path::new(&format!("/proc/{}", rec.pid)).exists() && !asked {
+                bail!(
+                    "lab {:?} (pid {}) does not answer on its socket; stop it with `kill {}` and run `lab down` again",
+                    paths.instance, rec.pid, rec.pid
+                );
+            }
+            if !nix::unistd::Uid::effective().is_root() {
+                bail!("cleaning up needs root: run `sudo lab down`");
+            }
+            let _lock = lock(paths)?;
+            println!("Removing what lab {:?} (pid {}, no longer running) left behind...", paths.instance, rec.pid);
+            let report = state::cleanup(paths, &rec);
+            for r in &report.removed {
+                println!("  - removed {r}");
+            }
+            if report.errors.is_empty() {
+                println!("Lab {:?} is down.", paths.instance);
+                Ok(())
+            } else {
+                bail!("some things could not be removed:\n  {}", report.errors.join("\n  "))
+            }
+        }
+    }
+}
