@@ -1,2 +1,3 @@
 //! The lab's policy enforcer in user space.
 pub mod datapath;
+pub mod proxy;
