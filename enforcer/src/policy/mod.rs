@@ -1,1 +1,6 @@
+//! CiliumNetworkPolicy: the API types ([`api`]), label selectors ([`selector`]), normalisation
+//! ([`normalize`]) and resolution into map state ([`resolve`]).
+pub mod api;
+pub mod normalize;
 pub mod resolve;
+pub mod selector;
