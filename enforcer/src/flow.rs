@@ -188,9 +188,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-            .unwrap_or(0);
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
         let wall = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -259,7 +260,7 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
     let source = endpoint_ref(names, saddr, ev.src_identity);
     let destination = endpoint_ref(names, daddr, ev.dst_identity);
     let mut l4 = L4::default();
-    let mut summary = String::new();
+    let summary;
     match ev.proto {
         6 => {
             let mut flags = serde_json::Map::new();
@@ -424,7 +425,7 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600); // 2026-11-21
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_219_200); // 2026-11-21
         assert!(rfc3339(t).starts_with("2026-11-21T00:00:00"));
     }
 }

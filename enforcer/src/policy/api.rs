@@ -110,6 +110,9 @@ pub struct PolicyDoc {
     /// The document as written, for `get -o yaml`.
     #[serde(skip)]
     pub raw: Value,
+    /// Where each field is written, so later stages (normalisation) can point at lines too.
+    #[serde(skip)]
+    pub locations: crate::yaml::Locations,
 }
 
 impl PolicyDoc {
@@ -922,6 +925,7 @@ fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
         rules,
         source: doc.source_ref(),
         raw: doc.value.clone(),
+        locations: doc.locations.clone(),
     };
     (Some(policy), errors)
 }

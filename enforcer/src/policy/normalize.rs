@@ -138,15 +138,10 @@ pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
 }
 
 fn located(doc: &PolicyDoc, path: &str, message: &str) -> Located {
-    let (line, column) = doc.locations.line_of(path).unwrap_or((doc.source.line, 1));
-    Located {
-        file: doc.source.file.clone(),
-        line,
-        column,
-        field: path.to_owned(),
-        message: message.to_owned(),
-        hint: None,
-    }
+    let place = doc.locations.line_of(path).unwrap_or((doc.source.line, 1));
+    let mut e = Located::new(doc.source.file.clone(), place, path, message);
+    e.kind = crate::yaml::ErrorKind::Unsupported;
+    e
 }
 
 struct Ctx<'a> {

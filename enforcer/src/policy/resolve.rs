@@ -600,7 +600,7 @@ mod tests {
         assert_eq!(range_to_prefixes(80, 80), vec![(80, 16)]);
         assert_eq!(range_to_prefixes(0, 65535), vec![(0, 0)]);
         let blocks = range_to_prefixes(30000, 30009);
-        let covered: Vec<u16> = blocks.iter().flat_map(|(s, b)| (*s..=s + ((1u32 << (16 - b)) - 1) as u16)).collect();
+        let covered: Vec<u16> = blocks.iter().flat_map(|(s, b)| *s..=s + ((1u32 << (16 - b)) - 1) as u16).collect();
         assert_eq!(covered, (30000..=30009).collect::<Vec<_>>());
         for (lo, hi) in [(1, 65535), (1023, 1025), (5, 6), (65535, 65535)] {
             let total: u32 = range_to_prefixes(lo, hi).iter().map(|(_, b)| 1u32 << (16 - b)).sum();

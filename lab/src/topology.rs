@@ -1,0 +1,315 @@
+//! From Kubernetes manifests to the cluster as data ([`Topology`]): images to built-in
+//! workloads, Deployments to pods, and every check that needs the whole set of objects. Nothing
+//! is created here; a bad manifest stops `lab up` before anything exists.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use anyhow::{Result, bail};
+use enforcer::yaml::{Located, Source};
+
+use crate::{
+    cluster::{
+        self, ContainerSpec, KNOWN_IMAGES, LogStoreRef, PodSpec, Protocol, RestartPolicy, ServicePort,
+        ServiceSpec, ServiceType, TargetPort, Topology, Workload,
+    },
+    manifest::{self, Object},
+};
+
+/// The default cluster, embedded in the binary.
+pub const DEFAULT_MANIFEST: &str = include_str!("../manifests/default.yaml");
+
+/// Reads the manifests (or the default cluster when `files` is empty) into a topology.
+pub fn load(files: &[PathBuf]) -> Result<Topology> {
+    let mut sources = Vec::new();
+    if files.is_empty() {
+        sources.push(Source::new("<default cluster>", DEFAULT_MANIFEST));
+    }
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
+        sources.push(Source::new(f.display().to_string(), text));
+    }
+    from_sources(&sources)
+}
+
+pub fn from_sources(sources: &[Source]) -> Result<Topology> {
+    let mut objects = Vec::new();
+    let mut errors: Vec<Located> = Vec::new();
+    for src in sources {
+        match manifest::parse_manifests(src) {
+            Ok(objs) => objects.extend(objs),
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut topo = Topology::default();
+    let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for (obj, src) in &objects {
+        let at = format!("{}:{}", src.file, src.line);
+        match obj {
+            Object::Namespace(ns) => {
+                topo.namespaces.insert(ns.name.clone(), ns.labels.clone());
+            }
+            Object::Pod(p) => match pod_spec(&p.meta.namespace, &p.meta.name, &p.meta.labels, None, &p.spec, &at) {
+                Ok(spec) => topo.pods.push(spec),
+                Err(e) => problems.push(e),
+            },
+            Object::Deployment(d) => {
+                let hash = cluster::template_hash(&format!("{}/{}/{:?}", d.meta.namespace, d.meta.name, d.template));
+                for _ in 0..d.replicas {
+                    let name = format!("{}-{hash}-{}", d.meta.name, cluster::pod_suffix());
+                    match pod_spec(&d.meta.namespace, &name, &d.template.labels, Some(&d.meta.name), &d.template.spec, &at) {
+                        Ok(spec) => topo.pods.push(spec),
+                        Err(e) => {
+                            problems.push(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            Object::Service(s) => topo.services.push(ServiceSpec {
+                namespace: s.meta.namespace.clone(),
+                name: s.meta.name.clone(),
+                labels: s.meta.labels.clone(),
+                selector: s.selector.clone(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        name: p.name.clone(),
+                        port: p.port,
+                        target_port: match &p.target_port {
+                            manifest::TargetPort::Number(n) => TargetPort::Number(*n),
+                            manifest::TargetPort::Name(n) => TargetPort::Name(n.clone()),
+                        },
+                        protocol: protocol(p.protocol),
+                        node_port: p.node_port,
+                    })
+                    .collect(),
+                service_type: match s.service_type {
+                    manifest::ServiceType::ClusterIP => ServiceType::ClusterIP,
+                    manifest::ServiceType::NodePort => ServiceType::NodePort,
+                },
+                cluster_ip: None,
+                source: at,
+            }),
+        }
+    }
+    let topo = topo.with_system_parts();
+    problems.extend(topo.validate());
+    if !problems.is_empty() {
+        bail!("the manifests have problems; nothing was created:\n  {}", problems.join("\n  "));
+    }
+    Ok(topo)
+}
+
+fn protocol(p: manifest::Protocol) -> Protocol {
+    match p {
+        manifest::Protocol::Tcp => Protocol::Tcp,
+        manifest::Protocol::Udp => Protocol::Udp,
+    }
+}
+
+fn pod_spec(
+    namespace: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    owner: Option<&str>,
+    spec: &manifest::PodSpec,
+    at: &str,
+) -> Result<PodSpec, String> {
+    let [container] = spec.containers.as_slice() else {
+        return Err(format!(
+            "{at}: pod {namespace}/{name} has {} containers; the lab runs one workload per pod (no sidecars)",
+            spec.containers.len()
+        ));
+    };
+    if !container.command.is_empty() || !container.args.is_empty() {
+        return Err(format!(
+            "{at}: container {} sets command/args; the lab runs its built-in workloads only (use `lab exec` to run other programs in a pod)",
+            container.name
+        ));
+    }
+    let env: BTreeMap<&str, &str> = container.env.iter().map(|e| (e.name.as_str(), e.value.as_str())).collect();
+    let workload = workload_for(&container.image, &env).map_err(|e| format!("{at}: container {}: {e}", container.name))?;
+    Ok(PodSpec {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        labels: labels.clone(),
+        owner: owner.map(str::to_owned),
+        container: ContainerSpec {
+            name: container.name.clone(),
+            image: container.image.clone(),
+            workload,
+            ports: container.ports.iter().map(|p| (p.name.clone(), p.container_port, protocol(p.protocol))).collect(),
+        },
+        restart_policy: match spec.restart_policy {
+            manifest::RestartPolicy::Always => RestartPolicy::Always,
+            manifest::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+            manifest::RestartPolicy::Never => RestartPolicy::Never,
+        },
+        source: at.to_owned(),
+    })
+}
+
+/// The image without registry tag or digest, e.g. `quay.io/cilium/starwars:v2.1@sha256:..` →
+/// `quay.io/cilium/starwars`.
+fn image_name(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    match no_digest.rfind(':') {
+        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
+        _ => no_digest,
+    }
+}
+
+fn workload_for(image: &str, env: &BTreeMap<&str, &str>) -> Result<Workload, String> {
+    let port = |default: u16| -> Result<u16, String> {
+        match env.get("PORT") {
+            Some(p) => p.parse().map_err(|_| format!("env PORT={p:?} is not a port number")),
+            None => Ok(default),
+        }
+    };
+    match image_name(image) {
+        "lab/deathstar" | "quay.io/cilium/starwars" | "docker.io/cilium/starwars" | "cilium/starwars" => {
+            let log_stores = match env.get("LOG_STORES") {
+                Some(v) => parse_log_stores(v)?,
+                None => Vec::new(),
+            };
+            Ok(Workload::Deathstar { log_stores })
+        }
+        "lab/ship" | "quay.io/cilium/json-mock" | "docker.io/cilium/json-mock" | "docker.io/tgraf/netperf" | "tgraf/netperf" => {
+            Ok(Workload::Ship)
+        }
+        "lab/ftp-store" => match env.get("FTP_MODE").copied() {
+            Some("secure") => Ok(Workload::FtpStore { secure: true }),
+            Some("vulnerable") => Ok(Workload::FtpStore { secure: false }),
+            other => Err(format!("lab/ftp-store needs env FTP_MODE=secure or FTP_MODE=vulnerable (got {other:?})")),
+        },
+        "lab/echo" => Ok(Workload::Echo {
+            port: port(80)?,
+            body: env.get("BODY").map(|b| b.to_string()).unwrap_or_else(|| "hello world\n".into()),
+        }),
+        "lab/inventory" => Ok(Workload::Inventory { port: port(8080)? }),
+        other => Err(format!(
+            "unknown image {other:?}: the lab has no container runtime and runs built-in workloads. Known images:\n    {}",
+            KNOWN_IMAGES.join("\n    ")
+        )),
+    }
+}
+
+/// `user:password@service:port,service:port`
+fn parse_log_stores(v: &str) -> Result<Vec<LogStoreRef>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (cred, service) = match item.rsplit_once('@') {
+                Some((c, s)) => (Some(c), s),
+                None => (None, item),
+            };
+            if !service.contains(':') {
+                return Err(format!("LOG_STORES entry {item:?}: expected [user:password@]service:port"));
+            }
+            let (user, password) = match cred {
+                Some(c) => match c.split_once(':') {
+                    Some((u, p)) => (Some(u.to_owned()), Some(p.to_owned())),
+                    None => (Some(c.to_owned()), None),
+                },
+                None => (None, None),
+            };
+            Ok(LogStoreRef { service: service.to_owned(), user, password })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cluster() {
+        let t = from_sources(&[Source::new("default", DEFAULT_MANIFEST)]).unwrap();
+        let names: Vec<&str> = t.pods.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(t.pods.iter().filter(|p| p.owner.as_deref() == Some("deathstar")).count(), 2);
+        for n in ["tiefighter", "xwing", "ftp-secure", "ftp-vulnerable"] {
+            assert!(names.contains(&n), "{n} in {names:?}");
+        }
+        assert!(t.pods.iter().any(|p| p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns")));
+        let ds = t.pods.iter().find(|p| p.owner.as_deref() == Some("deathstar")).unwrap();
+        assert!(ds.name.starts_with("deathstar-"));
+        match &ds.container.workload {
+            Workload::Deathstar { log_stores } => {
+                assert_eq!(log_stores.len(), 2);
+                assert_eq!(log_stores[0].user.as_deref(), Some("deathstar"));
+                assert_eq!(log_stores[1].service, "ftp-vulnerable:21");
+            }
+            w => panic!("{w:?}"),
+        }
+    }
+
+    #[test]
+    fn images() {
+        assert_eq!(image_name("quay.io/cilium/starwars:v2.1@sha256:abc"), "quay.io/cilium/starwars");
+        assert_eq!(image_name("localhost:5000/x"), "localhost:5000/x");
+        assert_eq!(image_name("lab/echo:1"), "lab/echo");
+        let err = workload_for("nginx:latest", &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("Known images") && err.contains("lab/deathstar"), "{err}");
+    }
+
+    #[test]
+    fn cilium_starwars_manifest_works_as_written() {
+        let text = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: deathstar
+spec:
+  type: ClusterIP
+  ports:
+  - port: 80
+  selector:
+    org: empire
+    class: deathstar
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: deathstar
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      org: empire
+      class: deathstar
+  template:
+    metadata:
+      labels:
+        org: empire
+        class: deathstar
+    spec:
+      containers:
+      - name: deathstar
+        image: quay.io/cilium/starwars:v2.1@sha256:833d915ec68fca3ce83668fc5dae97c455b2134d8f23ef96586f55b894cfb1e8
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: xwing
+  labels:
+    org: alliance
+    class: xwing
+spec:
+  containers:
+  - name: spaceship
+    image: quay.io/cilium/json-mock:v1.3.8@sha256:5aad04835eda9025fe4561ad31be77fd55309af8158ca8663a72f6abb78c2603
+"#;
+        let t = from_sources(&[Source::new("sw.yaml", text)]).unwrap();
+        assert_eq!(t.pods.iter().filter(|p| matches!(p.container.workload, Workload::Deathstar { .. })).count(), 2);
+        assert!(t.pods.iter().any(|p| p.name == "xwing" && p.container.workload == Workload::Ship));
+    }
+
+    #[test]
+    fn unknown_image_names_file_and_line() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: nginx\n";
+        let err = from_sources(&[Source::new("web.yaml", text)]).unwrap_err().to_string();
+        assert!(err.contains("web.yaml:") && err.contains("nginx"), "{err}");
+    }
+}
