@@ -847,6 +847,7 @@ fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
     } else {
         let mut meta_errors = yaml::check_metadata(
             doc,
+            "metadata",
             &meta,
             NameRule::Subdomain,
             kind == PolicyKind::Namespaced,
