@@ -537,6 +537,10 @@ async fn star_wars_landing_allowed_exhaust_port_denied() {
         (denied[0].method.as_str(), denied[0].url.as_str()),
         ("PUT", "/v1/exhaust-port")
     );
+    assert_eq!(
+        denied[0].policy_hint.as_deref(),
+        Some("no HTTP rule matched")
+    );
     let responses: Vec<_> = recs.iter().filter(|r| r.kind == L7Kind::Response).collect();
     assert_eq!(responses.len(), 2);
     assert!(
@@ -985,6 +989,7 @@ async fn framing_attacks_get_400_and_reach_nothing() {
     );
     let s = p.stats.snapshot();
     assert_eq!(s.parse_errors as usize, attacks.len() + 1);
+    assert_eq!(s.received, s.parse_errors);
     assert_eq!(s.forwarded, 0);
 }
 

@@ -342,6 +342,7 @@ impl Conn {
                     return;
                 }
                 Err(ReadFail::Head(e)) => {
+                    self.sh.stats.inc_received();
                     self.sh.stats.inc_parse_errors();
                     let status = if e == HeadError::TooLarge { 431 } else { 400 };
                     tracing::debug!(client = %self.meta.client, error = %e, "refused request head");
@@ -358,7 +359,11 @@ impl Conn {
                 Verdict::Allow { rule } if !parsed.upgrade || self.sh.cfg.allow_upgrade => {
                     self.forward(parsed, rule, started).await
                 }
-                _ => self.deny(parsed).await,
+                Verdict::Allow { .. } => {
+                    let hint = "upgrade requests are not proxied (allow_upgrade is off)";
+                    self.deny(parsed, hint.to_owned()).await
+                }
+                Verdict::Deny { policy_hint } => self.deny(parsed, policy_hint).await,
             };
             if flow == Flow::Close {
                 return;
@@ -385,6 +390,7 @@ impl Conn {
             latency,
             verdict,
             rule,
+            policy_hint: None,
             time: match (kind, latency) {
                 (L7Kind::Response, Some(l)) => self.req_time + l,
                 _ => self.req_time,
@@ -403,6 +409,7 @@ impl Conn {
             latency: None,
             verdict,
             rule: None,
+            policy_hint: None,
             time: SystemTime::now(),
         });
     }
@@ -458,16 +465,21 @@ impl Conn {
     }
 
     /// Answers a denied request with 403, keeping the connection when framing allows.
-    async fn deny(&mut self, p: ParsedRequest) -> Flow {
+    async fn deny(&mut self, p: ParsedRequest, policy_hint: String) -> Flow {
         self.sh.stats.inc_denied();
-        self.observe(
-            L7Kind::Request,
-            &p.head,
-            L7Verdict::Denied,
-            Some(403),
-            None,
-            None,
-        );
+        self.sh.observer.record(L7Record {
+            conn: self.meta,
+            kind: L7Kind::Request,
+            method: p.head.method.clone(),
+            url: p.head.target.clone(),
+            host: p.head.host.clone(),
+            status: Some(403),
+            latency: None,
+            verdict: L7Verdict::Denied,
+            rule: None,
+            policy_hint: Some(policy_hint),
+            time: self.req_time,
+        });
         let mut keep = p.keep_alive;
         match p.body {
             RequestBody::None => {}

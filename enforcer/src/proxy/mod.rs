@@ -228,6 +228,8 @@ pub struct L7Record {
     pub latency: Option<Duration>,
     pub verdict: L7Verdict,
     pub rule: Option<RuleId>,
+    /// Denied requests: which policy (or default deny) refused it, from [`Verdict::Deny`].
+    pub policy_hint: Option<String>,
     pub time: SystemTime,
 }
 
