@@ -7,7 +7,7 @@
 //! percentiles (HdrHistogram, microsecond resolution).
 //!
 //! `cargo run --release -p enforcer --example proxy_bench -- [--conns 64] [--secs 5]
-//! [--big-conns 2000] [--threads 1 (per role)] [--only direct|proxy1|proxy40|many]`
+//! [--big-conns 2000] [--threads 1 (per role)] [--rounds 1] [--only direct|proxy1|proxy40|many]`
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
@@ -245,6 +245,11 @@ fn report(name: &str, conns: usize, r: &RunResult) -> f64 {
     rps
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
@@ -282,6 +287,7 @@ fn main() {
     let secs = Duration::from_secs(arg(&args, "--secs", 5));
     let big = arg(&args, "--big-conns", 2000) as usize;
     let threads = arg(&args, "--threads", 1) as usize;
+    let rounds = arg(&args, "--rounds", 1).max(1) as usize;
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -315,9 +321,33 @@ fn main() {
         report(&only, n, &bench(addr, n, warmup));
         return;
     }
-    let direct = report("direct", conns, &bench(server, conns, warmup));
-    let one = report("proxy, 1 rule", conns, &bench(p1, conns, warmup));
-    let forty = report("proxy, 40 rules", conns, &bench(p40, conns, warmup));
+    // Rounds alternate the three scenarios so that load from elsewhere on the machine hits them
+    // alike; the summary uses each scenario's median.
+    let (mut direct, mut one, mut forty) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let tag = |name: &str| {
+            if rounds > 1 {
+                format!("{name} #{round}")
+            } else {
+                name.to_owned()
+            }
+        };
+        direct.push(report(&tag("direct"), conns, &bench(server, conns, warmup)));
+        one.push(report(
+            &tag("proxy, 1 rule"),
+            conns,
+            &bench(p1, conns, warmup),
+        ));
+        forty.push(report(
+            &tag("proxy, 40 rules"),
+            conns,
+            &bench(p40, conns, warmup),
+        ));
+    }
+    let (direct, one, forty) = (median(direct), median(one), median(forty));
+    if rounds > 1 {
+        println!("medians: direct {direct:.0}  1 rule {one:.0}  40 rules {forty:.0} req/s");
+    }
     let many = bench(p1, big, Duration::from_secs(2));
     report("proxy, 1 rule, many", big, &many);
     println!(
