@@ -7,7 +7,7 @@
 //! percentiles (HdrHistogram, microsecond resolution).
 //!
 //! `cargo run --release -p enforcer --example proxy_bench -- [--conns 64] [--secs 5]
-//! [--big-conns 2000] [--threads 1 (per role)] [--rounds 1] [--only direct|proxy1|proxy40|many]`
+//! [--big-conns 2000] [--threads 1 (per role)] [--rounds 1] [--current-thread] [--only direct|proxy1|proxy40|many]`
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
@@ -143,6 +143,39 @@ struct RunResult {
     errors: u64,
     elapsed: Duration,
     hist: Histogram<u64>,
+    /// CPU seconds used during the measured window by the client, server and proxy threads.
+    cpu: [f64; 3],
+}
+
+const ROLES: [&str; 3] = ["client", "server", "proxy"];
+
+/// CPU seconds (user + system) used so far by this process's threads, per role (thread name).
+fn cpu_by_role() -> [f64; 3] {
+    let mut out = [0.0; 3];
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // After the name: state is field 3, utime 14 and stime 15 (1-based, whole line).
+        let (Some(u), Some(st)) = (fields.get(11), fields.get(12)) else {
+            continue;
+        };
+        let secs = (u.parse::<f64>().unwrap_or(0.0) + st.parse::<f64>().unwrap_or(0.0)) / ticks;
+        if let Some(i) = ROLES.iter().position(|r| name.starts_with(r)) {
+            out[i] += secs;
+        }
+    }
+    out
 }
 
 /// Reads one response with a Content-Length body; returns false on error or bad status.
@@ -214,9 +247,12 @@ async fn run(addr: SocketAddrV4, conns: usize, warmup: Duration, secs: Duration)
     tokio::time::sleep(warmup).await;
     recording.store(true, Relaxed);
     let start = Instant::now();
+    let cpu_before = cpu_by_role();
     tokio::time::sleep(secs).await;
     recording.store(false, Relaxed);
     let elapsed = start.elapsed();
+    let cpu_after = cpu_by_role();
+    let cpu = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
     stop.store(true, Relaxed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut errors = 0;
@@ -230,17 +266,21 @@ async fn run(addr: SocketAddrV4, conns: usize, warmup: Duration, secs: Duration)
         errors,
         elapsed,
         hist,
+        cpu,
     }
 }
 
 fn report(name: &str, conns: usize, r: &RunResult) -> f64 {
     let rps = r.requests as f64 / r.elapsed.as_secs_f64();
     println!(
-        "{name:<24} {conns:>6} {rps:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+        "{name:<24} {conns:>6} {rps:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7}   {:>6.1} {:>6.1} {:>6.1}",
         r.hist.value_at_quantile(0.50) as f64 / 1000.0,
         r.hist.value_at_quantile(0.99) as f64 / 1000.0,
         r.hist.value_at_quantile(0.999) as f64 / 1000.0,
-        r.errors
+        r.errors,
+        1e6 * r.cpu[0] / r.requests.max(1) as f64,
+        1e6 * r.cpu[1] / r.requests.max(1) as f64,
+        1e6 * r.cpu[2] / r.requests.max(1) as f64,
     );
     rps
 }
@@ -272,6 +312,51 @@ fn raise_fd_limit() {
     }
 }
 
+/// A runtime for the server or the proxy: a multi-threaded one, or a current-thread one driven by
+/// a dedicated thread.
+enum Role {
+    Multi(tokio::runtime::Runtime),
+    Current(tokio::runtime::Handle),
+}
+
+impl Role {
+    fn start(name: &str, current: bool, threads: usize) -> Self {
+        if !current {
+            return Role::Multi(runtime(name, threads));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                tx.send(rt.handle().clone()).unwrap();
+                rt.block_on(std::future::pending::<()>());
+            })
+            .unwrap();
+        Role::Current(rx.recv().unwrap())
+    }
+
+    /// Runs a setup future on this runtime (its spawned tasks stay there) and returns its output.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self {
+            Role::Multi(rt) => rt.block_on(f),
+            Role::Current(h) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                h.spawn(async move {
+                    let _ = tx.send(f.await);
+                });
+                rx.recv().unwrap()
+            }
+        }
+    }
+}
+
 fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -295,21 +380,37 @@ fn main() {
         .cloned()
         .unwrap_or_default();
     raise_fd_limit();
-    // Client, server and proxy each get their own runtime, as separate processes would.
-    let server_rt = runtime("server", threads);
-    let proxy_rt = runtime("proxy", threads);
-    let client_rt = runtime("client", threads);
-    let server = server_rt.block_on(hello_server());
-    let (p1, s1) = proxy_rt.block_on(start_proxy(server, 1));
-    let (p40, _) = proxy_rt.block_on(start_proxy(server, 40));
+    let current = args.iter().any(|a| a == "--current-thread");
+    // Client, server and proxy each get their own runtime (as separate processes would), on
+    // threads named after their role so their CPU time can be told apart.
+    let server_rt = Role::start("server", current, threads);
+    let proxy_rt = Role::start("proxy", current, threads);
+    let client_rt = if current {
+        // SAFETY: names the calling thread; the pointer is to a NUL-terminated literal.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"client".as_ptr()) };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        runtime("client", threads)
+    };
+    let server = server_rt.run(hello_server());
+    let (p1, s1) = proxy_rt.run(start_proxy(server, 1));
+    let (p40, _) = proxy_rt.run(start_proxy(server, 40));
     let warmup = Duration::from_secs(1);
     let bench = |addr, n, warmup| client_rt.block_on(run(addr, n, warmup, secs));
+    let flavour = if current {
+        "current-thread".to_string()
+    } else {
+        format!("{threads}-worker")
+    };
     println!(
-        "closed loop, keep-alive; client, server and proxy on separate runtimes of {threads} thread(s) each; latency in ms"
+        "closed loop, keep-alive; client, server and proxy each on its own {flavour} runtime; latency in ms"
     );
     println!(
-        "{:<24} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "conns", "req/s", "p50", "p99", "p99.9", "errors"
+        "{:<24} {:>6} {:>12} {:>9} {:>9} {:>9} {:>7}   {:>20}",
+        "scenario", "conns", "req/s", "p50", "p99", "p99.9", "errors", "CPU µs/req: cli srv proxy"
     );
     if !only.is_empty() {
         let (addr, n) = match only.as_str() {
