@@ -316,19 +316,20 @@ async fn http(
     } else {
         url.to_string()
     };
-    let request = build_request(method, &url, headers, body).map_err(Failure::Other)?;
-    match tokio::time::timeout(timeout, send(request)).await {
+    let (addr, request) = build_request(method, &url, headers, body).map_err(Failure::Other)?;
+    match tokio::time::timeout(timeout, send(&addr, request)).await {
         Ok(result) => result,
         Err(_) => Err(Failure::TimedOut),
     }
 }
 
+/// The request to send and the "host:port" to send it to.
 fn build_request(
     method: &str,
     url: &str,
     headers: &BTreeMap<String, String>,
     body: Option<&str>,
-) -> Result<Request<Full<Bytes>>, String> {
+) -> Result<(String, Request<Full<Bytes>>), String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -361,26 +362,18 @@ fn build_request(
             HeaderValue::from_str(value).map_err(|_| format!("bad value for header {name}"))?;
         h.insert(name, value);
     }
-    // The target address travels in an extension so `send` needs no second parse.
-    req.extensions_mut().insert(authority);
-    Ok(req)
-}
-
-async fn send(request: Request<Full<Bytes>>) -> Result<Done, Failure> {
-    let authority = request
-        .extensions()
-        .get::<hyper::http::uri::Authority>()
-        .cloned()
-        .ok_or_else(|| Failure::Other("request without target".to_string()))?;
+    // "host:port" to connect to; an IPv6 host keeps its brackets, as lookup_host wants.
     let addr = format!(
         "{}:{}",
-        authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']'),
+        authority.host(),
         authority.port_u16().unwrap_or(80)
     );
-    let peer = crate::ftp_client::resolve(&addr)
+    Ok((addr, req))
+}
+
+/// Connects to `addr` ("host:port"), sends the request and reads the whole answer.
+async fn send(addr: &str, request: Request<Full<Bytes>>) -> Result<Done, Failure> {
+    let peer = crate::ftp_client::resolve(addr)
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
     let stream = TcpStream::connect(peer)
@@ -523,8 +516,11 @@ mod tests {
     fn requests_carry_host_and_path_only() {
         let mut headers = BTreeMap::new();
         headers.insert("X-Has-Force".to_string(), "true".to_string());
-        let req =
+        let (addr, req) =
             build_request("PUT", "http://deathstar:8080/v1/x?y=1", &headers, Some("b")).unwrap();
+        assert_eq!(addr, "deathstar:8080");
+        let (addr, _) = build_request("GET", "http://[::1]/", &headers, None).unwrap();
+        assert_eq!(addr, "[::1]:80");
         assert_eq!(req.uri(), "/v1/x?y=1");
         assert_eq!(req.headers()[HOST], "deathstar:8080");
         assert_eq!(req.headers()["x-has-force"], "true");
