@@ -236,7 +236,7 @@ impl Authenticator for StoreAuth {
 
 /// A logged-in user; `home` is where the file system back end confines it.
 #[derive(Debug)]
-pub struct StoreUser {
+struct StoreUser {
     name: String,
     home: Option<PathBuf>,
 }
