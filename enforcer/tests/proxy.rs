@@ -259,7 +259,9 @@ async fn upstream_conn(mut stream: TcpStream, seen: Arc<Mutex<Seen>>, idx: usize
         if stream.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
-        if close || target == "/close-delimited" {
+        // `/close-after`: a keep-alive response, then the server drops the idle connection (as
+        // a server's keep-alive timeout would).
+        if close || target == "/close-delimited" || target == "/close-after" {
             return;
         }
     }
@@ -912,6 +914,24 @@ async fn close_delimited_response_closes_the_client() {
     c.send(get("/close-delimited").as_bytes()).await;
     assert_eq!(c.response().await.unwrap().status, 200);
     assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn upstream_closing_an_idle_connection_gets_a_fresh_one() {
+    let p = proxy(vec![rule(None, None, None, &[])]).await;
+    let mut c = Client::connect(&p).await;
+    for i in 0..3 {
+        c.send(get("/close-after").as_bytes()).await;
+        let r = c.response().await.unwrap();
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, None),
+            "request {i}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.upstream.conns(), 3);
+    assert_eq!(p.stats.snapshot().upstream_errors, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
