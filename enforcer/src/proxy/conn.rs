@@ -249,7 +249,7 @@ pub async fn serve_connection(
         timer: Box::pin(sleep_until(Instant::now() + cfg.idle_timeout)),
         req_time: SystemTime::UNIX_EPOCH,
         cbuf: BytesMut::with_capacity(HEAD_READ),
-        out: BytesMut::with_capacity(HEAD_READ),
+        out: BytesMut::new(),
         up: None,
         sh: Shared {
             judge,
