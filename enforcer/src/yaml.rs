@@ -1143,11 +1143,12 @@ pub enum NameRule {
     Dns1035,
 }
 
-/// Checks `metadata` (at path `metadata` of `doc`): `name` present and valid under `rule`,
-/// `namespace` a DNS-1123 label and only for namespaced kinds, label keys and values valid,
-/// annotation keys valid. `kind` names the object in messages.
+/// Checks `meta`, written at path `at` of `doc` (usually `metadata`): `name` present and valid
+/// under `rule`, `namespace` a DNS-1123 label and only for namespaced kinds, label keys and values
+/// valid, annotation keys valid. `kind` names the object in messages.
 pub fn check_metadata(
     doc: &Document,
+    at: &str,
     meta: &ObjectMeta,
     rule: NameRule,
     namespaced: bool,
@@ -1161,7 +1162,7 @@ pub fn check_metadata(
     };
     match meta.name.as_deref() {
         None => errors.push(
-            doc.error("metadata", format!("a {kind} needs `metadata.name`"))
+            doc.error(at, format!("a {kind} needs `metadata.name`"))
                 .with_hint(
                     "add `name: my-name` under `metadata:` (lowercase letters, digits and `-`)",
                 ),
@@ -1182,7 +1183,7 @@ pub fn check_metadata(
                 }),
             };
             if let Err(e) = r {
-                name_error("metadata.name", e, &mut errors);
+                name_error(&join_key(at, "name"), e, &mut errors);
             }
         }
     }
@@ -1190,17 +1191,17 @@ pub fn check_metadata(
         if !namespaced {
             errors.push(
                 doc.error(
-                    "metadata.namespace",
+                    &join_key(at, "namespace"),
                     format!("a {kind} is not namespaced; it cannot have `metadata.namespace`"),
                 )
                 .with_hint("remove the `namespace` line"),
             );
         } else if let Err(e) = names::dns1123_label(ns, "namespace") {
-            name_error("metadata.namespace", e, &mut errors);
+            name_error(&join_key(at, "namespace"), e, &mut errors);
         }
     }
     for (key, value) in meta.labels.iter().flatten() {
-        let path = join_key("metadata.labels", key);
+        let path = join_key(&join_key(at, "labels"), key);
         if let Err(e) = crate::policy::selector::validate_k8s_label_key(key) {
             let mut l = doc.error(&path, e.message);
             l.hint = e.hint;
@@ -1213,7 +1214,7 @@ pub fn check_metadata(
     for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
         if let Err(e) = crate::policy::selector::validate_k8s_label_key(key) {
             let mut l = doc.error(
-                &join_key("metadata.annotations", key),
+                &join_key(&join_key(at, "annotations"), key),
                 e.message.replace("label key", "annotation key"),
             );
             l.hint = e.hint;
@@ -1343,23 +1344,28 @@ pub mod names {
     /// Kubernetes requires lowercase (`lowercase_only`); Cilium folds case.
     pub fn port_name(name: &str, lowercase_only: bool) -> Result<(), NameError> {
         let what = "port name";
+        // A valid spelling to suggest: lowercase, other characters as single `-`, 15 at most.
+        let fixed = {
+            let mut f = sanitized(name, false);
+            f.truncate(15);
+            let f = f.trim_end_matches('-').to_owned();
+            (!f.is_empty() && f.chars().any(|c| c.is_ascii_alphabetic()) && f != name)
+                .then(|| format!("for example `{f}`"))
+        };
         if name.is_empty() || name.len() > 15 {
             return fail(
                 format!("{what} `{name}` must be 1 to 15 characters long"),
-                None,
-            );
-        }
-        if lowercase_only && name.chars().any(|c| c.is_ascii_uppercase()) {
-            return fail(
-                format!("{what} `{name}` must be lowercase"),
-                Some(format!("write `{}`", name.to_lowercase())),
+                fixed,
             );
         }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return fail(
                 format!("{what} `{name}` may contain only letters, digits and `-`"),
-                None,
+                fixed,
             );
+        }
+        if lowercase_only && name.chars().any(|c| c.is_ascii_uppercase()) {
+            return fail(format!("{what} `{name}` must be lowercase"), fixed);
         }
         if !name.chars().any(|c| c.is_ascii_alphabetic()) {
             return fail(
@@ -1370,7 +1376,7 @@ pub mod names {
         if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
             return fail(
                 format!("{what} `{name}` must not start or end with `-` or contain `--`"),
-                None,
+                fixed,
             );
         }
         Ok(())

@@ -183,3 +183,51 @@ fn kinds_and_sources() {
         (1, 25)
     );
 }
+
+/// Mangled fixtures (bytes deleted, lines repeated, stray indicators inserted) never panic, and
+/// every error still points inside the text.
+#[test]
+fn mangled_input_never_panics() {
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n.max(1)
+    };
+    let pieces = [
+        ":", "- ", "\t", "{", "]", "'", "&a ", "*a", "!!int ", "\n  ", "---\n", "0x",
+    ];
+    for path in fixtures("valid").into_iter().chain(fixtures("invalid")) {
+        let original = fs::read_to_string(&path).unwrap();
+        for _ in 0..150 {
+            let mut text = original.clone();
+            let mut at = next(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match next(3) {
+                0 => {
+                    let mut end = (at + 1 + next(8)).min(text.len());
+                    while !text.is_char_boundary(end) {
+                        end += 1;
+                    }
+                    text.replace_range(at..end, "");
+                }
+                1 => text.insert_str(at, pieces[next(pieces.len())]),
+                _ => {
+                    let lines: Vec<&str> = original.lines().collect();
+                    let i = next(lines.len());
+                    let mut l = lines.clone();
+                    l.insert(i, lines[i]);
+                    text = l.join("\n");
+                }
+            }
+            let lines = text.lines().count().max(1) + 1;
+            let check = check_policies(&Source::new("m.yaml", text.clone()));
+            for e in &check.errors {
+                assert!(e.line >= 1 && e.line <= lines, "{e}\n--- in:\n{text}");
+            }
+        }
+    }
+}

@@ -259,7 +259,9 @@ async fn upstream_conn(mut stream: TcpStream, seen: Arc<Mutex<Seen>>, idx: usize
         if stream.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
-        if close || target == "/close-delimited" {
+        // `/close-after`: a keep-alive response, then the server drops the idle connection (as
+        // a server's keep-alive timeout would).
+        if close || target == "/close-delimited" || target == "/close-after" {
             return;
         }
     }
@@ -536,6 +538,10 @@ async fn star_wars_landing_allowed_exhaust_port_denied() {
     assert_eq!(
         (denied[0].method.as_str(), denied[0].url.as_str()),
         ("PUT", "/v1/exhaust-port")
+    );
+    assert_eq!(
+        denied[0].policy_hint.as_deref(),
+        Some("no HTTP rule matched")
     );
     let responses: Vec<_> = recs.iter().filter(|r| r.kind == L7Kind::Response).collect();
     assert_eq!(responses.len(), 2);
@@ -910,6 +916,24 @@ async fn close_delimited_response_closes_the_client() {
     assert!(c.closed().await);
 }
 
+#[tokio::test]
+async fn upstream_closing_an_idle_connection_gets_a_fresh_one() {
+    let p = proxy(vec![rule(None, None, None, &[])]).await;
+    let mut c = Client::connect(&p).await;
+    for i in 0..3 {
+        c.send(get("/close-after").as_bytes()).await;
+        let r = c.response().await.unwrap();
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, None),
+            "request {i}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.upstream.conns(), 3);
+    assert_eq!(p.stats.snapshot().upstream_errors, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Framing attacks: 400, nothing forwarded.
 
@@ -985,6 +1009,7 @@ async fn framing_attacks_get_400_and_reach_nothing() {
     );
     let s = p.stats.snapshot();
     assert_eq!(s.parse_errors as usize, attacks.len() + 1);
+    assert_eq!(s.received, s.parse_errors);
     assert_eq!(s.forwarded, 0);
 }
 

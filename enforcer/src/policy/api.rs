@@ -33,8 +33,8 @@ use serde::{
 use serde_json::Value;
 
 use crate::yaml::{
-    self, Document, ErrorKind, Located, NameRule, ObjectMeta, Source, SourceRef, UNSUPPORTED_MARK,
-    join_index, join_key, names, parse_documents, suggest,
+    self, Document, ErrorKind, Located, Locations, NameRule, ObjectMeta, Source, SourceRef,
+    UNSUPPORTED_MARK, join_index, join_key, names, parse_documents, suggest,
 };
 
 /// The only accepted `apiVersion`.
@@ -110,9 +110,10 @@ pub struct PolicyDoc {
     /// The document as written, for `get -o yaml`.
     #[serde(skip)]
     pub raw: Value,
-    /// Where each field is written, so later stages (normalisation) can point at lines too.
+    /// Where each field of the document is, so later stages (resolution) can report errors at
+    /// the right line with [`PolicyDoc::error_at`].
     #[serde(skip)]
-    pub locations: crate::yaml::Locations,
+    pub locations: Locations,
 }
 
 impl PolicyDoc {
@@ -130,6 +131,26 @@ impl PolicyDoc {
             Some(ns) => format!("{ns}/{}", self.name),
             None => self.name.clone(),
         }
+    }
+
+    /// The document path of `rules[index]`: `spec` for the rule written under `spec`, then
+    /// `specs[i]` for the rules under `specs`.
+    pub fn rule_path(&self, index: usize) -> String {
+        match (self.raw.get("spec").is_some(), index) {
+            (true, 0) => "spec".to_owned(),
+            (true, i) => join_index("specs", i - 1),
+            (false, i) => join_index("specs", i),
+        }
+    }
+
+    /// An error at a field of this policy's document (path as in [`crate::yaml`], for example
+    /// `format!("{}.ingress[0].toPorts", doc.rule_path(0))`), at the field's line.
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> Located {
+        let at = self
+            .locations
+            .line_of(path)
+            .unwrap_or((self.source.line, 1));
+        Located::new(&self.source.file, at, path, message)
     }
 }
 
@@ -850,6 +871,7 @@ fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
     } else {
         let mut meta_errors = yaml::check_metadata(
             doc,
+            "metadata",
             &meta,
             NameRule::Subdomain,
             kind == PolicyKind::Namespaced,
@@ -1877,6 +1899,24 @@ mod tests {
                 "{MINIMAL}  egress:\n  - toFQDNs:\n    - matchName: example.com\n"
             ))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn later_stages_can_locate_rule_fields() {
+        let text =
+            format!("{MINIMAL}specs:\n- endpointSelector: {{}}\n  ingress:\n  - toPorts: []\n");
+        let p = &parse(&text).unwrap()[0];
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rule_path(0), "spec");
+        assert_eq!(p.rule_path(1), "specs[0]");
+        let e = p.error_at(
+            &format!("{}.ingress[0].toPorts", p.rule_path(1)),
+            "named ports are unsupported",
+        );
+        assert_eq!(
+            e.to_string(),
+            "p.yaml:10:5: specs[0].ingress[0].toPorts: named ports are unsupported"
         );
     }
 

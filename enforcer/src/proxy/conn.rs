@@ -4,18 +4,20 @@
 //! pipelined responses in order.
 
 use std::{
+    future::Future,
     io,
     net::{SocketAddr, SocketAddrV4},
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use bytes::{Buf, BytesMut};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    time::{sleep, timeout},
+    time::{Instant, Sleep, sleep, sleep_until, timeout},
 };
 
 use super::{
@@ -168,20 +170,47 @@ async fn write_all_timed(
     }
 }
 
-/// Reads into `buf` (growing its spare room to `room`), with a time limit.
-/// `Ok(0)`: end of stream. Timeout → `Err(TimedOut)`.
+/// Runs `fut` until `deadline` (`None` when the deadline passed first). One timer per connection
+/// serves every wait: it is re-armed only when it must fire sooner than it is set to, or when it
+/// fires before the current deadline, so the hot path registers no timer at all.
+async fn until<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut fut => return Some(r),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
+/// Reads into `buf` (growing its spare room to `room`) until `deadline`.
+/// `Ok(0)`: end of stream. Deadline passed → `Err(TimedOut)`.
 async fn read_timed(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     room: usize,
-    limit: Duration,
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: Instant,
 ) -> io::Result<usize> {
     if buf.capacity() - buf.len() < room / 2 {
         buf.reserve(room);
     }
-    match timeout(limit, stream.read_buf(buf)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    match until(timer, deadline, stream.read_buf(buf)).await {
+        Some(r) => r,
+        None => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -217,8 +246,10 @@ pub async fn serve_connection(
     let mut conn = Conn {
         client,
         meta,
+        timer: Box::pin(sleep_until(Instant::now() + cfg.idle_timeout)),
+        req_time: SystemTime::UNIX_EPOCH,
         cbuf: BytesMut::with_capacity(HEAD_READ),
-        out: BytesMut::with_capacity(HEAD_READ),
+        out: BytesMut::new(),
         up: None,
         sh: Shared {
             judge,
@@ -292,6 +323,10 @@ struct Conn {
     /// Bytes being assembled for one write.
     out: BytesMut,
     up: Option<Upstream>,
+    /// The one timer behind every wait on this connection (see [`until`]).
+    timer: Pin<Box<Sleep>>,
+    /// Wall-clock time the current request head was parsed (flow records).
+    req_time: SystemTime,
     sh: Shared,
 }
 
@@ -307,6 +342,7 @@ impl Conn {
                     return;
                 }
                 Err(ReadFail::Head(e)) => {
+                    self.sh.stats.inc_received();
                     self.sh.stats.inc_parse_errors();
                     let status = if e == HeadError::TooLarge { 431 } else { 400 };
                     tracing::debug!(client = %self.meta.client, error = %e, "refused request head");
@@ -317,12 +353,17 @@ impl Conn {
             };
             self.sh.stats.inc_received();
             let started = Instant::now();
+            self.req_time = SystemTime::now();
             let verdict = self.sh.judge.judge(&self.meta, &parsed.head);
             let flow = match verdict {
                 Verdict::Allow { rule } if !parsed.upgrade || self.sh.cfg.allow_upgrade => {
                     self.forward(parsed, rule, started).await
                 }
-                _ => self.deny(parsed).await,
+                Verdict::Allow { .. } => {
+                    let hint = "upgrade requests are not proxied (allow_upgrade is off)";
+                    self.deny(parsed, hint.to_owned()).await
+                }
+                Verdict::Deny { policy_hint } => self.deny(parsed, policy_hint).await,
             };
             if flow == Flow::Close {
                 return;
@@ -349,7 +390,11 @@ impl Conn {
             latency,
             verdict,
             rule,
-            time: SystemTime::now(),
+            policy_hint: None,
+            time: match (kind, latency) {
+                (L7Kind::Response, Some(l)) => self.req_time + l,
+                _ => self.req_time,
+            },
         });
     }
 
@@ -364,6 +409,7 @@ impl Conn {
             latency: None,
             verdict,
             rule: None,
+            policy_hint: None,
             time: SystemTime::now(),
         });
     }
@@ -373,6 +419,7 @@ impl Conn {
         let cfg = self.sh.cfg.clone();
         let mut scanned = 0;
         let mut deadline: Option<Instant> = None;
+        let idle_deadline = Instant::now() + cfg.idle_timeout;
         loop {
             while self.cbuf.starts_with(b"\r\n") {
                 self.cbuf.advance(2);
@@ -397,11 +444,16 @@ impl Conn {
                 }
                 Ok(None) => {}
             }
-            let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => cfg.idle_timeout,
-            };
-            match read_timed(&mut self.client, &mut self.cbuf, HEAD_READ, wait).await {
+            let wait = deadline.unwrap_or(idle_deadline);
+            match read_timed(
+                &mut self.client,
+                &mut self.cbuf,
+                HEAD_READ,
+                &mut self.timer,
+                wait,
+            )
+            .await
+            {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut && deadline.is_some() => {
@@ -413,16 +465,21 @@ impl Conn {
     }
 
     /// Answers a denied request with 403, keeping the connection when framing allows.
-    async fn deny(&mut self, p: ParsedRequest) -> Flow {
+    async fn deny(&mut self, p: ParsedRequest, policy_hint: String) -> Flow {
         self.sh.stats.inc_denied();
-        self.observe(
-            L7Kind::Request,
-            &p.head,
-            L7Verdict::Denied,
-            Some(403),
-            None,
-            None,
-        );
+        self.sh.observer.record(L7Record {
+            conn: self.meta,
+            kind: L7Kind::Request,
+            method: p.head.method.clone(),
+            url: p.head.target.clone(),
+            host: p.head.host.clone(),
+            status: Some(403),
+            latency: None,
+            verdict: L7Verdict::Denied,
+            rule: None,
+            policy_hint: Some(policy_hint),
+            time: self.req_time,
+        });
         let mut keep = p.keep_alive;
         match p.body {
             RequestBody::None => {}
@@ -466,11 +523,13 @@ impl Conn {
             if n == 0 {
                 return true;
             }
+            let deadline = Instant::now() + self.sh.cfg.idle_timeout;
             match read_timed(
                 &mut self.client,
                 &mut self.cbuf,
                 HEAD_READ,
-                self.sh.cfg.idle_timeout,
+                &mut self.timer,
+                deadline,
             )
             .await
             {
@@ -502,8 +561,15 @@ impl Conn {
         let mut drained = 0;
         while drained < LINGER_BYTES {
             self.cbuf.clear();
-            let left = deadline.saturating_duration_since(Instant::now());
-            match read_timed(&mut self.client, &mut self.cbuf, HEAD_READ, left).await {
+            match read_timed(
+                &mut self.client,
+                &mut self.cbuf,
+                HEAD_READ,
+                &mut self.timer,
+                deadline,
+            )
+            .await
+            {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }
@@ -649,6 +715,10 @@ impl Conn {
             if up.buf.capacity() - up.buf.len() < HEAD_READ / 2 {
                 up.buf.reserve(HEAD_READ);
             }
+            let deadline = Instant::now() + cfg.idle_timeout;
+            if self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 r = self.client.read_buf(&mut self.cbuf) => match r {
                     Ok(0) | Err(_) => return Err(Fail::abort(FailKind::Client)),
@@ -681,7 +751,12 @@ impl Conn {
                         }
                     },
                 },
-                _ = sleep(cfg.idle_timeout) => return Err(Fail::respond(408, FailKind::Timeout)),
+                () = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Err(Fail::respond(408, FailKind::Timeout));
+                    }
+                    self.timer.as_mut().reset(deadline);
+                }
             }
         }
     }
@@ -698,7 +773,7 @@ impl Conn {
     ) -> Result<Flow, Fail> {
         let cfg = self.sh.cfg.clone();
         let is_head = head.method == "HEAD";
-        let deadline = Instant::now() + cfg.upstream_response_timeout;
+        let deadline = started + cfg.upstream_response_timeout;
         let mut sent_interim = false;
         let resp = loop {
             let up = self.up.as_mut().expect("upstream open while relaying");
@@ -725,9 +800,16 @@ impl Conn {
                 }
                 Ok(Some(r)) => break r,
                 Ok(None) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
                     let err_status = |s| if sent_interim { None } else { Some(s) };
-                    match read_timed(&mut up.stream, &mut up.buf, HEAD_READ, left).await {
+                    match read_timed(
+                        &mut up.stream,
+                        &mut up.buf,
+                        HEAD_READ,
+                        &mut self.timer,
+                        deadline,
+                    )
+                    .await
+                    {
                         Ok(0) => {
                             return Err(Fail {
                                 status: err_status(502),
@@ -796,7 +878,16 @@ impl Conn {
             if framing.is_done() {
                 break;
             }
-            match read_timed(&mut up.stream, &mut up.buf, BODY_READ, cfg.idle_timeout).await {
+            let deadline = Instant::now() + cfg.idle_timeout;
+            match read_timed(
+                &mut up.stream,
+                &mut up.buf,
+                BODY_READ,
+                &mut self.timer,
+                deadline,
+            )
+            .await
+            {
                 Ok(0) if close_delimited => break,
                 Ok(0) | Err(_) => return Err(upstream_err),
                 Ok(_) => {}

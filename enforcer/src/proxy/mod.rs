@@ -80,6 +80,15 @@
 //! ParseError); every forwarded request then produces one of kind `Response` (Forwarded with
 //! status and latency, or UpstreamError). Latency is measured from the end of the request head to
 //! the arrival of the final response head. [`ProxyStats`] counts the same events.
+//!
+//! # Cost (see `examples/proxy_bench.rs`)
+//! Per request the proxy makes the four socket calls it cannot avoid (read request, write it
+//! upstream, read response, write it back) and no others: writes are tried without a timer, one
+//! lazily re-armed timer per connection covers every wait, and an idle upstream is checked for a
+//! close from readiness the runtime already has. Judging costs two to three automaton searches,
+//! flat in the number of rules. Memory is a few small buffers per connection (about 18 KiB
+//! measured with 2,000 connections); bodies stream through 64 KiB windows. Callers should listen
+//! with a deep backlog (e.g. 4096): a burst of connects beyond it costs SYN retransmits (1 s).
 
 pub mod rules;
 pub mod stats;
@@ -228,6 +237,8 @@ pub struct L7Record {
     pub latency: Option<Duration>,
     pub verdict: L7Verdict,
     pub rule: Option<RuleId>,
+    /// Denied requests: which policy (or default deny) refused it, from [`Verdict::Deny`].
+    pub policy_hint: Option<String>,
     pub time: SystemTime,
 }
 

@@ -30,7 +30,8 @@ pub struct ProxyStats {
 /// A consistent-enough copy of the counters (each read atomically, not all at one instant).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatsSnapshot {
-    /// Request heads parsed successfully (then forwarded or denied).
+    /// Requests received: every request head read, well-formed or not
+    /// (`forwarded + denied + parse_errors` plus requests whose upstream could not be reached).
     pub received: u64,
     /// Requests sent to an upstream.
     pub forwarded: u64,

@@ -1,0 +1,535 @@
+//! The ships' moves in the story: land, survey, fire at the exhaust port, fetch the Deathstar's
+//! logs from a store, or any HTTP request. Used by `lab ship POD MOVE`, the web page and tests.
+//!
+//! [`perform`] never fails: every result, including refusals and timeouts (what a policy does
+//! to a ship), is an [`Outcome`] the caller renders. Names are resolved with the system resolver
+//! (tokio's `lookup_host`), so the pod's /etc/resolv.conf decides.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+
+use crate::ftp_client::{FtpClientError, FtpSession};
+
+/// Where and how long: the Deathstar's base URL and the time limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Land, Survey, Fire and relative `Http` URLs go here.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Bounds a whole HTTP move; for `FetchLogs`, each FTP step (connect, login, list, each file).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base_url() -> String {
+    "http://deathstar.default.svc.cluster.local".to_string()
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            base_url: default_base_url(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "move", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Move {
+    /// `POST /v1/request-landing`
+    Land,
+    /// `GET /v1`
+    Survey,
+    /// `PUT /v1/exhaust-port`
+    Fire,
+    /// Log in to an FTP store and download every `deathstar-*.log` file.
+    FetchLogs {
+        /// "host:port"
+        store: String,
+        /// `None` logs in anonymously.
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+        /// Directory to look in; empty means the login directory.
+        #[serde(default)]
+        dir: String,
+    },
+    /// Any request. `url` is absolute (`http://host[:port]/path`) or a path joined to the base URL.
+    Http {
+        method: String,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: Option<String>,
+    },
+}
+
+/// The simple moves by name ("land", "survey", "fire"), for command lines.
+impl FromStr for Move {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "land" => Ok(Move::Land),
+            "survey" => Ok(Move::Survey),
+            "fire" => Ok(Move::Fire),
+            _ => Err(format!(
+                "unknown move {s:?}: expected land, survey or fire (fetch-logs and http take arguments)"
+            )),
+        }
+    }
+}
+
+/// What happened. `elapsed_ms` is the time from the start of the move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A 2xx answer.
+    Ok {
+        status: u16,
+        body: String,
+        elapsed_ms: u64,
+    },
+    /// Any other HTTP answer, e.g. 403 `Access denied` from a policy proxy or 503 from the port.
+    HttpError {
+        status: u16,
+        body: String,
+        elapsed_ms: u64,
+    },
+    /// Connection refused or reset.
+    Refused { detail: String, elapsed_ms: u64 },
+    /// No answer within the time limit: what a silent drop looks like.
+    TimedOut { elapsed_ms: u64 },
+    /// Anything else: unresolvable name, bad URL, protocol error.
+    Error { detail: String, elapsed_ms: u64 },
+    /// The logs were fetched: the file names and their concatenated content.
+    FtpOk {
+        files: Vec<String>,
+        content: String,
+        elapsed_ms: u64,
+    },
+    /// The store refused: login failed or permission denied.
+    FtpDenied { detail: String, elapsed_ms: u64 },
+}
+
+/// The longest body shown by [`Outcome::summary`].
+const SUMMARY_BODY_CHARS: usize = 160;
+
+impl Outcome {
+    /// One line for the CLI, e.g. `200 Ship landed`, `timed out after 5.0s`.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Ok { status, body, .. } | Outcome::HttpError { status, body, .. } => {
+                let body = one_line(body);
+                if body.is_empty() {
+                    status.to_string()
+                } else {
+                    format!("{status} {body}")
+                }
+            }
+            Outcome::Refused { detail, .. } => format!("refused: {detail}"),
+            Outcome::TimedOut { elapsed_ms } => {
+                format!("timed out after {:.1}s", *elapsed_ms as f64 / 1000.0)
+            }
+            Outcome::Error { detail, .. } => format!("error: {detail}"),
+            Outcome::FtpOk { files, content, .. } => format!(
+                "fetched {} log file{} ({} lines)",
+                files.len(),
+                if files.len() == 1 { "" } else { "s" },
+                content.lines().count()
+            ),
+            Outcome::FtpDenied { detail, .. } => format!("denied: {detail}"),
+        }
+    }
+
+    /// Process exit status for `lab ship`: 0 success, 1 the server said no (HTTP error status
+    /// or FTP refusal), 2 refused, 3 timed out, 4 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Ok { .. } | Outcome::FtpOk { .. } => 0,
+            Outcome::HttpError { .. } | Outcome::FtpDenied { .. } => 1,
+            Outcome::Refused { .. } => 2,
+            Outcome::TimedOut { .. } => 3,
+            Outcome::Error { .. } => 4,
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        match self {
+            Outcome::Ok { elapsed_ms, .. }
+            | Outcome::HttpError { elapsed_ms, .. }
+            | Outcome::Refused { elapsed_ms, .. }
+            | Outcome::TimedOut { elapsed_ms }
+            | Outcome::Error { elapsed_ms, .. }
+            | Outcome::FtpOk { elapsed_ms, .. }
+            | Outcome::FtpDenied { elapsed_ms, .. } => *elapsed_ms,
+        }
+    }
+}
+
+/// Collapses whitespace (JSON, CRLF) to single spaces and shortens long bodies.
+fn one_line(body: &str) -> String {
+    let mut out = String::new();
+    for (i, word) in body.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    if out.chars().count() > SUMMARY_BODY_CHARS {
+        out = out.chars().take(SUMMARY_BODY_CHARS).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// Makes the move and reports what happened; never panics on network trouble.
+pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
+    let start = Instant::now();
+    let timeout = Duration::from_millis(opts.timeout_ms);
+    let result = match mv {
+        Move::Land => {
+            http(
+                opts,
+                "POST",
+                "/v1/request-landing",
+                &BTreeMap::new(),
+                None,
+                timeout,
+            )
+            .await
+        }
+        Move::Survey => http(opts, "GET", "/v1", &BTreeMap::new(), None, timeout).await,
+        Move::Fire => {
+            http(
+                opts,
+                "PUT",
+                "/v1/exhaust-port",
+                &BTreeMap::new(),
+                None,
+                timeout,
+            )
+            .await
+        }
+        Move::Http {
+            method,
+            url,
+            headers,
+            body,
+        } => http(opts, method, url, headers, body.as_deref(), timeout).await,
+        Move::FetchLogs {
+            store,
+            user,
+            password,
+            dir,
+        } => fetch_logs(store, user.as_deref(), password.as_deref(), dir, timeout)
+            .await
+            .map_err(Failure::from),
+    };
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    match result {
+        Ok(Done::Http { status, body }) if (200..300).contains(&status) => Outcome::Ok {
+            status,
+            body,
+            elapsed_ms,
+        },
+        Ok(Done::Http { status, body }) => Outcome::HttpError {
+            status,
+            body,
+            elapsed_ms,
+        },
+        Ok(Done::Ftp { files, content }) => Outcome::FtpOk {
+            files,
+            content,
+            elapsed_ms,
+        },
+        Err(Failure::Refused(detail)) => Outcome::Refused { detail, elapsed_ms },
+        Err(Failure::TimedOut) => Outcome::TimedOut { elapsed_ms },
+        Err(Failure::Denied(detail)) => Outcome::FtpDenied { detail, elapsed_ms },
+        Err(Failure::Other(detail)) => Outcome::Error { detail, elapsed_ms },
+    }
+}
+
+/// A finished move, before timing is attached.
+enum Done {
+    Http { status: u16, body: String },
+    Ftp { files: Vec<String>, content: String },
+}
+
+/// Why a move did not finish, sorted the way [`Outcome`] sorts it.
+enum Failure {
+    Refused(String),
+    TimedOut,
+    Denied(String),
+    Other(String),
+}
+
+impl From<FtpClientError> for Failure {
+    fn from(e: FtpClientError) -> Self {
+        match e {
+            FtpClientError::Refused { .. } => Failure::Refused(e.to_string()),
+            FtpClientError::TimedOut { .. } => Failure::TimedOut,
+            FtpClientError::Denied { .. } => Failure::Denied(e.to_string()),
+            FtpClientError::Resolve { .. } | FtpClientError::Other { .. } => {
+                Failure::Other(e.to_string())
+            }
+        }
+    }
+}
+
+/// Aborts the spawned connection driver when the request is done or abandoned (timeout).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn http(
+    opts: &Options,
+    method: &str,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<Done, Failure> {
+    let url = if url.starts_with('/') {
+        format!("{}{url}", opts.base_url.trim_end_matches('/'))
+    } else {
+        url.to_string()
+    };
+    let (addr, request) = build_request(method, &url, headers, body).map_err(Failure::Other)?;
+    match tokio::time::timeout(timeout, send(&addr, request)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::TimedOut),
+    }
+}
+
+/// The request to send and the "host:port" to send it to.
+fn build_request(
+    method: &str,
+    url: &str,
+    headers: &BTreeMap<String, String>,
+    body: Option<&str>,
+) -> Result<(String, Request<Full<Bytes>>), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("bad URL {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("only http:// URLs are supported, not {other}://")),
+        None => return Err(format!("bad URL {url:?}: no scheme (http://...)")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("bad URL {url:?}: no host"))?
+        .clone();
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| format!("bad method {method:?}"))?;
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut req = Request::builder()
+        .method(method)
+        // HTTP/1.1 requests carry the path only; the host goes in the Host header.
+        .uri(path)
+        .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
+        .map_err(|e| e.to_string())?;
+    let h = req.headers_mut();
+    h.insert(
+        HOST,
+        HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+    );
+    h.insert(USER_AGENT, HeaderValue::from_static("lab-ship/1.0"));
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("bad header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("bad value for header {name}"))?;
+        h.insert(name, value);
+    }
+    // "host:port" to connect to; an IPv6 host keeps its brackets, as lookup_host wants.
+    let addr = format!(
+        "{}:{}",
+        authority.host(),
+        authority.port_u16().unwrap_or(80)
+    );
+    Ok((addr, req))
+}
+
+/// Connects to `addr` ("host:port"), sends the request and reads the whole answer.
+async fn send(addr: &str, request: Request<Full<Bytes>>) -> Result<Done, Failure> {
+    let peer = crate::ftp_client::resolve(addr)
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let stream = TcpStream::connect(peer)
+        .await
+        .map_err(|e| io_failure(&format!("connect to {addr} ({peer})"), &e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| hyper_failure(&e))?;
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| hyper_failure(&e))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| hyper_failure(&e))?
+        .to_bytes();
+    Ok(Done::Http {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn io_failure(what: &str, e: &std::io::Error) -> Failure {
+    match e.kind() {
+        ErrorKind::ConnectionRefused
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => Failure::Refused(format!("{what}: {e}")),
+        ErrorKind::TimedOut => Failure::TimedOut,
+        _ => Failure::Other(format!("{what}: {e}")),
+    }
+}
+
+/// A reset or a close in the middle of an exchange counts as refused, like curl's "recv failure".
+fn hyper_failure(e: &hyper::Error) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io_failure("HTTP exchange", io);
+        }
+        source = err.source();
+    }
+    if e.is_incomplete_message() {
+        return Failure::Refused(format!("connection closed by the server: {e}"));
+    }
+    Failure::Other(format!("HTTP exchange: {e}"))
+}
+
+async fn fetch_logs(
+    store: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+    dir: &str,
+    timeout: Duration,
+) -> Result<Done, FtpClientError> {
+    let mut session = FtpSession::open(store, user, password, timeout).await?;
+    session.enter_dir_existing(dir).await?;
+    let mut files: Vec<String> = session
+        .list_names()
+        .await?
+        .into_iter()
+        // Some servers list "dir/name"; only the name matters here.
+        .map(|n| n.rsplit('/').next().unwrap_or_default().to_string())
+        .filter(|n| n.starts_with("deathstar-") && n.ends_with(".log"))
+        .collect();
+    files.sort();
+    let mut content = String::new();
+    for name in &files {
+        let data = session.get(name).await?;
+        let text = String::from_utf8_lossy(&data);
+        content.push_str(&text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            content.push('\n');
+        }
+    }
+    session.quit().await;
+    Ok(Done::Ftp { files, content })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries() {
+        let ok = Outcome::Ok {
+            status: 200,
+            body: "Ship landed\n".into(),
+            elapsed_ms: 3,
+        };
+        assert_eq!(ok.summary(), "200 Ship landed");
+        let denied = Outcome::HttpError {
+            status: 403,
+            body: "Access denied\r\n".into(),
+            elapsed_ms: 3,
+        };
+        assert_eq!(denied.summary(), "403 Access denied");
+        assert_eq!(denied.exit_code(), 1);
+        let slow = Outcome::TimedOut { elapsed_ms: 5004 };
+        assert_eq!(slow.summary(), "timed out after 5.0s");
+        assert_eq!(slow.exit_code(), 3);
+        let long = Outcome::Ok {
+            status: 200,
+            body: "x ".repeat(500),
+            elapsed_ms: 1,
+        };
+        assert!(long.summary().chars().count() <= 4 + SUMMARY_BODY_CHARS + 1);
+    }
+
+    #[test]
+    fn moves_as_json_and_by_name() {
+        let mv: Move =
+            serde_json::from_str(r#"{"move": "fetch-logs", "store": "ftp:21"}"#).unwrap();
+        assert_eq!(
+            mv,
+            Move::FetchLogs {
+                store: "ftp:21".into(),
+                user: None,
+                password: None,
+                dir: String::new()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Move::Land).unwrap(),
+            r#"{"move":"land"}"#
+        );
+        assert_eq!("Fire".parse::<Move>().unwrap(), Move::Fire);
+        assert!("jump".parse::<Move>().is_err());
+        let out = serde_json::to_value(Outcome::TimedOut { elapsed_ms: 1 }).unwrap();
+        assert_eq!(out["kind"], "timed_out");
+    }
+
+    #[test]
+    fn requests_carry_host_and_path_only() {
+        let mut headers = BTreeMap::new();
+        headers.insert("X-Has-Force".to_string(), "true".to_string());
+        let (addr, req) =
+            build_request("PUT", "http://deathstar:8080/v1/x?y=1", &headers, Some("b")).unwrap();
+        assert_eq!(addr, "deathstar:8080");
+        let (addr, _) = build_request("GET", "http://[::1]/", &headers, None).unwrap();
+        assert_eq!(addr, "[::1]:80");
+        assert_eq!(req.uri(), "/v1/x?y=1");
+        assert_eq!(req.headers()[HOST], "deathstar:8080");
+        assert_eq!(req.headers()["x-has-force"], "true");
+        assert!(build_request("GET", "https://deathstar/", &headers, None).is_err());
+        assert!(build_request("GE T", "http://deathstar/", &headers, None).is_err());
+    }
+
+    #[test]
+    fn one_line_collapses_whitespace() {
+        assert_eq!(one_line("{\n  \"a\": 1\n}\n"), "{ \"a\": 1 }");
+    }
+}
