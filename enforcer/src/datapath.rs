@@ -207,9 +207,10 @@ impl Datapath {
                 continue;
             }
             let program = sock_program(&mut self.ebpf, name)?;
+            // Cgroup BPF links always coexist with other programs; the kernel wants no flags.
             let id = program
-                .attach(&file, CgroupAttachMode::AllowMultiple)
-                .map_err(|e| attach_err(format!("{name}: {e}")))?;
+                .attach(&file, CgroupAttachMode::Single)
+                .map_err(|e| attach_err(format!("{name}: {e:?}")))?;
             let link = program.take_link(id).map_err(|e| attach_err(e.to_string()))?;
             let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
             Self::pin_links(vec![(pin, link)])?;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
@@ -17,9 +17,7 @@ pub struct Client {
 /// An API error, printed as the server worded it.
 #[derive(Debug)]
 pub struct ApiFailure {
-    pub status: StatusCode,
     pub message: String,
-    pub details: Option<Value>,
 }
 
 impl std::fmt::Display for ApiFailure {
@@ -70,7 +68,7 @@ impl Client {
         };
         if !status.is_success() {
             let message = value["error"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-            return Err(anyhow!(ApiFailure { status, message, details: value.get("details").cloned() }));
+            return Err(anyhow!(ApiFailure { message }));
         }
         Ok(value)
     }

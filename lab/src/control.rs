@@ -349,7 +349,9 @@ impl Lab {
     /// Reads the datapath's flow events and keeps them as Hubble-shaped flows.
     fn spawn_flow_reader(self: Arc<Self>) -> Result<()> {
         let ring = self.engine.lock().expect("engine").datapath().take_events().context("event ring buffer")?;
-        let mut fd = tokio::io::unix::AsyncFd::new(ring).context("watching the event ring buffer")?;
+        // SAFETY: the ring buffer owns its file descriptor for as long as the AsyncFd holds it.
+        let mut fd = unsafe { tokio::io::unix::AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
         let names = self.engine.lock().expect("engine").names();
         let clock = Clock::new();
         let node_name = self.paths.instance.clone();

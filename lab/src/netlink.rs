@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use rtnetlink::{
     Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
-        link::{InfoData, InfoVeth, LinkAttribute},
+        link::{InfoData, InfoVeth},
         route::{RouteScope, RouteType},
     },
 };
@@ -21,8 +21,13 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a netlink connection inside the namespace at `ns`. Needs a tokio runtime.
     pub fn open_in(ns: &Path) -> Result<Self> {
-        let (conn, handle, _) = crate::sys::in_netns(ns, rtnetlink::new_connection)?
-            .context("opening a netlink socket")?;
+        // The socket is registered with the runtime's reactor, so the thread enters it too.
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = crate::sys::in_netns(ns, move || {
+            let _guard = rt.enter();
+            rtnetlink::new_connection()
+        })?
+        .context("opening a netlink socket")?;
         tokio::spawn(conn);
         Ok(Self { handle })
     }
@@ -35,27 +40,6 @@ impl Netlink {
             .with_context(|| format!("looking up interface {name}"))?
             .ok_or_else(|| anyhow!("no interface {name}"))?;
         Ok(link.header.index)
-    }
-
-    pub async fn exists(&self, name: &str) -> bool {
-        self.index(name).await.is_ok()
-    }
-
-    /// The MAC address of an interface.
-    pub async fn mac(&self, name: &str) -> Result<[u8; 6]> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
-        let link = links.try_next().await?.ok_or_else(|| anyhow!("no interface {name}"))?;
-        link.attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Address(m) if m.len() == 6 => {
-                    let mut mac = [0; 6];
-                    mac.copy_from_slice(m);
-                    Some(mac)
-                }
-                _ => None,
-            })
-            .ok_or_else(|| anyhow!("{name} has no MAC address"))
     }
 
     pub async fn set_up(&self, name: &str) -> Result<()> {
@@ -85,16 +69,6 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("creating veth {local} <-> {peer}"))
-    }
-
-    pub async fn del_link(&self, name: &str) -> Result<()> {
-        let index = self.index(name).await?;
-        self.handle
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .with_context(|| format!("deleting {name}"))
     }
 
     pub async fn add_addr(&self, ifname: &str, ip: Ipv4Addr, prefix: u8) -> Result<()> {

@@ -27,10 +27,6 @@ impl Paths {
     pub fn api_socket(&self) -> PathBuf {
         self.root.join("api.sock")
     }
-    /// Held (flock) while `lab up` runs, so a second one is refused.
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join("lock")
-    }
     pub fn bpffs(&self) -> PathBuf {
         self.root.join("bpf")
     }
@@ -57,10 +53,6 @@ impl Paths {
     /// Applied policies, kept so a restarted lab restores them.
     pub fn policies(&self) -> PathBuf {
         self.root.join("policies")
-    }
-    /// The log of a detached `lab up -d`.
-    pub fn daemon_log(&self) -> PathBuf {
-        self.root.join("lab.log")
     }
     pub fn node_netns(&self) -> String {
         format!("{}-node", self.instance)

@@ -69,17 +69,6 @@ impl Record {
         }
         Ok(())
     }
-
-    pub fn forget_netns(&mut self, paths: &Paths, name: &str) -> Result<()> {
-        self.netns.retain(|n| n != name);
-        self.save(paths)
-    }
-
-    pub fn forget_cgroup(&mut self, paths: &Paths, path: &Path) -> Result<()> {
-        let p = path.to_string_lossy();
-        self.cgroups.retain(|c| *c != p);
-        self.save(paths)
-    }
 }
 
 /// What cleanup did, for the user.
