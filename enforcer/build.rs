@@ -17,13 +17,19 @@ fn build() -> anyhow::Result<()> {
     let ebpf_dir = Path::new(&manifest_dir).join("../enforcer-ebpf");
     let ebpf_dir = ebpf_dir.canonicalize()?;
 
-    if Command::new("bpf-linker").arg("--version").output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         anyhow::bail!(
             "bpf-linker is not installed or not on PATH.\n  Install it with: ./scripts/setup.sh \
              (it builds bpf-linker 0.13 against the Rust toolchain's own LLVM)"
         );
     }
-    let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output()?;
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()?;
     let sysroot = String::from_utf8(sysroot.stdout)?;
     let rust_src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !rust_src.exists() {
@@ -36,7 +42,10 @@ fn build() -> anyhow::Result<()> {
     // The kernel crate needs -Z build-std on this stable toolchain.
     // SAFETY: build scripts are single-threaded; aya-build's child cargo inherits this.
     unsafe { env::set_var("RUSTC_BOOTSTRAP", "1") };
-    println!("cargo:rerun-if-changed={}", ebpf_dir.join("common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("common/src").display()
+    );
     let root = ebpf_dir.to_str().unwrap_or_default().to_owned();
     aya_build::build_ebpf(
         [aya_build::Package {

@@ -30,7 +30,7 @@ pub fn to_pod(ctx: TcContext) -> i32 {
 /// Used for interfaces the lab manages but does not police (kept for symmetry in tests).
 #[classifier]
 pub fn pass_all(_ctx: TcContext) -> i32 {
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[cfg(not(test))]

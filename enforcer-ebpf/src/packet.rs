@@ -139,9 +139,11 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     let l4 = l3 + (ihl & 0x3c);
     match proto {
         IPPROTO_TCP => {
-            let (Some(sport), Some(dport), Some(flags)) =
-                (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2), load::<u8>(ctx, l4 + 13))
-            else {
+            let (Some(sport), Some(dport), Some(flags)) = (
+                load::<u16>(ctx, l4),
+                load::<u16>(ctx, l4 + 2),
+                load::<u8>(ctx, l4 + 13),
+            ) else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
             };
             p.sport = sport;
@@ -149,7 +151,8 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             p.tcp_flags = flags;
         }
         IPPROTO_UDP => {
-            let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2)) else {
+            let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2))
+            else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
             };
             p.sport = sport;

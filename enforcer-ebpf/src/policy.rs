@@ -51,10 +51,10 @@ struct Decision {
 
 pub fn enforce(ctx: &TcContext, hook: Hook) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }) else {
+    let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
         // Attached to an interface whose endpoint is gone: fail closed.
         count(METRIC_DROPPED, DROP_INVALID_PACKET, DIR_INGRESS);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     let ep = *ep;
     let dir = if hook == Hook::FromPod {
@@ -63,10 +63,10 @@ pub fn enforce(ctx: &TcContext, hook: Hook) -> i32 {
         DIR_INGRESS
     };
     let pkt = match parse(ctx) {
-        Parsed::Arp => return TC_ACT_OK as i32,
+        Parsed::Arp => return TC_ACT_OK,
         Parsed::Invalid(reason) => {
             count(METRIC_DROPPED, reason, dir);
-            return TC_ACT_SHOT as i32;
+            return TC_ACT_SHOT;
         }
         Parsed::Ipv4(p) => p,
     };
@@ -74,13 +74,33 @@ pub fn enforce(ctx: &TcContext, hook: Hook) -> i32 {
     match hook {
         Hook::FromPod => {
             if pkt.saddr != ep.ipv4 {
-                return drop_packet(ctx, &pkt, &ep, dir, DROP_INVALID_SOURCE_IP, 0, 0, 0, OBS_FROM_POD);
+                return drop_packet(
+                    ctx,
+                    &pkt,
+                    &ep,
+                    dir,
+                    DROP_INVALID_SOURCE_IP,
+                    0,
+                    0,
+                    0,
+                    OBS_FROM_POD,
+                );
             }
             egress(ctx, &pkt, &ep, now)
         }
         Hook::ToPod => {
             if pkt.daddr != ep.ipv4 {
-                return drop_packet(ctx, &pkt, &ep, dir, DROP_INVALID_PACKET, 0, 0, 0, OBS_TO_POD);
+                return drop_packet(
+                    ctx,
+                    &pkt,
+                    &ep,
+                    dir,
+                    DROP_INVALID_PACKET,
+                    0,
+                    0,
+                    0,
+                    OBS_TO_POD,
+                );
             }
             ingress(ctx, &pkt, &ep, now)
         }
@@ -100,11 +120,11 @@ fn egress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
             // The reply belongs to the proxy's upstream connection: deliver it to the proxy.
             return to_proxy(ctx, pkt, 0, false);
         }
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     if pkt.icmp_error && related(pkt, DIR_INGRESS, now) {
         count(METRIC_FORWARDED, 0, DIR_EGRESS);
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
 
     let dst = ipcache(pkt.daddr);
@@ -113,9 +133,19 @@ fn egress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
     let existing = ct_lookup(&key, pkt, now);
     if !d.allow {
         if existing.is_some() {
-            let _ = CT.remove(&key);
+            let _ = CT.remove(key);
         }
-        return drop_packet(ctx, pkt, ep, DIR_EGRESS, d.reason, ep.identity, dst.identity, d.rule_ref, OBS_FROM_POD);
+        return drop_packet(
+            ctx,
+            pkt,
+            ep,
+            DIR_EGRESS,
+            d.reason,
+            ep.identity,
+            dst.identity,
+            d.rule_ref,
+            OBS_FROM_POD,
+        );
     }
     // A local destination whose ingress needs L7: the proxy takes the connection here.
     if !d.redirect && dst.ep_id != 0 && pkt.proto == IPPROTO_TCP {
@@ -131,16 +161,38 @@ fn egress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
         Some(ct) => ct_touch(ct, pkt, now, false),
         None => {
             if !ct_create(&key, pkt, now, ct_flags, d.rule_ref) {
-                return drop_packet(ctx, pkt, ep, DIR_EGRESS, DROP_CT_MAP_INSERTION_FAILED, ep.identity, dst.identity, 0, OBS_FROM_POD);
+                return drop_packet(
+                    ctx,
+                    pkt,
+                    ep,
+                    DIR_EGRESS,
+                    DROP_CT_MAP_INSERTION_FAILED,
+                    ep.identity,
+                    dst.identity,
+                    0,
+                    OBS_FROM_POD,
+                );
             }
-            emit(pkt, ep.ep_id, DIR_EGRESS, d.verdict, d.reason, 0, ep.identity, dst.identity, d.rule_ref, OBS_FROM_POD, ct_flags);
+            emit(
+                pkt,
+                ep.ep_id,
+                DIR_EGRESS,
+                d.verdict,
+                d.reason,
+                0,
+                ep.identity,
+                dst.identity,
+                d.rule_ref,
+                OBS_FROM_POD,
+                ct_flags,
+            );
         }
     }
     count(metric_kind(d.verdict), d.reason, DIR_EGRESS);
     if d.redirect {
         return to_proxy(ctx, pkt, d.proxy_port, is_new_syn(pkt));
     }
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 /// The pod receives.
@@ -151,11 +203,11 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
     if let Some(ct) = ct_lookup(&rev, pkt, now) {
         ct_touch(ct, pkt, now, true);
         count(METRIC_FORWARDED, 0, DIR_INGRESS);
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     if pkt.icmp_error && related(pkt, DIR_EGRESS, now) {
         count(METRIC_FORWARDED, 0, DIR_INGRESS);
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
 
     let src = ipcache(pkt.saddr);
@@ -165,31 +217,77 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
     let existing = ct_lookup(&key, pkt, now);
     if !d.allow {
         if existing.is_some() {
-            let _ = CT.remove(&key);
+            let _ = CT.remove(key);
         }
-        return drop_packet(ctx, pkt, ep, DIR_INGRESS, d.reason, src.identity, ep.identity, d.rule_ref, OBS_TO_POD);
+        return drop_packet(
+            ctx,
+            pkt,
+            ep,
+            DIR_INGRESS,
+            d.reason,
+            src.identity,
+            ep.identity,
+            d.rule_ref,
+            OBS_TO_POD,
+        );
     }
     if d.redirect && !from_proxy {
         // Only the sending side's hook can hand a connection to the proxy; this one arrived
         // without passing it (it comes from the node itself). Fail closed.
         if existing.is_some() {
-            let _ = CT.remove(&key);
+            let _ = CT.remove(key);
         }
-        return drop_packet(ctx, pkt, ep, DIR_INGRESS, DROP_PROXY_UNAVAILABLE, src.identity, ep.identity, d.rule_ref, OBS_TO_POD);
+        return drop_packet(
+            ctx,
+            pkt,
+            ep,
+            DIR_INGRESS,
+            DROP_PROXY_UNAVAILABLE,
+            src.identity,
+            ep.identity,
+            d.rule_ref,
+            OBS_TO_POD,
+        );
     }
     let ct_flags = if from_proxy { CT_FROM_PROXY } else { 0 };
-    let verdict = if d.verdict == FLOW_REDIRECTED { FLOW_FORWARDED } else { d.verdict };
+    let verdict = if d.verdict == FLOW_REDIRECTED {
+        FLOW_FORWARDED
+    } else {
+        d.verdict
+    };
     match existing {
         Some(ct) => ct_touch(ct, pkt, now, false),
         None => {
             if !ct_create(&key, pkt, now, ct_flags, d.rule_ref) {
-                return drop_packet(ctx, pkt, ep, DIR_INGRESS, DROP_CT_MAP_INSERTION_FAILED, src.identity, ep.identity, 0, OBS_TO_POD);
+                return drop_packet(
+                    ctx,
+                    pkt,
+                    ep,
+                    DIR_INGRESS,
+                    DROP_CT_MAP_INSERTION_FAILED,
+                    src.identity,
+                    ep.identity,
+                    0,
+                    OBS_TO_POD,
+                );
             }
-            emit(pkt, ep.ep_id, DIR_INGRESS, verdict, d.reason, 0, src.identity, ep.identity, d.rule_ref, OBS_TO_POD, ct_flags);
+            emit(
+                pkt,
+                ep.ep_id,
+                DIR_INGRESS,
+                verdict,
+                d.reason,
+                0,
+                src.identity,
+                ep.identity,
+                d.rule_ref,
+                OBS_TO_POD,
+                ct_flags,
+            );
         }
     }
     count(metric_kind(verdict), d.reason, DIR_INGRESS);
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 /// The policy verdict of endpoint `ep_id` for a packet from/to `peer`, from one LPM lookup.
@@ -206,7 +304,13 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
         },
     );
     let (verdict, rule_ref, audit_verdict, audit_rule_ref, proxy_port) = match POLICY.get(&key) {
-        Some(v) => (v.verdict, v.rule_ref, v.audit_verdict, v.audit_rule_ref, v.proxy_port),
+        Some(v) => (
+            v.verdict,
+            v.rule_ref,
+            v.audit_verdict,
+            v.audit_rule_ref,
+            v.proxy_port,
+        ),
         None => (VERDICT_NONE, 0, VERDICT_NONE, 0, 0),
     };
     let (enforced_bit, would_bit) = if dir == DIR_INGRESS {
@@ -221,9 +325,23 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
     if enforced == VERDICT_DENY {
         let reason = deny_reason(verdict);
         if audit_all {
-            return Decision { allow: true, redirect: false, proxy_port: 0, verdict: FLOW_AUDIT, reason, rule_ref };
+            return Decision {
+                allow: true,
+                redirect: false,
+                proxy_port: 0,
+                verdict: FLOW_AUDIT,
+                reason,
+                rule_ref,
+            };
         }
-        return Decision { allow: false, redirect: false, proxy_port: 0, verdict: FLOW_DROPPED, reason, rule_ref };
+        return Decision {
+            allow: false,
+            redirect: false,
+            proxy_port: 0,
+            verdict: FLOW_DROPPED,
+            reason,
+            rule_ref,
+        };
     }
     let redirect = enforced == VERDICT_REDIRECT;
     if would == VERDICT_DENY {
@@ -241,7 +359,11 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
         allow: true,
         redirect,
         proxy_port,
-        verdict: if redirect { FLOW_REDIRECTED } else { FLOW_FORWARDED },
+        verdict: if redirect {
+            FLOW_REDIRECTED
+        } else {
+            FLOW_FORWARDED
+        },
         reason: DROP_NONE,
         rule_ref,
     }
@@ -268,9 +390,13 @@ fn deny_reason(stored: u8) -> u8 {
 
 #[inline(always)]
 fn ipcache(addr: u32) -> IpcacheValue {
-    match IPCACHE.get(&Key::new(32, IpcacheKey { addr })) {
+    match IPCACHE.get(Key::new(32, IpcacheKey { addr })) {
         Some(v) => *v,
-        None => IpcacheValue { identity: IDENTITY_WORLD, ep_id: 0, ep_flags: 0 },
+        None => IpcacheValue {
+            identity: IDENTITY_WORLD,
+            ep_id: 0,
+            ep_flags: 0,
+        },
     }
 }
 
@@ -289,23 +415,27 @@ fn to_proxy(ctx: &TcContext, pkt: &Packet, proxy_port: u16, new_conn: bool) -> i
         let sk = unsafe { bpf_skc_lookup_tcp(skb, &mut tuple, size, BPF_F_CURRENT_NETNS, 0) };
         if !sk.is_null() {
             let listening = unsafe { (*sk).state } == BPF_TCP_LISTEN;
-            let ret = if listening { -1 } else { unsafe { bpf_sk_assign(skb, sk as *mut _, 0) } };
+            let ret = if listening {
+                -1
+            } else {
+                unsafe { bpf_sk_assign(skb, sk as *mut _, 0) }
+            };
             unsafe { bpf_sk_release(sk as *mut _) };
             if ret == 0 {
                 ctx.skb.set_mark(MARK_TO_PROXY);
-                return TC_ACT_OK as i32;
+                return TC_ACT_OK;
             }
         }
         if proxy_port == 0 {
             count(METRIC_DROPPED, DROP_PROXY_UNAVAILABLE, DIR_EGRESS);
-            return TC_ACT_SHOT as i32;
+            return TC_ACT_SHOT;
         }
     }
     tuple.__bindgen_anon_1.ipv4.dport = proxy_port.to_be();
     let sk = unsafe { bpf_sk_lookup_tcp(skb, &mut tuple, size, BPF_F_CURRENT_NETNS, 0) };
     if sk.is_null() {
         count(METRIC_DROPPED, DROP_PROXY_UNAVAILABLE, DIR_EGRESS);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     let ret = if unsafe { (*sk).state } == BPF_TCP_LISTEN {
         unsafe { bpf_sk_assign(skb, sk as *mut _, 0) }
@@ -315,10 +445,10 @@ fn to_proxy(ctx: &TcContext, pkt: &Packet, proxy_port: u16, new_conn: bool) -> i
     unsafe { bpf_sk_release(sk as *mut _) };
     if ret != 0 {
         count(METRIC_DROPPED, DROP_PROXY_UNAVAILABLE, DIR_EGRESS);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
     ctx.skb.set_mark(MARK_TO_PROXY);
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 #[inline(always)]
@@ -365,7 +495,10 @@ fn related(pkt: &Packet, dir: u8, now: u64) -> bool {
         direction: dir,
         _pad: [0; 2],
     };
-    let inner = Packet { proto: pkt.inner.proto, ..*pkt };
+    let inner = Packet {
+        proto: pkt.inner.proto,
+        ..*pkt
+    };
     ct_lookup(&key, &inner, now).is_some()
 }
 
@@ -419,7 +552,7 @@ fn ct_create(key: &CtKey, pkt: &Packet, now: u64, flags: u32, rule_ref: u32) -> 
         flags,
         rule_ref,
     };
-    CT.insert(key, &entry, 0).is_ok()
+    CT.insert(key, entry, 0).is_ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -436,8 +569,20 @@ fn drop_packet(
     obs: u8,
 ) -> i32 {
     count(METRIC_DROPPED, reason, dir);
-    emit(pkt, ep.ep_id, dir, FLOW_DROPPED, reason, 0, src_identity, dst_identity, rule_ref, obs, 0);
-    TC_ACT_SHOT as i32
+    emit(
+        pkt,
+        ep.ep_id,
+        dir,
+        FLOW_DROPPED,
+        reason,
+        0,
+        src_identity,
+        dst_identity,
+        rule_ref,
+        obs,
+        0,
+    );
+    TC_ACT_SHOT
 }
 
 #[allow(clippy::too_many_arguments)]

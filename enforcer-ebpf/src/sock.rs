@@ -39,9 +39,17 @@ pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn translate(ctx: &SockAddrContext, connect: bool) -> i32 {
     let sa = ctx.sock_addr;
-    let (vip, port, proto) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16, (*sa).protocol as u8) };
-    let mut key = ServiceKey { vip, port, proto, _pad: 0, slot: 0, _pad2: 0 };
-    let Some(svc) = (unsafe { SERVICES.get(&key) }) else {
+    let (vip, port, proto) =
+        unsafe { ((*sa).user_ip4, (*sa).user_port as u16, (*sa).protocol as u8) };
+    let mut key = ServiceKey {
+        vip,
+        port,
+        proto,
+        _pad: 0,
+        slot: 0,
+        _pad2: 0,
+    };
+    let Some(svc) = (unsafe { SERVICES.get(key) }) else {
         return ALLOW; // not a service address
     };
     let count = svc.count;
@@ -53,7 +61,7 @@ fn translate(ctx: &SockAddrContext, connect: bool) -> i32 {
         return REJECT;
     }
     key.slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
-    let Some(backend) = (unsafe { SERVICES.get(&key) }) else {
+    let Some(backend) = (unsafe { SERVICES.get(key) }) else {
         return ALLOW;
     };
     let (backend_ip, backend_port) = (backend.backend_ip, backend.backend_port);
@@ -62,8 +70,13 @@ fn translate(ctx: &SockAddrContext, connect: bool) -> i32 {
         (*sa).user_port = backend_port as u32;
     }
     let cookie = unsafe { bpf_get_socket_cookie(sa as *mut _) };
-    let rkey = RevNatKey { cookie, backend_ip, backend_port, _pad: 0 };
-    let _ = SOCK_REVNAT.insert(&rkey, &RevNatValue { vip, port, _pad: 0 }, 0);
+    let rkey = RevNatKey {
+        cookie,
+        backend_ip,
+        backend_port,
+        _pad: 0,
+    };
+    let _ = SOCK_REVNAT.insert(rkey, RevNatValue { vip, port, _pad: 0 }, 0);
     ALLOW
 }
 
@@ -72,8 +85,13 @@ fn reverse(ctx: &SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
     let cookie = unsafe { bpf_get_socket_cookie(sa as *mut _) };
     let (ip, port) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16) };
-    let key = RevNatKey { cookie, backend_ip: ip, backend_port: port, _pad: 0 };
-    if let Some(v) = unsafe { SOCK_REVNAT.get(&key) } {
+    let key = RevNatKey {
+        cookie,
+        backend_ip: ip,
+        backend_port: port,
+        _pad: 0,
+    };
+    if let Some(v) = unsafe { SOCK_REVNAT.get(key) } {
         let (vip, vport) = (v.vip, v.port);
         unsafe {
             (*sa).user_ip4 = vip;

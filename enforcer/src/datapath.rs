@@ -34,15 +34,30 @@ pub static EBPF_OBJECT: &[u8] =
 
 /// Maps pinned (and reused across restarts) under `<dir>/maps/`.
 const PINNED_MAPS: [&str; 9] = [
-    "ENDPOINTS", "IPCACHE", "POLICY", "CT", "EVENTS", "METRICS", "CONFIG", "SERVICES", "SOCK_REVNAT",
+    "ENDPOINTS",
+    "IPCACHE",
+    "POLICY",
+    "CT",
+    "EVENTS",
+    "METRICS",
+    "CONFIG",
+    "SERVICES",
+    "SOCK_REVNAT",
 ];
 
 /// The socket-level load-balancing programs, attached to the cgroup of all pods.
-const SOCK_PROGRAMS: [&str; 4] = ["sock_connect4", "sock_sendmsg4", "sock_recvmsg4", "sock_getpeername4"];
+const SOCK_PROGRAMS: [&str; 4] = [
+    "sock_connect4",
+    "sock_sendmsg4",
+    "sock_recvmsg4",
+    "sock_getpeername4",
+];
 
 #[derive(Debug, Error)]
 pub enum DatapathError {
-    #[error("loading the eBPF programs: {0}\n  (needs root, a kernel with BPF and BTF; `lab doctor` checks what is missing)")]
+    #[error(
+        "loading the eBPF programs: {0}\n  (needs root, a kernel with BPF and BTF; `lab doctor` checks what is missing)"
+    )]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]
     Program {
@@ -161,21 +176,27 @@ impl Datapath {
         tag: &str,
     ) -> Result<(PathBuf, FdLink)> {
         let pin = self.dir.join("links").join(format!("{iface}_{tag}"));
-        let attach_err = |detail: String| DatapathError::Attach { iface: iface.into(), detail };
+        let attach_err = |detail: String| DatapathError::Attach {
+            iface: iface.into(),
+            detail,
+        };
         let program = classifier(&mut self.ebpf, prog)?;
         let link_id = if pin.exists() {
-            let old = PinnedLink::from_pin(&pin).map_err(|e| {
-                attach_err(format!("reading pinned link {}: {e}", pin.display()))
-            })?;
+            let old = PinnedLink::from_pin(&pin)
+                .map_err(|e| attach_err(format!("reading pinned link {}: {e}", pin.display())))?;
             let link = SchedClassifierLink::try_from(FdLink::from(old))
                 .map_err(|e| attach_err(e.to_string()))?;
-            program.attach_to_link(link).map_err(|e| attach_err(e.to_string()))?
+            program
+                .attach_to_link(link)
+                .map_err(|e| attach_err(e.to_string()))?
         } else {
             program
                 .attach_with_options(iface, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
                 .map_err(|e| attach_err(format!("{e} (is the interface in this namespace?)")))?
         };
-        let link = program.take_link(link_id).map_err(|e| attach_err(e.to_string()))?;
+        let link = program
+            .take_link(link_id)
+            .map_err(|e| attach_err(e.to_string()))?;
         let fd_link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
         Ok((pin, fd_link))
     }
@@ -211,7 +232,9 @@ impl Datapath {
             let id = program
                 .attach(&file, CgroupAttachMode::Single)
                 .map_err(|e| attach_err(format!("{name}: {e:?}")))?;
-            let link = program.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+            let link = program
+                .take_link(id)
+                .map_err(|e| attach_err(e.to_string()))?;
             let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
             Self::pin_links(vec![(pin, link)])?;
         }
@@ -244,10 +267,19 @@ impl Datapath {
                 count: 0,
                 service_id,
             };
-            self.services.insert(key(i as u16 + 1), value, 0).map_err(map_err("SERVICES"))?;
+            self.services
+                .insert(key(i as u16 + 1), value, 0)
+                .map_err(map_err("SERVICES"))?;
         }
-        let head = ServiceValue { backend_ip: 0, backend_port: 0, count: backends.len() as u16, service_id };
-        self.services.insert(key(0), head, 0).map_err(map_err("SERVICES"))?;
+        let head = ServiceValue {
+            backend_ip: 0,
+            backend_port: 0,
+            count: backends.len() as u16,
+            service_id,
+        };
+        self.services
+            .insert(key(0), head, 0)
+            .map_err(map_err("SERVICES"))?;
         for slot in backends.len() as u16 + 1..=old_count {
             let _ = self.services.remove(&key(slot));
         }
@@ -256,7 +288,14 @@ impl Datapath {
 
     pub fn remove_service(&mut self, vip: Ipv4Addr, port: u16, proto: u8) -> Result<()> {
         self.set_service(vip, port, proto, 0, &[])?;
-        let key = ServiceKey { vip: u32::from(vip).to_be(), port: port.to_be(), proto, _pad: 0, slot: 0, _pad2: 0 };
+        let key = ServiceKey {
+            vip: u32::from(vip).to_be(),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+            slot: 0,
+            _pad2: 0,
+        };
         let _ = self.services.remove(&key);
         Ok(())
     }
@@ -269,7 +308,9 @@ impl Datapath {
     }
 
     pub fn set_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<()> {
-        self.endpoints.insert(ifindex, info, 0).map_err(map_err("ENDPOINTS"))
+        self.endpoints
+            .insert(ifindex, info, 0)
+            .map_err(map_err("ENDPOINTS"))
     }
 
     pub fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
@@ -284,12 +325,24 @@ impl Datapath {
     }
 
     pub fn set_ipcache(&mut self, addr: Ipv4Addr, prefix: u8, value: IpcacheValue) -> Result<()> {
-        let key = Key::new(u32::from(prefix), IpcacheKey { addr: u32::from(addr).to_be() });
-        self.ipcache.insert(&key, value, 0).map_err(map_err("IPCACHE"))
+        let key = Key::new(
+            u32::from(prefix),
+            IpcacheKey {
+                addr: u32::from(addr).to_be(),
+            },
+        );
+        self.ipcache
+            .insert(&key, value, 0)
+            .map_err(map_err("IPCACHE"))
     }
 
     pub fn remove_ipcache(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(u32::from(prefix), IpcacheKey { addr: u32::from(addr).to_be() });
+        let key = Key::new(
+            u32::from(prefix),
+            IpcacheKey {
+                addr: u32::from(addr).to_be(),
+            },
+        );
         match self.ipcache.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("IPCACHE")(e)),
@@ -301,11 +354,22 @@ impl Datapath {
         self.ipcache
             .iter()
             .filter_map(|r| r.ok())
-            .map(|(k, v)| (Ipv4Addr::from(u32::from_be(k.data().addr)), k.prefix_len() as u8, v))
+            .map(|(k, v)| {
+                (
+                    Ipv4Addr::from(u32::from_be(k.data().addr)),
+                    k.prefix_len() as u8,
+                    v,
+                )
+            })
             .collect()
     }
 
-    pub fn set_policy(&mut self, prefix_len: u32, key: PolicyKey, value: PolicyValue) -> Result<()> {
+    pub fn set_policy(
+        &mut self,
+        prefix_len: u32,
+        key: PolicyKey,
+        value: PolicyValue,
+    ) -> Result<()> {
         self.policy
             .insert(&Key::new(prefix_len, key), value, 0)
             .map_err(map_err("POLICY"))
@@ -328,7 +392,9 @@ impl Datapath {
     }
 
     pub fn set_config_flags(&mut self, flags: u32) -> Result<()> {
-        self.config.set(CONFIG_FLAGS, flags, 0).map_err(map_err("CONFIG"))
+        self.config
+            .set(CONFIG_FLAGS, flags, 0)
+            .map_err(map_err("CONFIG"))
     }
 
     pub fn config_flags(&self) -> u32 {
@@ -351,7 +417,12 @@ impl Datapath {
 
     /// Removes tracking entries matching `pred` (used when an endpoint goes away).
     pub fn flush_conntrack(&mut self, pred: impl Fn(&CtKey) -> bool) {
-        let keys: Vec<CtKey> = self.ct.keys().filter_map(|k| k.ok()).filter(|k| pred(k)).collect();
+        let keys: Vec<CtKey> = self
+            .ct
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| pred(k))
+            .collect();
         for k in keys {
             let _ = self.ct.remove(&k);
         }

@@ -11,7 +11,9 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use enforcer_common::{EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue};
+use enforcer_common::{
+    EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue,
+};
 use serde::Serialize;
 
 use crate::{
@@ -89,7 +91,11 @@ pub struct RuleSet {
 
 impl Default for RuleSet {
     fn default() -> Self {
-        Self { rules: Vec::new(), table: vec![placeholder_rule()], cidrs: Vec::new() }
+        Self {
+            rules: Vec::new(),
+            table: vec![placeholder_rule()],
+            cidrs: Vec::new(),
+        }
     }
 }
 
@@ -124,9 +130,30 @@ pub struct Engine {
 impl Engine {
     /// Takes over a loaded datapath. The node's own address is the `host` identity; every
     /// address without an entry is `world`.
-    pub fn new(mut dp: Datapath, node_netns: &Path, node_ip: Ipv4Addr, proxy_port: u16) -> Result<Self, DatapathError> {
-        dp.set_ipcache(node_ip, 32, IpcacheValue { identity: IDENTITY_HOST, ep_id: 0, ep_flags: 0 })?;
-        dp.set_ipcache(Ipv4Addr::UNSPECIFIED, 0, IpcacheValue { identity: IDENTITY_WORLD, ep_id: 0, ep_flags: 0 })?;
+    pub fn new(
+        mut dp: Datapath,
+        node_netns: &Path,
+        node_ip: Ipv4Addr,
+        proxy_port: u16,
+    ) -> Result<Self, DatapathError> {
+        dp.set_ipcache(
+            node_ip,
+            32,
+            IpcacheValue {
+                identity: IDENTITY_HOST,
+                ep_id: 0,
+                ep_flags: 0,
+            },
+        )?;
+        dp.set_ipcache(
+            Ipv4Addr::UNSPECIFIED,
+            0,
+            IpcacheValue {
+                identity: IDENTITY_WORLD,
+                ep_id: 0,
+                ep_flags: 0,
+            },
+        )?;
         let engine = Self {
             dp,
             node_netns: node_netns.to_owned(),
@@ -178,13 +205,18 @@ impl Engine {
         let dp = &mut self.dp;
         let (links, ifindex) = crate::netns::run_in(&self.node_netns, || {
             let links = dp.attach_pod(&ifname)?;
-            let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| DatapathError::Attach {
-                iface: ifname.clone(),
-                detail: format!("no such interface in the node namespace: {e}"),
+            let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| {
+                DatapathError::Attach {
+                    iface: ifname.clone(),
+                    detail: format!("no such interface in the node namespace: {e}"),
+                }
             })?;
             Ok::<_, DatapathError>((links, ifindex))
         })
-        .map_err(|e| DatapathError::Attach { iface: spec.ifname.clone(), detail: e.to_string() })??;
+        .map_err(|e| DatapathError::Attach {
+            iface: spec.ifname.clone(),
+            detail: e.to_string(),
+        })??;
         Datapath::pin_links(links)?;
 
         let labels = pod_labels(&spec.namespace, &spec.labels, &spec.namespace_labels);
@@ -233,8 +265,12 @@ impl Engine {
         // Identities for the CIDRs named by the rules, and their addresses (pods and the node
         // keep their own /32 entries: CIDR rules never select them).
         self.identities.set_cidrs(&self.rules.cidrs);
-        let taken: BTreeSet<Ipv4Addr> =
-            self.endpoints.values().map(|e| e.ip).chain([self.node_ip]).collect();
+        let taken: BTreeSet<Ipv4Addr> = self
+            .endpoints
+            .values()
+            .map(|e| e.ip)
+            .chain([self.node_ip])
+            .collect();
         let mut cidr_entries = BTreeMap::new();
         for (prefix, len) in &self.rules.cidrs {
             if *len == 0 || (*len == 32 && taken.contains(prefix)) {
@@ -248,7 +284,10 @@ impl Engine {
         let eps: Vec<EndpointRef> = self
             .endpoints
             .values()
-            .map(|e| EndpointRef { ep_id: e.ep_id, labels: e.labels.clone() })
+            .map(|e| EndpointRef {
+                ep_id: e.ep_id,
+                labels: e.labels.clone(),
+            })
             .collect();
         let idents: Vec<_> = self.identities.all().collect();
         let new = resolve(&self.rules.rules, &eps, &idents, self.proxy_port);
@@ -262,7 +301,15 @@ impl Engine {
         // 2. Addresses of CIDR identities.
         for (&(p, l), &id) in &cidr_entries {
             if self.cidr_entries.get(&(p, l)) != Some(&id) {
-                self.dp.set_ipcache(p, l, IpcacheValue { identity: id, ep_id: 0, ep_flags: 0 })?;
+                self.dp.set_ipcache(
+                    p,
+                    l,
+                    IpcacheValue {
+                        identity: id,
+                        ep_id: 0,
+                        ep_flags: 0,
+                    },
+                )?;
             }
         }
         // 3. Endpoints, with their default-deny flags.
@@ -271,9 +318,22 @@ impl Engine {
             ep.flags = flags;
             self.dp.set_endpoint(
                 ep.ifindex,
-                EndpointInfo { ep_id: ep.ep_id, identity: ep.identity, ipv4: u32::from(ep.ip).to_be(), flags },
+                EndpointInfo {
+                    ep_id: ep.ep_id,
+                    identity: ep.identity,
+                    ipv4: u32::from(ep.ip).to_be(),
+                    flags,
+                },
             )?;
-            self.dp.set_ipcache(ep.ip, 32, IpcacheValue { identity: ep.identity, ep_id: ep.ep_id, ep_flags: flags })?;
+            self.dp.set_ipcache(
+                ep.ip,
+                32,
+                IpcacheValue {
+                    identity: ep.identity,
+                    ep_id: ep.ep_id,
+                    ep_flags: flags,
+                },
+            )?;
         }
         // 4. Removals.
         for k in self.resolved.map.keys() {
@@ -296,7 +356,11 @@ impl Engine {
         let names = Names {
             endpoints_by_id: self.endpoints.clone(),
             endpoints_by_ip: self.endpoints.values().map(|e| (e.ip, e.ep_id)).collect(),
-            identities: self.identities.all().map(|i| (i.id, i.label_strings())).collect(),
+            identities: self
+                .identities
+                .all()
+                .map(|i| (i.id, i.label_strings()))
+                .collect(),
             rules: self.rules.table.clone(),
             enforcers: self.resolved.enforcers.clone(),
             http: self.resolved.http.clone(),

@@ -188,7 +188,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime writes into the timespec we own.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
@@ -196,7 +199,9 @@ impl Clock {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as i128;
-        Self { offset_ns: wall - mono }
+        Self {
+            offset_ns: wall - mono,
+        }
     }
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
         let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
@@ -212,7 +217,11 @@ impl Default for Clock {
 
 fn endpoint_ref(names: &Names, ip: Ipv4Addr, identity: u32) -> EndpointRef {
     let labels = names.identities.get(&identity).cloned().unwrap_or_default();
-    match names.endpoints_by_ip.get(&ip).and_then(|id| names.endpoints_by_id.get(id)) {
+    match names
+        .endpoints_by_ip
+        .get(&ip)
+        .and_then(|id| names.endpoints_by_id.get(id))
+    {
         Some(ep) => EndpointRef {
             id: ep.ep_id,
             identity,
@@ -220,12 +229,21 @@ fn endpoint_ref(names: &Names, ip: Ipv4Addr, identity: u32) -> EndpointRef {
             labels,
             pod_name: ep.pod.clone(),
         },
-        None => EndpointRef { id: 0, identity, namespace: String::new(), labels, pod_name: String::new() },
+        None => EndpointRef {
+            id: 0,
+            identity,
+            namespace: String::new(),
+            labels,
+            pod_name: String::new(),
+        },
     }
 }
 
 fn policy_ref(names: &Names, rule_ref: u32) -> Option<PolicyRef> {
-    let r: &RuleInfo = names.rules.get(rule_ref as usize).filter(|_| rule_ref != 0)?;
+    let r: &RuleInfo = names
+        .rules
+        .get(rule_ref as usize)
+        .filter(|_| rule_ref != 0)?;
     Some(PolicyRef {
         name: r.policy.clone(),
         namespace: r.namespace.clone(),
@@ -235,9 +253,16 @@ fn policy_ref(names: &Names, rule_ref: u32) -> Option<PolicyRef> {
 }
 
 pub fn describe_rule(r: &RuleInfo) -> String {
-    let spec = if r.spec_index > 0 { format!("specs[{}].", r.spec_index) } else { String::new() };
+    let spec = if r.spec_index > 0 {
+        format!("specs[{}].", r.spec_index)
+    } else {
+        String::new()
+    };
     let audit = if r.audit { " (audit mode)" } else { "" };
-    format!("{spec}{}[{}] at {}{audit}", r.section, r.rule_index, r.source)
+    format!(
+        "{spec}{}[{}] at {}{audit}",
+        r.section, r.rule_index, r.source
+    )
 }
 
 fn display_name(ep: &EndpointRef, ip: Ipv4Addr) -> String {
@@ -264,7 +289,14 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
     match ev.proto {
         6 => {
             let mut flags = serde_json::Map::new();
-            for (bit, name) in [(1, "FIN"), (2, "SYN"), (4, "RST"), (8, "PSH"), (16, "ACK"), (32, "URG")] {
+            for (bit, name) in [
+                (1, "FIN"),
+                (2, "SYN"),
+                (4, "RST"),
+                (8, "PSH"),
+                (16, "ACK"),
+                (32, "URG"),
+            ] {
                 if ev.tcp_flags & bit != 0 {
                     flags.insert(name.into(), true.into());
                 }
@@ -273,11 +305,19 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
                 "TCP Flags: {}",
                 flags.keys().cloned().collect::<Vec<_>>().join(", ")
             );
-            l4.tcp = Some(Ports { source_port: sport, destination_port: dport, flags: Some(flags) });
+            l4.tcp = Some(Ports {
+                source_port: sport,
+                destination_port: dport,
+                flags: Some(flags),
+            });
         }
         17 => {
             summary = "UDP".into();
-            l4.udp = Some(Ports { source_port: sport, destination_port: dport, flags: None });
+            l4.udp = Some(Ports {
+                source_port: sport,
+                destination_port: dport,
+                flags: None,
+            });
         }
         1 => {
             summary = "ICMPv4".into();
@@ -285,14 +325,22 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
         }
         p => summary = format!("IP protocol {p}"),
     }
-    let direction = if ev.direction == DIR_INGRESS { "INGRESS" } else { "EGRESS" };
+    let direction = if ev.direction == DIR_INGRESS {
+        "INGRESS"
+    } else {
+        "EGRESS"
+    };
     let policy = policy_ref(names, ev.rule_ref);
     let mut flow = Flow {
         time: rfc3339(clock.wall(ev.ts_ns)),
         verdict: verdict_name(ev.verdict).into(),
         drop_reason: (ev.drop_reason != 0).then_some(u32::from(ev.drop_reason)),
         drop_reason_desc: (ev.drop_reason != 0).then(|| drop_reason_name(ev.drop_reason).into()),
-        ip: IpInfo { source: saddr.to_string(), destination: daddr.to_string(), ip_version: "IPv4".into() },
+        ip: IpInfo {
+            source: saddr.to_string(),
+            destination: daddr.to_string(),
+            ip_version: "IPv4".into(),
+        },
         l4,
         source,
         destination,
@@ -331,21 +379,43 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
     flow
 }
 
-fn explain(ev: &FlowEvent, names: &Names, flow: &Flow, saddr: Ipv4Addr, daddr: Ipv4Addr, policy: Option<&PolicyRef>) -> String {
+fn explain(
+    ev: &FlowEvent,
+    names: &Names,
+    flow: &Flow,
+    saddr: Ipv4Addr,
+    daddr: Ipv4Addr,
+    policy: Option<&PolicyRef>,
+) -> String {
     let subject_is_dst = ev.direction == DIR_INGRESS;
     let (subject, peer) = if subject_is_dst {
-        (display_name(&flow.destination, daddr), display_name(&flow.source, saddr))
+        (
+            display_name(&flow.destination, daddr),
+            display_name(&flow.source, saddr),
+        )
     } else {
-        (display_name(&flow.source, saddr), display_name(&flow.destination, daddr))
+        (
+            display_name(&flow.source, saddr),
+            display_name(&flow.destination, daddr),
+        )
     };
     let dir = if subject_is_dst { "ingress" } else { "egress" };
-    let port = flow.l4.tcp.as_ref().or(flow.l4.udp.as_ref()).map(|p| p.destination_port);
+    let port = flow
+        .l4
+        .tcp
+        .as_ref()
+        .or(flow.l4.udp.as_ref())
+        .map(|p| p.destination_port);
     let what = match port {
         Some(p) => format!("{peer} on port {p}"),
         None => peer,
     };
     let enforcers = || {
-        let refs = names.enforcers.get(&(ev.ep_id, ev.direction)).cloned().unwrap_or_default();
+        let refs = names
+            .enforcers
+            .get(&(ev.ep_id, ev.direction))
+            .cloned()
+            .unwrap_or_default();
         let mut pols: Vec<String> = refs
             .iter()
             .filter_map(|r| names.rules.get(*r as usize))
@@ -357,7 +427,11 @@ fn explain(ev: &FlowEvent, names: &Names, flow: &Flow, saddr: Ipv4Addr, daddr: I
     match (ev.verdict, ev.drop_reason) {
         (FLOW_DROPPED | FLOW_AUDIT, DROP_POLICY_DENIED) => {
             let pols = enforcers();
-            let would = if ev.verdict == FLOW_AUDIT { "would be dropped (audit mode)" } else { "dropped" };
+            let would = if ev.verdict == FLOW_AUDIT {
+                "would be dropped (audit mode)"
+            } else {
+                "dropped"
+            };
             if pols.is_empty() {
                 format!("{would}: default deny for the {dir} of {subject}; no rule allows {what}")
             } else {
@@ -369,17 +443,30 @@ fn explain(ev: &FlowEvent, names: &Names, flow: &Flow, saddr: Ipv4Addr, daddr: I
         }
         (FLOW_DROPPED | FLOW_AUDIT, DROP_POLICY_DENY) => format!(
             "{}: explicit deny of {what} by {}",
-            if ev.verdict == FLOW_AUDIT { "would be denied (audit mode)" } else { "denied" },
-            policy.map(|p| format!("policy {} ({})", p.name, p.rule)).unwrap_or_else(|| "a deny rule".into())
+            if ev.verdict == FLOW_AUDIT {
+                "would be denied (audit mode)"
+            } else {
+                "denied"
+            },
+            policy
+                .map(|p| format!("policy {} ({})", p.name, p.rule))
+                .unwrap_or_else(|| "a deny rule".into())
         ),
         (FLOW_DROPPED, reason) => format!("dropped: {}", drop_reason_name(reason)),
         (FLOW_REDIRECTED, _) => format!(
             "sent to the L7 proxy: {} has HTTP rules for {what}",
-            policy.map(|p| format!("policy {}", p.name)).unwrap_or_else(|| subject.clone())
+            policy
+                .map(|p| format!("policy {}", p.name))
+                .unwrap_or_else(|| subject.clone())
         ),
         _ => match policy {
-            Some(p) => format!("{dir} of {subject} allowed by policy {} ({})", p.name, p.rule),
-            None => format!("{dir} of {subject}: no policy selects it for {dir}, everything is allowed"),
+            Some(p) => format!(
+                "{dir} of {subject} allowed by policy {} ({})",
+                p.name, p.rule
+            ),
+            None => {
+                format!("{dir} of {subject}: no policy selects it for {dir}, everything is allowed")
+            }
         },
     }
 }
@@ -394,7 +481,11 @@ pub struct FlowLog<T> {
 impl<T> FlowLog<T> {
     pub fn new(capacity: usize) -> Self {
         let (live, _) = tokio::sync::broadcast::channel(4096);
-        Self { recent: Mutex::new(VecDeque::with_capacity(capacity)), capacity, live }
+        Self {
+            recent: Mutex::new(VecDeque::with_capacity(capacity)),
+            capacity,
+            live,
+        }
     }
 
     pub fn push(&self, item: T) {
@@ -410,7 +501,12 @@ impl<T> FlowLog<T> {
     }
 
     pub fn recent(&self) -> Vec<Arc<T>> {
-        self.recent.lock().expect("flow log lock").iter().cloned().collect()
+        self.recent
+            .lock()
+            .expect("flow log lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<T>> {
@@ -424,7 +520,10 @@ mod tests {
 
     #[test]
     fn rfc3339_dates() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000000Z"
+        );
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_219_200); // 2026-11-21
         assert!(rfc3339(t).starts_with("2026-11-21T00:00:00"));
     }

@@ -3,10 +3,7 @@
 //! (`host`), everything outside the cluster (`world`) and Cilium's other special peers; CIDR
 //! prefixes named in policies get local identities of their own.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use enforcer_common::*;
 use serde::Serialize;
@@ -33,7 +30,13 @@ impl Identity {
     pub fn label_strings(&self) -> Vec<String> {
         self.labels
             .iter()
-            .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") })
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
             .collect()
     }
 }
@@ -76,7 +79,14 @@ impl Identities {
         for (id, name) in RESERVED {
             let labels: LabelSet = [(format!("reserved:{name}"), String::new())].into();
             s.by_labels.insert(labels.clone(), *id);
-            s.by_id.insert(*id, Identity { id: *id, labels, kind: IdentityKind::Reserved });
+            s.by_id.insert(
+                *id,
+                Identity {
+                    id: *id,
+                    labels,
+                    kind: IdentityKind::Reserved,
+                },
+            );
         }
         s
     }
@@ -89,7 +99,14 @@ impl Identities {
                 let id = self.next_pod;
                 self.next_pod += 1;
                 self.by_labels.insert(labels.clone(), id);
-                self.by_id.insert(id, Identity { id, labels, kind: IdentityKind::Pod });
+                self.by_id.insert(
+                    id,
+                    Identity {
+                        id,
+                        labels,
+                        kind: IdentityKind::Pod,
+                    },
+                );
                 id
             }
         };
@@ -118,7 +135,9 @@ impl Identities {
             .by_id
             .values()
             .filter_map(|i| match i.kind {
-                IdentityKind::Cidr { prefix, len } if !wanted.contains_key(&(prefix, len)) => Some(i.id),
+                IdentityKind::Cidr { prefix, len } if !wanted.contains_key(&(prefix, len)) => {
+                    Some(i.id)
+                }
                 _ => None,
             })
             .collect();
@@ -141,7 +160,17 @@ impl Identities {
                 labels.insert(format!("cidr:{net}/{l}"), String::new());
             }
             self.by_labels.insert(labels.clone(), id);
-            self.by_id.insert(id, Identity { id, labels, kind: IdentityKind::Cidr { prefix: *prefix, len: *len } });
+            self.by_id.insert(
+                id,
+                Identity {
+                    id,
+                    labels,
+                    kind: IdentityKind::Cidr {
+                        prefix: *prefix,
+                        len: *len,
+                    },
+                },
+            );
         }
     }
 
@@ -178,7 +207,10 @@ pub fn pod_labels(
         out.insert(format!("k8s:{k}"), v.clone());
     }
     out.insert("k8s:io.kubernetes.pod.namespace".into(), namespace.into());
-    out.insert("k8s:io.cilium.k8s.policy.serviceaccount".into(), "default".into());
+    out.insert(
+        "k8s:io.cilium.k8s.policy.serviceaccount".into(),
+        "default".into(),
+    );
     out.insert("k8s:io.cilium.k8s.policy.cluster".into(), "default".into());
     let mut ns_labels = namespace_labels.clone();
     ns_labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
@@ -195,7 +227,11 @@ mod tests {
     #[test]
     fn pods_with_equal_labels_share_an_identity() {
         let mut ids = Identities::new();
-        let l = pod_labels("default", &[("org".into(), "empire".into())].into(), &BTreeMap::new());
+        let l = pod_labels(
+            "default",
+            &[("org".into(), "empire".into())].into(),
+            &BTreeMap::new(),
+        );
         let a = ids.acquire_pod(l.clone());
         let b = ids.acquire_pod(l.clone());
         assert_eq!(a, b);
@@ -204,7 +240,10 @@ mod tests {
         assert!(ids.get(a).is_some(), "still used by one pod");
         ids.release_pod(a);
         assert!(ids.get(a).is_none());
-        assert_eq!(ids.get(IDENTITY_HOST).unwrap().label_strings(), vec!["reserved:host"]);
+        assert_eq!(
+            ids.get(IDENTITY_HOST).unwrap().label_strings(),
+            vec!["reserved:host"]
+        );
     }
 
     #[test]

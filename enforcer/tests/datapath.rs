@@ -6,7 +6,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use enforcer::datapath::Datapath;
 use enforcer_common::*;
-use testkit::{BpfFs, Topology, TcpServer, in_netns, require_root, tcp_connects, tcp_roundtrip};
+use testkit::{BpfFs, TcpServer, Topology, in_netns, require_root, tcp_connects, tcp_roundtrip};
 
 const PORT: u16 = 8080;
 const SHORT: Duration = Duration::from_millis(600);
@@ -29,7 +29,10 @@ fn lab() -> Lab {
         let iface = pod.node_if.clone();
         let (links, ifindex) = in_netns(&node, || {
             let links = dp.attach_pod(&iface).expect("attach");
-            (links, nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex"))
+            (
+                links,
+                nix::net::if_::if_nametoindex(iface.as_str()).expect("ifindex"),
+            )
         })
         .expect("netns");
         Datapath::pin_links(links).expect("pin");
@@ -40,30 +43,70 @@ fn lab() -> Lab {
             flags: 0,
         };
         dp.set_endpoint(ifindex, ep).expect("endpoint");
-        dp.set_ipcache(pod.ip, 32, IpcacheValue { identity: ep.identity, ep_id: ep.ep_id, ep_flags: 0 })
-            .expect("ipcache");
+        dp.set_ipcache(
+            pod.ip,
+            32,
+            IpcacheValue {
+                identity: ep.identity,
+                ep_id: ep.ep_id,
+                ep_flags: 0,
+            },
+        )
+        .expect("ipcache");
     }
-    Lab { topo, dp, _bpf: bpf }
+    Lab {
+        topo,
+        dp,
+        _bpf: bpf,
+    }
 }
 
 fn ifindex(lab: &Lab, pod: usize) -> u32 {
     let iface = lab.topo.pods[pod].node_if.clone();
-    in_netns(&lab.topo.node.path(), || nix::net::if_::if_nametoindex(iface.as_str()).unwrap()).unwrap()
+    in_netns(&lab.topo.node.path(), || {
+        nix::net::if_::if_nametoindex(iface.as_str()).unwrap()
+    })
+    .unwrap()
 }
 
 fn set_flags(lab: &mut Lab, pod: usize, flags: u32) {
     let idx = ifindex(lab, pod);
     let p = &lab.topo.pods[pod];
-    let ep = EndpointInfo { ep_id: pod as u32 + 1, identity: 1001 + pod as u32, ipv4: u32::from(p.ip).to_be(), flags };
+    let ep = EndpointInfo {
+        ep_id: pod as u32 + 1,
+        identity: 1001 + pod as u32,
+        ipv4: u32::from(p.ip).to_be(),
+        flags,
+    };
     lab.dp.set_endpoint(idx, ep).unwrap();
     lab.dp
-        .set_ipcache(p.ip, 32, IpcacheValue { identity: ep.identity, ep_id: ep.ep_id, ep_flags: flags })
+        .set_ipcache(
+            p.ip,
+            32,
+            IpcacheValue {
+                identity: ep.identity,
+                ep_id: ep.ep_id,
+                ep_flags: flags,
+            },
+        )
         .unwrap();
 }
 
 fn allow(lab: &mut Lab, ep: u32, dir: u8, peer: u32, port: u16, verdict: u8) {
-    let key = PolicyKey { ep_id: ep.to_be(), identity: peer.to_be(), direction: dir, proto: 6, dport: port.to_be() };
-    let value = PolicyValue { verdict, audit_verdict: verdict, proxy_port: 0, rule_ref: 7, audit_rule_ref: 7 };
+    let key = PolicyKey {
+        ep_id: ep.to_be(),
+        identity: peer.to_be(),
+        direction: dir,
+        proto: 6,
+        dport: port.to_be(),
+    };
+    let value = PolicyValue {
+        verdict,
+        audit_verdict: verdict,
+        proxy_port: 0,
+        rule_ref: 7,
+        audit_rule_ref: 7,
+    };
     lab.dp.set_policy(POLICY_KEY_FULL_BITS, key, value).unwrap();
 }
 
@@ -81,11 +124,20 @@ fn drain_events(lab: &mut Lab) -> Vec<FlowEvent> {
 fn no_policy_forwards_and_tracks() {
     let lab = lab();
     let _srv = TcpServer::start(&lab.topo.pods[1].ns, PORT, b"hello from pod 2").unwrap();
-    let reply = tcp_roundtrip(&lab.topo.pods[0].ns, lab.topo.pods[1].ip, PORT, b"hi", LONG).unwrap();
+    let reply =
+        tcp_roundtrip(&lab.topo.pods[0].ns, lab.topo.pods[1].ip, PORT, b"hi", LONG).unwrap();
     assert_eq!(reply, b"hello from pod 2");
     let ct = lab.dp.conntrack();
-    assert!(ct.iter().any(|(k, _)| k.direction == DIR_EGRESS && k.dport == PORT.to_be()), "egress entry");
-    assert!(ct.iter().any(|(k, _)| k.direction == DIR_INGRESS && k.dport == PORT.to_be()), "ingress entry");
+    assert!(
+        ct.iter()
+            .any(|(k, _)| k.direction == DIR_EGRESS && k.dport == PORT.to_be()),
+        "egress entry"
+    );
+    assert!(
+        ct.iter()
+            .any(|(k, _)| k.direction == DIR_INGRESS && k.dport == PORT.to_be()),
+        "ingress entry"
+    );
 }
 
 #[test]
@@ -94,20 +146,44 @@ fn default_deny_drops_until_the_map_allows() {
     let _srv = TcpServer::start(&lab.topo.pods[1].ns, PORT, b"ok").unwrap();
     let (a, b) = (lab.topo.pods[0].ip, lab.topo.pods[1].ip);
     set_flags(&mut lab, 1, EP_INGRESS_ENFORCED | EP_INGRESS_WOULD_ENFORCE);
-    assert!(!tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap(), "default deny must drop");
+    assert!(
+        !tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap(),
+        "default deny must drop"
+    );
 
     allow(&mut lab, 2, DIR_INGRESS, 1001, PORT, VERDICT_ALLOW);
-    assert_eq!(tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"x", LONG).unwrap(), b"ok");
+    assert_eq!(
+        tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"x", LONG).unwrap(),
+        b"ok"
+    );
 
     // An explicit deny for the same key wins, and the reason says so.
     allow(&mut lab, 2, DIR_INGRESS, 1001, PORT, VERDICT_DENY);
-    assert!(!tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap(), "deny must drop");
+    assert!(
+        !tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap(),
+        "deny must drop"
+    );
 
     let events = drain_events(&mut lab);
-    let drops: Vec<_> = events.iter().filter(|e| e.verdict == FLOW_DROPPED).collect();
-    assert!(drops.iter().any(|e| e.drop_reason == DROP_POLICY_DENIED && e.saddr == u32::from(a).to_be()));
-    assert!(drops.iter().any(|e| e.drop_reason == DROP_POLICY_DENY && e.rule_ref == 7));
-    assert!(events.iter().any(|e| e.verdict == FLOW_FORWARDED && e.direction == DIR_INGRESS));
+    let drops: Vec<_> = events
+        .iter()
+        .filter(|e| e.verdict == FLOW_DROPPED)
+        .collect();
+    assert!(
+        drops
+            .iter()
+            .any(|e| e.drop_reason == DROP_POLICY_DENIED && e.saddr == u32::from(a).to_be())
+    );
+    assert!(
+        drops
+            .iter()
+            .any(|e| e.drop_reason == DROP_POLICY_DENY && e.rule_ref == 7)
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.verdict == FLOW_FORWARDED && e.direction == DIR_INGRESS)
+    );
     let _ = Ipv4Addr::UNSPECIFIED;
 }
 
@@ -122,7 +198,10 @@ fn egress_default_deny_and_replies() {
     set_flags(&mut lab, 1, EP_EGRESS_ENFORCED | EP_EGRESS_WOULD_ENFORCE);
     assert!(!tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap());
     allow(&mut lab, 1, DIR_EGRESS, 1002, PORT, VERDICT_ALLOW);
-    assert_eq!(tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"ping", LONG).unwrap(), b"pong");
+    assert_eq!(
+        tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"ping", LONG).unwrap(),
+        b"pong"
+    );
 }
 
 #[test]
@@ -132,7 +211,14 @@ fn audit_mode_forwards_would_be_drops() {
     let b = lab.topo.pods[1].ip;
     set_flags(&mut lab, 1, EP_INGRESS_ENFORCED | EP_INGRESS_WOULD_ENFORCE);
     lab.dp.set_config_flags(CFG_AUDIT_ALL).unwrap();
-    assert_eq!(tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"x", LONG).unwrap(), b"ok");
+    assert_eq!(
+        tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"x", LONG).unwrap(),
+        b"ok"
+    );
     let events = drain_events(&mut lab);
-    assert!(events.iter().any(|e| e.verdict == FLOW_AUDIT && e.drop_reason == DROP_POLICY_DENIED));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.verdict == FLOW_AUDIT && e.drop_reason == DROP_POLICY_DENIED)
+    );
 }

@@ -7,7 +7,9 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use web::api::{ApiError, ApplyRequest, BoxFut, DeleteRequest, ExecRequest, ExecResult, FlowFilter};
+use web::api::{
+    ApiError, ApplyRequest, BoxFut, DeleteRequest, ExecRequest, ExecResult, FlowFilter,
+};
 
 use crate::control::{Lab, service_json};
 
@@ -20,19 +22,48 @@ impl LabBackend {
 }
 
 /// Runs `argv` inside a pod and captures its output (stdin closed), with a time limit.
-pub async fn exec_captured(lab: &Lab, pod: &str, req: &ExecRequest) -> Result<ExecResult, ApiError> {
-    let key = lab.pod_key(pod).ok_or_else(|| ApiError::not_found(format!("pod {pod} not found")))?;
-    let ctx = lab.pods.read().expect("pods").get(&key).map(|p| p.ctx.clone()).ok_or_else(|| ApiError::not_found(pod.to_owned()))?;
-    let (program, args) = req.argv.split_first().ok_or_else(|| ApiError::new(400, "empty command"))?;
-    let prepared = ctx.prepare().map_err(|e| ApiError::new(500, format!("{e:#}")))?;
-    let mut cmd = tokio::process::Command::new(if program == "lab" { std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| program.clone()) } else { program.clone() });
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+pub async fn exec_captured(
+    lab: &Lab,
+    pod: &str,
+    req: &ExecRequest,
+) -> Result<ExecResult, ApiError> {
+    let key = lab
+        .pod_key(pod)
+        .ok_or_else(|| ApiError::not_found(format!("pod {pod} not found")))?;
+    let ctx = lab
+        .pods
+        .read()
+        .expect("pods")
+        .get(&key)
+        .map(|p| p.ctx.clone())
+        .ok_or_else(|| ApiError::not_found(pod.to_owned()))?;
+    let (program, args) = req
+        .argv
+        .split_first()
+        .ok_or_else(|| ApiError::new(400, "empty command"))?;
+    let prepared = ctx
+        .prepare()
+        .map_err(|e| ApiError::new(500, format!("{e:#}")))?;
+    let mut cmd = tokio::process::Command::new(if program == "lab" {
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| program.clone())
+    } else {
+        program.clone()
+    });
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || prepared.enter());
     }
     let start = Instant::now();
-    let child = cmd.spawn().map_err(|e| ApiError::new(400, format!("cannot run {program}: {e}")))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| ApiError::new(400, format!("cannot run {program}: {e}")))?;
     let limit = Duration::from_millis(req.timeout_ms.unwrap_or(30_000));
     match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(out)) => Ok(ExecResult {
@@ -78,12 +109,14 @@ impl web::Backend for LabBackend {
     fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
         let lab = self.lab();
         let pods = lab.pods.read().expect("pods");
-        pods.get(&(namespace.into(), name.into())).map(|p| lab.pod_json(p))
+        pods.get(&(namespace.into(), name.into()))
+            .map(|p| lab.pod_json(p))
     }
 
     fn pod_context(&self, namespace: &str, name: &str) -> Option<Value> {
         let pods = self.lab().pods.read().expect("pods");
-        pods.get(&(namespace.into(), name.into())).and_then(|p| serde_json::to_value(&p.ctx).ok())
+        pods.get(&(namespace.into(), name.into()))
+            .and_then(|p| serde_json::to_value(&p.ctx).ok())
     }
 
     fn services(&self) -> Value {
@@ -123,7 +156,12 @@ impl web::Backend for LabBackend {
         })
     }
 
-    fn set_policy_audit(&self, namespace: &str, name: &str, audit: bool) -> BoxFut<'_, Result<Value, ApiError>> {
+    fn set_policy_audit(
+        &self,
+        namespace: &str,
+        name: &str,
+        audit: bool,
+    ) -> BoxFut<'_, Result<Value, ApiError>> {
         let lab = self.0.clone();
         let (ns, name) = (namespace.to_owned(), name.to_owned());
         Box::pin(async move {
@@ -156,12 +194,20 @@ impl web::Backend for LabBackend {
         let pod = pod.to_owned();
         Box::pin(async move {
             let req = ExecRequest {
-                argv: vec!["lab".into(), "ship-move".into(), "--json".into(), body.to_string()],
+                argv: vec![
+                    "lab".into(),
+                    "ship-move".into(),
+                    "--json".into(),
+                    body.to_string(),
+                ],
                 timeout_ms: Some(60_000),
             };
             let res = exec_captured(&lab, &pod, &req).await?;
             serde_json::from_str(res.stdout.trim()).map_err(|e| {
-                ApiError::new(500, format!("the ship client failed: {e}: {}{}", res.stdout, res.stderr))
+                ApiError::new(
+                    500,
+                    format!("the ship client failed: {e}: {}{}", res.stdout, res.stderr),
+                )
             })
         })
     }

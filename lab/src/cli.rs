@@ -177,7 +177,10 @@ enum PolicyCommand {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let paths = Paths::new(&cli.instance);
-    let quiet_tracing = !matches!(cli.command, Command::Workload { .. } | Command::ShipMove { .. });
+    let quiet_tracing = !matches!(
+        cli.command,
+        Command::Workload { .. } | Command::ShipMove { .. }
+    );
     init_tracing(quiet_tracing);
     match run(&paths, cli.command) {
         Ok(code) => code,
@@ -190,18 +193,39 @@ pub fn main() -> i32 {
 
 fn init_tracing(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LAB_LOG").unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LAB_LOG").unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(paths: &Paths, command: Command) -> Result<i32> {
     match command {
-        Command::Up { files, detach, web, lessons, daemon_child } => {
-            up::up(paths, up::UpOptions { files, web, detach, lessons, daemon_child })?;
+        Command::Up {
+            files,
+            detach,
+            web,
+            lessons,
+            daemon_child,
+        } => {
+            up::up(
+                paths,
+                up::UpOptions {
+                    files,
+                    web,
+                    detach,
+                    lessons,
+                    daemon_child,
+                },
+            )?;
             Ok(0)
         }
         Command::Down => {
@@ -209,7 +233,9 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Workload { kind, config } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(crate::workloads::run(&kind, &config))?;
             Ok(0)
         }
@@ -236,18 +262,48 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
                 s["web"].as_str().unwrap_or("-")
             );
         }
-        Command::Get { resource, name, output, namespace, all_namespaces } => {
-            get(&client, &resource, name.as_deref(), output, namespace.as_deref(), all_namespaces).await?;
+        Command::Get {
+            resource,
+            name,
+            output,
+            namespace,
+            all_namespaces,
+        } => {
+            get(
+                &client,
+                &resource,
+                name.as_deref(),
+                output,
+                namespace.as_deref(),
+                all_namespaces,
+            )
+            .await?;
         }
         Command::Describe { resource, name } => describe(&client, &resource, &name).await?,
         Command::Exec { pod, command, .. } => return exec(&client, &pod, &command).await,
         Command::Logs { pod, follow, tail } => logs(&client, &pod, follow, tail).await?,
         Command::Policy(p) => return policy(&client, p).await,
-        Command::Observe { follow, pod, verdict, flow_type, last, output } => {
-            observe(&client, follow, pod, verdict, flow_type, last, output).await?
-        }
-        Command::Ship { pod, action, args, timeout, user, password, output } => {
-            return ship(&client, &pod, &action, &args, timeout, user, password, output).await;
+        Command::Observe {
+            follow,
+            pod,
+            verdict,
+            flow_type,
+            last,
+            output,
+        } => observe(&client, follow, pod, verdict, flow_type, last, output).await?,
+        Command::Ship {
+            pod,
+            action,
+            args,
+            timeout,
+            user,
+            password,
+            output,
+        } => {
+            return ship(
+                &client, &pod, &action, &args, timeout, user, password, output,
+            )
+            .await;
         }
         Command::Metrics => print!("{}", client.text("/metrics").await?),
         Command::Conntrack => {
@@ -267,9 +323,22 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
                     ]
                 })
                 .collect();
-            table(&["DIRECTION", "PROTO", "SOURCE", "DESTINATION", "PACKETS", "BYTES"], rows);
+            table(
+                &[
+                    "DIRECTION",
+                    "PROTO",
+                    "SOURCE",
+                    "DESTINATION",
+                    "PACKETS",
+                    "BYTES",
+                ],
+                rows,
+            );
         }
-        Command::Up { .. } | Command::Down | Command::Workload { .. } | Command::ShipMove { .. } => unreachable!(),
+        Command::Up { .. }
+        | Command::Down
+        | Command::Workload { .. }
+        | Command::ShipMove { .. } => unreachable!(),
     }
     Ok(0)
 }
@@ -316,13 +385,20 @@ fn print_structured(v: &Value, output: Output) -> Result<()> {
 
 fn labels_str(v: &Value) -> String {
     v.as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "<none>".into())
 }
 
 fn age(created: &Value) -> String {
-    let Some(t) = created.as_str() else { return "-".into() };
+    let Some(t) = created.as_str() else {
+        return "-".into();
+    };
     let now = enforcer::flow::now_rfc3339();
     // Both are RFC 3339 UTC; compare by parsing the seconds of day and the date.
     let secs = |s: &str| -> Option<i64> {
@@ -330,26 +406,51 @@ fn age(created: &Value) -> String {
         let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
         let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
         let mut t = time.trim_end_matches('Z').split(':');
-        let (h, mi) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+        let (h, mi) = (
+            t.next()?.parse::<i64>().ok()?,
+            t.next()?.parse::<i64>().ok()?,
+        );
         let sec = t.next()?.split('.').next()?.parse::<i64>().ok()?;
         Some((((y * 372 + m * 31 + dd) * 24 + h) * 60 + mi) * 60 + sec)
     };
     match (secs(t), secs(&now)) {
         (Some(a), Some(b)) if b >= a => {
             let d = b - a;
-            if d < 120 { format!("{d}s") } else if d < 7200 { format!("{}m", d / 60) } else { format!("{}h", d / 3600) }
+            if d < 120 {
+                format!("{d}s")
+            } else if d < 7200 {
+                format!("{}m", d / 60)
+            } else {
+                format!("{}h", d / 3600)
+            }
         }
         _ => "-".into(),
     }
 }
 
-async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output, namespace: Option<&str>, all: bool) -> Result<()> {
-    let ns_ok = |v: &Value| all || v["namespace"].as_str().unwrap_or("default") == namespace.unwrap_or("default") || v["namespace"].is_null();
+async fn get(
+    client: &Client,
+    resource: &str,
+    name: Option<&str>,
+    output: Output,
+    namespace: Option<&str>,
+    all: bool,
+) -> Result<()> {
+    let ns_ok = |v: &Value| {
+        all || v["namespace"].as_str().unwrap_or("default") == namespace.unwrap_or("default")
+            || v["namespace"].is_null()
+    };
     let name_ok = |v: &Value| name.is_none_or(|n| v["name"].as_str() == Some(n));
     match resource {
         "pods" | "pod" | "po" => {
             let pods = client.get("/api/pods").await?;
-            let items: Vec<Value> = pods.as_array().into_iter().flatten().filter(|p| ns_ok(p) && name_ok(p)).cloned().collect();
+            let items: Vec<Value> = pods
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| ns_ok(p) && name_ok(p))
+                .cloned()
+                .collect();
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(items), output);
             }
@@ -365,7 +466,11 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
                 .map(|p| {
                     let mut r = vec![
                         s(&p["name"]),
-                        if p["ready"].as_bool() == Some(true) { "1/1".into() } else { "0/1".into() },
+                        if p["ready"].as_bool() == Some(true) {
+                            "1/1".into()
+                        } else {
+                            "0/1".into()
+                        },
                         s(&p["phase"]),
                         s(&p["restarts"]),
                         age(&p["started_at"]),
@@ -375,7 +480,12 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
                         r.insert(0, s(&p["namespace"]));
                     }
                     if output == Output::Wide {
-                        r.extend([s(&p["identity"]), s(&p["node_interface"]), s(&p["netns"]), labels_str(&p["labels"])]);
+                        r.extend([
+                            s(&p["identity"]),
+                            s(&p["node_interface"]),
+                            s(&p["netns"]),
+                            labels_str(&p["labels"]),
+                        ]);
                     }
                     r
                 })
@@ -384,7 +494,13 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
         }
         "services" | "service" | "svc" => {
             let svcs = client.get("/api/services").await?;
-            let items: Vec<Value> = svcs.as_array().into_iter().flatten().filter(|p| ns_ok(p) && name_ok(p)).cloned().collect();
+            let items: Vec<Value> = svcs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| ns_ok(p) && name_ok(p))
+                .cloned()
+                .collect();
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(items), output);
             }
@@ -411,7 +527,17 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
                         .flat_map(|p| p["endpoints"].as_array().cloned().unwrap_or_default())
                         .map(|e| s(&e))
                         .collect();
-                    let mut r = vec![s(&v["name"]), s(&v["type"]), s(&v["cluster_ip"]), ports.join(","), if eps.is_empty() { "<none>".into() } else { eps.join(",") }];
+                    let mut r = vec![
+                        s(&v["name"]),
+                        s(&v["type"]),
+                        s(&v["cluster_ip"]),
+                        ports.join(","),
+                        if eps.is_empty() {
+                            "<none>".into()
+                        } else {
+                            eps.join(",")
+                        },
+                    ];
                     if all {
                         r.insert(0, s(&v["namespace"]));
                     }
@@ -431,7 +557,13 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
                 .flatten()
                 .map(|e| {
                     let flags = e["flags"].as_u64().unwrap_or(0) as u32;
-                    let enf = |b: u32| if flags & b != 0 { "Enabled" } else { "Disabled" };
+                    let enf = |b: u32| {
+                        if flags & b != 0 {
+                            "Enabled"
+                        } else {
+                            "Disabled"
+                        }
+                    };
                     vec![
                         s(&e["ep_id"]),
                         format!("{}/{}", s(&e["namespace"]), s(&e["pod"])),
@@ -443,7 +575,18 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
                     ]
                 })
                 .collect();
-            table(&["ENDPOINT", "POD", "POLICY (INGRESS)", "POLICY (EGRESS)", "IDENTITY", "IPV4", "INTERFACE"], rows);
+            table(
+                &[
+                    "ENDPOINT",
+                    "POD",
+                    "POLICY (INGRESS)",
+                    "POLICY (EGRESS)",
+                    "IDENTITY",
+                    "IPV4",
+                    "INTERFACE",
+                ],
+                rows,
+            );
         }
         "identities" | "identity" | "id" => {
             let ids = client.get("/api/identities").await?;
@@ -457,7 +600,17 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
                 .map(|i| {
                     let labels: Vec<String> = i["labels"]
                         .as_object()
-                        .map(|m| m.iter().map(|(k, v)| if v.as_str() == Some("") { k.clone() } else { format!("{k}={}", v.as_str().unwrap_or_default()) }).collect())
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| {
+                                    if v.as_str() == Some("") {
+                                        k.clone()
+                                    } else {
+                                        format!("{k}={}", v.as_str().unwrap_or_default())
+                                    }
+                                })
+                                .collect()
+                        })
                         .unwrap_or_default();
                     vec![s(&i["id"]), labels.join(" ")]
                 })
@@ -468,7 +621,9 @@ async fn get(client: &Client, resource: &str, name: Option<&str>, output: Output
             return policy_get(client, name, output).await;
         }
         "flows" => observe(client, false, None, None, None, 20, output).await?,
-        other => bail!("unknown resource {other:?}; try pods, services, endpoints, identities or policies"),
+        other => bail!(
+            "unknown resource {other:?}; try pods, services, endpoints, identities or policies"
+        ),
     }
     Ok(())
 }
@@ -482,16 +637,24 @@ async fn find_pod(client: &Client, pod: &str) -> Result<Value> {
     let list = pods.as_array().cloned().unwrap_or_default();
     let found = list
         .iter()
-        .find(|p| p["name"].as_str() == Some(name) && ns.is_none_or(|ns| p["namespace"].as_str() == Some(ns)) && (ns.is_some() || p["namespace"].as_str() == Some("default")))
+        .find(|p| {
+            p["name"].as_str() == Some(name)
+                && ns.is_none_or(|ns| p["namespace"].as_str() == Some(ns))
+                && (ns.is_some() || p["namespace"].as_str() == Some("default"))
+        })
         .or_else(|| list.iter().find(|p| p["name"].as_str() == Some(name)))
         .or_else(|| {
             // `deathstar` names the deployment: pick its first pod, as `kubectl exec deploy/x` does.
-            list.iter().find(|p| p["owner"].as_str() == Some(name.trim_start_matches("deploy/")))
+            list.iter()
+                .find(|p| p["owner"].as_str() == Some(name.trim_start_matches("deploy/")))
         });
     match found {
         Some(p) => Ok(p.clone()),
         None => {
-            let names: Vec<String> = list.iter().map(|p| format!("{}/{}", s(&p["namespace"]), s(&p["name"]))).collect();
+            let names: Vec<String> = list
+                .iter()
+                .map(|p| format!("{}/{}", s(&p["namespace"]), s(&p["name"])))
+                .collect();
             bail!("pod {pod:?} not found; pods: {}", names.join(", "))
         }
     }
@@ -503,18 +666,36 @@ async fn describe(client: &Client, resource: &str, name: &str) -> Result<()> {
     }
     let p = find_pod(client, name).await?;
     let flows = client
-        .get(&format!("/api/flows?pod={}/{}&limit=5", s(&p["namespace"]), s(&p["name"])))
+        .get(&format!(
+            "/api/flows?pod={}/{}&limit=5",
+            s(&p["namespace"]),
+            s(&p["name"])
+        ))
         .await
         .unwrap_or(Value::Null);
     println!("Name:           {}", s(&p["name"]));
     println!("Namespace:      {}", s(&p["namespace"]));
-    println!("Labels:         {}", labels_str(&p["labels"]).replace(',', "\n                "));
+    println!(
+        "Labels:         {}",
+        labels_str(&p["labels"]).replace(',', "\n                ")
+    );
     println!("Status:         {}", s(&p["phase"]));
     println!("IP:             {}", s(&p["ip"]));
     println!("Identity:       {}", s(&p["identity"]));
     println!("Endpoint ID:    {}", s(&p["endpoint_id"]));
-    println!("Controlled By:  {}", p["owner"].as_str().map(|o| format!("Deployment/{o}")).unwrap_or_else(|| "<none>".into()));
-    println!("Network:        netns {} (alive: {}), node side {}", s(&p["netns"]), s(&p["netns_alive"]), s(&p["node_interface"]));
+    println!(
+        "Controlled By:  {}",
+        p["owner"]
+            .as_str()
+            .map(|o| format!("Deployment/{o}"))
+            .unwrap_or_else(|| "<none>".into())
+    );
+    println!(
+        "Network:        netns {} (alive: {}), node side {}",
+        s(&p["netns"]),
+        s(&p["netns_alive"]),
+        s(&p["node_interface"])
+    );
     println!("Container:");
     println!("  Image:        {}", s(&p["image"]));
     println!("  PID:          {}", s(&p["pid"]));
@@ -535,14 +716,24 @@ async fn describe(client: &Client, resource: &str, name: &str) -> Result<()> {
 async fn exec(client: &Client, pod: &str, command: &[String]) -> Result<i32> {
     let p = find_pod(client, pod).await?;
     let ctx: PodContext = serde_json::from_value(
-        client.get(&format!("/api/pods/{}/{}/context", s(&p["namespace"]), s(&p["name"]))).await?,
+        client
+            .get(&format!(
+                "/api/pods/{}/{}/context",
+                s(&p["namespace"]),
+                s(&p["name"])
+            ))
+            .await?,
     )?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("`lab exec` enters the pod's namespaces and needs root: run it with sudo");
     }
     let prepared = ctx.prepare()?;
     let (program, args) = command.split_first().context("no command given")?;
-    let program = if program == "lab" { std::env::current_exe()?.display().to_string() } else { program.clone() };
+    let program = if program == "lab" {
+        std::env::current_exe()?.display().to_string()
+    } else {
+        program.clone()
+    };
     let mut cmd = std::process::Command::new(&program);
     cmd.args(args);
     // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
@@ -557,13 +748,16 @@ async fn exec(client: &Client, pod: &str, command: &[String]) -> Result<i32> {
         }
     })?;
     use std::os::unix::process::ExitStatusExt;
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
 async fn logs(client: &Client, pod: &str, follow: bool, tail: Option<usize>) -> Result<()> {
     let p = find_pod(client, pod).await?;
     let path = PathBuf::from(s(&p["log_file"]));
-    let mut file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let start = tail.map(|t| lines.len().saturating_sub(t)).unwrap_or(0);
@@ -608,7 +802,10 @@ fn read_sources(files: &[String]) -> Result<Vec<(String, String)>> {
         if path.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                })
                 .collect();
             entries.sort();
             for e in entries {
@@ -641,26 +838,55 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                 combined.push((name, text));
             }
             for (name, text) in &combined {
-                if let Err(e) = client.request(Method::POST, "/api/policies", Some(json!({"source": name, "text": text, "dry_run": true}))).await {
+                if let Err(e) = client
+                    .request(
+                        Method::POST,
+                        "/api/policies",
+                        Some(json!({"source": name, "text": text, "dry_run": true})),
+                    )
+                    .await
+                {
                     return Ok(report_failure(&e));
                 }
             }
             for (name, text) in &combined {
-                match client.request(Method::POST, "/api/policies", Some(json!({"source": name, "text": text, "dry_run": dry_run}))).await {
+                match client
+                    .request(
+                        Method::POST,
+                        "/api/policies",
+                        Some(json!({"source": name, "text": text, "dry_run": dry_run})),
+                    )
+                    .await
+                {
                     Ok(v) => {
                         for r in v["results"].as_array().into_iter().flatten() {
                             let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
                             let suffix = if dry_run { " (dry run)" } else { "" };
-                            let audit = if r["audit"].as_bool() == Some(true) { " [audit mode]" } else { "" };
-                            println!("{kind}.cilium.io/{} {}{audit}{suffix}", s(&r["name"]), s(&r["action"]));
+                            let audit = if r["audit"].as_bool() == Some(true) {
+                                " [audit mode]"
+                            } else {
+                                ""
+                            };
+                            println!(
+                                "{kind}.cilium.io/{} {}{audit}{suffix}",
+                                s(&r["name"]),
+                                s(&r["action"])
+                            );
                         }
                     }
                     Err(e) => return Ok(report_failure(&e)),
                 }
             }
         }
-        PolicyCommand::Get { name, output } => return policy_get(client, name.as_deref(), output).await.map(|_| 0),
-        PolicyCommand::Delete { name, files, all, namespace } => {
+        PolicyCommand::Get { name, output } => {
+            return policy_get(client, name.as_deref(), output).await.map(|_| 0);
+        }
+        PolicyCommand::Delete {
+            name,
+            files,
+            all,
+            namespace,
+        } => {
             let mut bodies = Vec::new();
             if all {
                 bodies.push(json!({"all": true}));
@@ -675,7 +901,10 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                 bail!("say which policy to delete: NAME, -f FILE or --all");
             }
             for b in bodies {
-                match client.request(Method::DELETE, "/api/policies", Some(b)).await {
+                match client
+                    .request(Method::DELETE, "/api/policies", Some(b))
+                    .await
+                {
                     Ok(v) => {
                         for d in v["deleted"].as_array().into_iter().flatten() {
                             println!("{} deleted", s(d));
@@ -685,11 +914,27 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                 }
             }
         }
-        PolicyCommand::Audit { name, mode, namespace } => {
+        PolicyCommand::Audit {
+            name,
+            mode,
+            namespace,
+        } => {
             let v = client
-                .request(Method::POST, &format!("/api/policies/{namespace}/{name}/audit"), Some(json!({"audit": mode == "on"})))
+                .request(
+                    Method::POST,
+                    &format!("/api/policies/{namespace}/{name}/audit"),
+                    Some(json!({"audit": mode == "on"})),
+                )
                 .await?;
-            println!("{}: audit mode {}", s(&v["policy"]), if mode == "on" { "on (would-be drops are forwarded and reported as AUDIT)" } else { "off (enforced)" });
+            println!(
+                "{}: audit mode {}",
+                s(&v["policy"]),
+                if mode == "on" {
+                    "on (would-be drops are forwarded and reported as AUDIT)"
+                } else {
+                    "off (enforced)"
+                }
+            );
         }
     }
     Ok(0)
@@ -697,7 +942,13 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
 
 async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Result<()> {
     let list = client.get("/api/policies").await?;
-    let items: Vec<Value> = list.as_array().into_iter().flatten().filter(|p| name.is_none_or(|n| p["name"].as_str() == Some(n))).cloned().collect();
+    let items: Vec<Value> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| name.is_none_or(|n| p["name"].as_str() == Some(n)))
+        .cloned()
+        .collect();
     match output {
         Output::Yaml => {
             for p in &items {
@@ -705,11 +956,28 @@ async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Resu
                 print!("{}", serde_yaml_ng::to_string(&p["manifest"])?);
             }
         }
-        Output::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(items.iter().map(|p| p["manifest"].clone()).collect()))?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Array(
+                items.iter().map(|p| p["manifest"].clone()).collect()
+            ))?
+        ),
         _ => {
             let rows = items
                 .iter()
-                .map(|p| vec![s(&p["namespace"]), s(&p["name"]), s(&p["kind"]), if p["audit"].as_bool() == Some(true) { "audit".into() } else { "enforced".into() }, s(&p["source"])])
+                .map(|p| {
+                    vec![
+                        s(&p["namespace"]),
+                        s(&p["name"]),
+                        s(&p["kind"]),
+                        if p["audit"].as_bool() == Some(true) {
+                            "audit".into()
+                        } else {
+                            "enforced".into()
+                        },
+                        s(&p["source"]),
+                    ]
+                })
                 .collect();
             table(&["NAMESPACE", "NAME", "KIND", "MODE", "SOURCE"], rows);
         }
@@ -730,10 +998,17 @@ pub fn flow_line(f: &Value) -> String {
         }
     };
     let l4 = f["l4"]["TCP"].as_object().or(f["l4"]["UDP"].as_object());
-    let (sp, dp) = (l4.and_then(|m| m.get("source_port")), l4.and_then(|m| m.get("destination_port")));
+    let (sp, dp) = (
+        l4.and_then(|m| m.get("source_port")),
+        l4.and_then(|m| m.get("destination_port")),
+    );
     let time = f["time"].as_str().unwrap_or_default();
     let time = time.get(11..23).unwrap_or(time);
-    let arrow = if f["is_reply"].as_bool() == Some(true) { "<-" } else { "->" };
+    let arrow = if f["is_reply"].as_bool() == Some(true) {
+        "<-"
+    } else {
+        "->"
+    };
     let mut line = format!(
         "{time}  {} {arrow} {} {} {}",
         who(&f["source"], &f["IP"]["source"], sp),
@@ -745,7 +1020,11 @@ pub fn flow_line(f: &Value) -> String {
         line.push_str(&format!(" ({r})"));
     }
     if let Some(h) = f["l7"]["http"].as_object() {
-        line.push_str(&format!(" {} {}", h.get("method").map(s).unwrap_or_default(), h.get("url").map(s).unwrap_or_default()));
+        line.push_str(&format!(
+            " {} {}",
+            h.get("method").map(s).unwrap_or_default(),
+            h.get("url").map(s).unwrap_or_default()
+        ));
         if let Some(c) = h.get("code").filter(|c| !c.is_null()) {
             line.push_str(&format!(" => {}", s(c)));
         }
@@ -758,7 +1037,15 @@ pub fn flow_line(f: &Value) -> String {
     line
 }
 
-async fn observe(client: &Client, follow: bool, pod: Option<String>, verdict: Option<String>, flow_type: Option<String>, last: usize, output: Output) -> Result<()> {
+async fn observe(
+    client: &Client,
+    follow: bool,
+    pod: Option<String>,
+    verdict: Option<String>,
+    flow_type: Option<String>,
+    last: usize,
+    output: Output,
+) -> Result<()> {
     let mut q = vec![format!("limit={last}")];
     if let Some(p) = &pod {
         q.push(format!("pod={p}"));
@@ -796,15 +1083,30 @@ async fn observe(client: &Client, follow: bool, pod: Option<String>, verdict: Op
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn ship(client: &Client, pod: &str, action: &str, args: &[String], timeout: f64, user: Option<String>, password: Option<String>, output: Output) -> Result<i32> {
+async fn ship(
+    client: &Client,
+    pod: &str,
+    action: &str,
+    args: &[String],
+    timeout: f64,
+    user: Option<String>,
+    password: Option<String>,
+    output: Output,
+) -> Result<i32> {
     let p = find_pod(client, pod).await?;
     let mv = match action {
         "land" => json!({"move": "land"}),
         "survey" => json!({"move": "survey"}),
         "fire" => json!({"move": "fire"}),
         "fetch-logs" => {
-            let store = args.first().context("fetch-logs needs a store: e.g. `lab ship xwing fetch-logs ftp-vulnerable`")?;
-            let store = if store.contains(':') { store.clone() } else { format!("{store}:21") };
+            let store = args.first().context(
+                "fetch-logs needs a store: e.g. `lab ship xwing fetch-logs ftp-vulnerable`",
+            )?;
+            let store = if store.contains(':') {
+                store.clone()
+            } else {
+                format!("{store}:21")
+            };
             json!({"move": "fetch-logs", "store": store, "user": user, "password": password})
         }
         "http" => {
@@ -818,7 +1120,11 @@ async fn ship(client: &Client, pod: &str, action: &str, args: &[String], timeout
     };
     let body = json!({"move": mv, "options": {"timeout_ms": (timeout * 1000.0) as u64}});
     let outcome = client
-        .request(Method::POST, &format!("/api/pods/{}/{}/ship", s(&p["namespace"]), s(&p["name"])), Some(body))
+        .request(
+            Method::POST,
+            &format!("/api/pods/{}/{}/ship", s(&p["namespace"]), s(&p["name"])),
+            Some(body),
+        )
         .await?;
     match output {
         Output::Json | Output::Yaml => print_structured(&outcome, output)?,

@@ -30,7 +30,9 @@ impl std::error::Error for ApiFailure {}
 
 impl Client {
     pub fn new(paths: &Paths) -> Self {
-        Self { paths: paths.clone() }
+        Self {
+            paths: paths.clone(),
+        }
     }
 
     async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
@@ -45,7 +47,11 @@ impl Client {
                 "no lab named {:?} is running (nothing listens on {}). Start one with `lab up -d`{}",
                 self.paths.instance,
                 sock.display(),
-                if nix::unistd::Uid::effective().is_root() { "" } else { " as root" }
+                if nix::unistd::Uid::effective().is_root() {
+                    ""
+                } else {
+                    " as root"
+                }
             ),
         };
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -60,14 +66,23 @@ impl Client {
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("reading the lab's answer")?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the lab's answer")?
+            .to_bytes();
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if !status.is_success() {
-            let message = value["error"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let message = value["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
             return Err(anyhow!(ApiFailure { message }));
         }
         Ok(value)
@@ -83,7 +98,12 @@ impl Client {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<hyper::Response<hyper::body::Incoming>> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let mut sender = self.connect().await?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = Request::builder()
@@ -96,13 +116,19 @@ impl Client {
     }
 
     /// Streams server-sent events, calling `f` with each event's data.
-    pub async fn stream_events(&self, path: &str, mut f: impl FnMut(&str, &str) -> bool) -> Result<()> {
+    pub async fn stream_events(
+        &self,
+        path: &str,
+        mut f: impl FnMut(&str, &str) -> bool,
+    ) -> Result<()> {
         let resp = self.send(Method::GET, path, None).await?;
         let mut body = resp.into_body();
         let mut buf = String::new();
         while let Some(frame) = body.frame().await {
             let frame = frame?;
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             buf.push_str(&String::from_utf8_lossy(data));
             while let Some(end) = buf.find("\n\n") {
                 let event: String = buf.drain(..end + 2).collect();

@@ -143,7 +143,10 @@ impl ServiceSpec {
     pub fn selects(&self, pod: &PodSpec) -> bool {
         pod.namespace == self.namespace
             && !self.selector.is_empty()
-            && self.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| pod.labels.get(k) == Some(v))
     }
 }
 
@@ -163,8 +166,13 @@ impl Topology {
         for ns in ["default", "kube-system"] {
             self.namespaces.entry(ns.into()).or_default();
         }
-        let labels: BTreeMap<String, String> = [("k8s-app".to_owned(), "kube-dns".to_owned())].into();
-        if !self.pods.iter().any(|p| p.namespace == "kube-system" && p.labels == labels) {
+        let labels: BTreeMap<String, String> =
+            [("k8s-app".to_owned(), "kube-dns".to_owned())].into();
+        if !self
+            .pods
+            .iter()
+            .any(|p| p.namespace == "kube-system" && p.labels == labels)
+        {
             self.pods.push(PodSpec {
                 namespace: "kube-system".into(),
                 name: format!("coredns-{}", template_hash("coredns")),
@@ -174,7 +182,10 @@ impl Topology {
                     name: "coredns".into(),
                     image: "lab/dns".into(),
                     workload: Workload::Dns,
-                    ports: vec![(Some("dns".into()), 53, Protocol::Udp), (Some("dns-tcp".into()), 53, Protocol::Tcp)],
+                    ports: vec![
+                        (Some("dns".into()), 53, Protocol::Udp),
+                        (Some("dns-tcp".into()), 53, Protocol::Tcp),
+                    ],
                 },
                 restart_policy: RestartPolicy::Always,
                 source: "built-in".into(),
@@ -209,7 +220,10 @@ impl Topology {
         let mut seen = BTreeSet::new();
         for p in &self.pods {
             if !seen.insert((&p.namespace, &p.name)) {
-                errors.push(format!("{}: a pod named {}/{} is defined twice", p.source, p.namespace, p.name));
+                errors.push(format!(
+                    "{}: a pod named {}/{} is defined twice",
+                    p.source, p.namespace, p.name
+                ));
             }
         }
         let mut seen = BTreeSet::new();
@@ -217,11 +231,17 @@ impl Topology {
         let mut node_ports = BTreeSet::new();
         for s in &self.services {
             if !seen.insert((&s.namespace, &s.name)) {
-                errors.push(format!("{}: a service named {}/{} is defined twice", s.source, s.namespace, s.name));
+                errors.push(format!(
+                    "{}: a service named {}/{} is defined twice",
+                    s.source, s.namespace, s.name
+                ));
             }
             if let Some(ip) = s.cluster_ip {
                 if !ips.insert(ip) {
-                    errors.push(format!("{}: clusterIP {ip} is used by two services", s.source));
+                    errors.push(format!(
+                        "{}: clusterIP {ip} is used by two services",
+                        s.source
+                    ));
                 }
                 if !in_prefix(ip, SERVICE_CIDR) {
                     errors.push(format!(
@@ -244,7 +264,11 @@ impl Topology {
                     "{}: namespace {:?} does not exist; add a Namespace object or use one of: {}",
                     p.source,
                     p.namespace,
-                    self.namespaces.keys().cloned().collect::<Vec<_>>().join(", ")
+                    self.namespaces
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -276,7 +300,9 @@ pub fn pod_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut buf = [0u8; 5];
     getrandom(&mut buf);
-    buf.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    buf.iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn getrandom(buf: &mut [u8]) {
@@ -305,7 +331,10 @@ mod tests {
         assert!(in_prefix(Ipv4Addr::new(10, 96, 0, 10), SERVICE_CIDR));
         assert!(in_prefix(Ipv4Addr::new(10, 111, 255, 255), SERVICE_CIDR));
         assert!(!in_prefix(Ipv4Addr::new(10, 112, 0, 0), SERVICE_CIDR));
-        assert!(in_prefix(Ipv4Addr::new(1, 2, 3, 4), (Ipv4Addr::UNSPECIFIED, 0)));
+        assert!(in_prefix(
+            Ipv4Addr::new(1, 2, 3, 4),
+            (Ipv4Addr::UNSPECIFIED, 0)
+        ));
     }
 
     #[test]

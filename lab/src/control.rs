@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use enforcer::{
     datapath::Datapath,
-    engine::{Engine, EndpointSpec},
+    engine::{EndpointSpec, Engine},
     flow::{Clock, FlowLog},
 };
 use enforcer_common::{MARK_MASK, MARK_TO_PROXY};
@@ -96,13 +96,23 @@ impl Lab {
         note_mount(&paths.cgroup_mount())?;
         sys::mount_cgroup2(&paths.cgroup_mount())?;
         let cg_root = paths.cgroup_root();
-        record.lock().expect("record").note_cgroup(&paths, &cg_root)?;
-        std::fs::create_dir_all(cg_root.join("pods")).with_context(|| format!("creating cgroup {}", cg_root.display()))?;
-        step(format!("mounted bpffs and cgroup2 under {}", paths.root.display()));
+        record
+            .lock()
+            .expect("record")
+            .note_cgroup(&paths, &cg_root)?;
+        std::fs::create_dir_all(cg_root.join("pods"))
+            .with_context(|| format!("creating cgroup {}", cg_root.display()))?;
+        step(format!(
+            "mounted bpffs and cgroup2 under {}",
+            paths.root.display()
+        ));
 
         // The node.
         let node_name = paths.node_netns();
-        record.lock().expect("record").note_netns(&paths, &node_name)?;
+        record
+            .lock()
+            .expect("record")
+            .note_netns(&paths, &node_name)?;
         let node_ns = sys::create_netns(&node_name)?;
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
@@ -116,13 +126,18 @@ impl Lab {
         let node = Netlink::open_in(&node_ns)?;
         node.set_up("lo").await?;
         node.add_addr("lo", cluster::NODE_IP, 32).await?;
-        node.add_fwmark_rule(MARK_TO_PROXY, MARK_MASK, PROXY_TABLE, PROXY_RULE_PRIORITY).await?;
+        node.add_fwmark_rule(MARK_TO_PROXY, MARK_MASK, PROXY_TABLE, PROXY_RULE_PRIORITY)
+            .await?;
         node.add_local_default_route(PROXY_TABLE).await?;
-        step(format!("node namespace {node_name} (node address {})", cluster::NODE_IP));
+        step(format!(
+            "node namespace {node_name} (node address {})",
+            cluster::NODE_IP
+        ));
 
         // The enforcer.
         let mut dp = Datapath::load(&paths.bpffs()).context("loading the eBPF datapath")?;
-        dp.attach_cgroup(&cg_root.join("pods")).context("attaching the socket load balancer")?;
+        dp.attach_cgroup(&cg_root.join("pods"))
+            .context("attaching the socket load balancer")?;
         let engine = Engine::new(dp, &node_ns, cluster::NODE_IP, PROXY_PORT)?;
         step("eBPF datapath loaded (TC policy programs, socket load balancer), maps pinned");
 
@@ -171,23 +186,43 @@ impl Lab {
     }
 
     fn create_services(&self) -> Result<()> {
-        let mut used: Vec<Ipv4Addr> = self.topology.services.iter().filter_map(|s| s.cluster_ip).collect();
+        let mut used: Vec<Ipv4Addr> = self
+            .topology
+            .services
+            .iter()
+            .filter_map(|s| s.cluster_ip)
+            .collect();
         let mut out = BTreeMap::new();
         for (i, spec) in self.topology.services.iter().enumerate() {
             let ip = match spec.cluster_ip {
                 Some(ip) => ip,
                 None => {
-                    let ip = allocate_service_ip(&format!("{}/{}", spec.namespace, spec.name), &used);
+                    let ip =
+                        allocate_service_ip(&format!("{}/{}", spec.namespace, spec.name), &used);
                     used.push(ip);
                     ip
                 }
             };
             out.insert(
                 (spec.namespace.clone(), spec.name.clone()),
-                ServiceRuntime { spec: spec.clone(), cluster_ip: ip, id: i as u32 + 1, backends: BTreeMap::new() },
+                ServiceRuntime {
+                    spec: spec.clone(),
+                    cluster_ip: ip,
+                    id: i as u32 + 1,
+                    backends: BTreeMap::new(),
+                },
             );
-            let ports: Vec<String> = spec.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol.name())).collect();
-            step(format!("service {}/{} {ip} ({})", spec.namespace, spec.name, ports.join(", ")));
+            let ports: Vec<String> = spec
+                .ports
+                .iter()
+                .map(|p| format!("{}/{}", p.port, p.protocol.name()))
+                .collect();
+            step(format!(
+                "service {}/{} {ip} ({})",
+                spec.namespace,
+                spec.name,
+                ports.join(", ")
+            ));
         }
         *self.services.write().expect("services") = out;
         Ok(())
@@ -196,9 +231,15 @@ impl Lab {
     async fn create_pod(&self, spec: PodSpec, ip: Ipv4Addr) -> Result<()> {
         let paths = &self.paths;
         let ns_name = paths.pod_netns(&spec.namespace, &spec.name);
-        self.record.lock().expect("record").note_netns(paths, &ns_name)?;
+        self.record
+            .lock()
+            .expect("record")
+            .note_netns(paths, &ns_name)?;
         let pod_ns = sys::create_netns(&ns_name)?;
-        for (k, v) in [("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1")] {
+        for (k, v) in [
+            ("net.ipv6.conf.all.disable_ipv6", "1"),
+            ("net.ipv6.conf.default.disable_ipv6", "1"),
+        ] {
             sys::sysctl(&pod_ns, k, v)?;
         }
         let node_if = veth_name(&ns_name);
@@ -214,13 +255,19 @@ impl Lab {
 
         let key = format!("{}_{}", spec.namespace, spec.name);
         let cgroup = paths.cgroup_root().join("pods").join(&key);
-        std::fs::create_dir_all(&cgroup).with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+        std::fs::create_dir_all(&cgroup)
+            .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
         let resolv_conf = paths.pods().join(&key).join("resolv.conf");
         write_resolv_conf(&resolv_conf, &spec.namespace, cluster::DNS_SERVICE_IP)?;
         std::fs::create_dir_all(paths.logs())?;
         let log_file = paths.logs().join(format!("{key}.log"));
 
-        let ns_labels = self.topology.namespaces.get(&spec.namespace).cloned().unwrap_or_default();
+        let ns_labels = self
+            .topology
+            .namespaces
+            .get(&spec.namespace)
+            .cloned()
+            .unwrap_or_default();
         let ep = {
             let mut engine = self.engine.lock().expect("engine");
             engine.add_endpoint(EndpointSpec {
@@ -232,7 +279,10 @@ impl Lab {
                 ifname: node_if.clone(),
             })?
         };
-        step(format!("pod {}/{} {ip} identity {} ({})", spec.namespace, spec.name, ep.identity, spec.container.image));
+        step(format!(
+            "pod {}/{} {ip} identity {} ({})",
+            spec.namespace, spec.name, ep.identity, spec.container.image
+        ));
         let ctx = PodContext {
             namespace: spec.namespace.clone(),
             pod: spec.name.clone(),
@@ -253,7 +303,10 @@ impl Lab {
             process: None,
             spec,
         };
-        self.pods.write().expect("pods").insert((rt.spec.namespace.clone(), rt.spec.name.clone()), rt);
+        self.pods
+            .write()
+            .expect("pods")
+            .insert((rt.spec.namespace.clone(), rt.spec.name.clone()), rt);
         Ok(())
     }
 
@@ -271,7 +324,12 @@ impl Lab {
             let args = workloads::command_args(&spec, &data, &records, &resolve)?;
             Ok((exe.clone(), args))
         });
-        pod.process = Some(Supervised::start(pod.ctx.clone(), pod.log_file.clone(), pod.spec.restart_policy, builder));
+        pod.process = Some(Supervised::start(
+            pod.ctx.clone(),
+            pod.log_file.clone(),
+            pod.spec.restart_policy,
+            builder,
+        ));
         Ok(())
     }
 
@@ -285,7 +343,11 @@ impl Lab {
         };
         let services = self.services.read().expect("services");
         let svc = services.get(&(ns.to_owned(), name.to_owned()))?;
-        svc.spec.ports.iter().any(|p| p.port == port).then_some(SocketAddr::from((svc.cluster_ip, port)))
+        svc.spec
+            .ports
+            .iter()
+            .any(|p| p.port == port)
+            .then_some(SocketAddr::from((svc.cluster_ip, port)))
     }
 
     fn write_dns_records(&self) -> Result<()> {
@@ -293,14 +355,22 @@ impl Lab {
         let mut records = Vec::new();
         for svc in services.values() {
             records.push(demo_services::dns::RecordEntry {
-                name: format!("{}.{}.svc.{}", svc.spec.name, svc.spec.namespace, cluster::CLUSTER_DOMAIN),
+                name: format!(
+                    "{}.{}.svc.{}",
+                    svc.spec.name,
+                    svc.spec.namespace,
+                    cluster::CLUSTER_DOMAIN
+                ),
                 ipv4: vec![svc.cluster_ip],
             });
         }
         let file = self.paths.dns_records();
         std::fs::create_dir_all(file.parent().expect("dns dir"))?;
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&demo_services::dns::RecordsFile { records })?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&demo_services::dns::RecordsFile { records })?,
+        )?;
         std::fs::rename(&tmp, &file)?;
         Ok(())
     }
@@ -314,7 +384,9 @@ impl Lab {
             for (i, port) in svc.spec.ports.iter().enumerate() {
                 let mut ready = Vec::new();
                 for pod in pods.values().filter(|p| svc.spec.selects(&p.spec)) {
-                    let Some(target) = resolve_target_port(&port.target_port, &pod.spec) else { continue };
+                    let Some(target) = resolve_target_port(&port.target_port, &pod.spec) else {
+                        continue;
+                    };
                     let pid = pod.process.as_ref().and_then(|p| p.status().pid);
                     if pid.is_some_and(|pid| listening(pid, target, port.protocol)) {
                         ready.push((pod.ip, target));
@@ -323,7 +395,13 @@ impl Lab {
                 ready.sort();
                 if svc.backends.get(&i) != Some(&ready) {
                     let mut engine = self.engine.lock().expect("engine");
-                    if let Err(e) = engine.datapath().set_service(svc.cluster_ip, port.port, port.protocol.number(), svc.id, &ready) {
+                    if let Err(e) = engine.datapath().set_service(
+                        svc.cluster_ip,
+                        port.port,
+                        port.protocol.number(),
+                        svc.id,
+                        &ready,
+                    ) {
                         tracing::warn!("updating service {}: {e}", svc.spec.name);
                     }
                     svc.backends.insert(i, ready);
@@ -348,7 +426,13 @@ impl Lab {
 
     /// Reads the datapath's flow events and keeps them as Hubble-shaped flows.
     fn spawn_flow_reader(self: Arc<Self>) -> Result<()> {
-        let ring = self.engine.lock().expect("engine").datapath().take_events().context("event ring buffer")?;
+        let ring = self
+            .engine
+            .lock()
+            .expect("engine")
+            .datapath()
+            .take_events()
+            .context("event ring buffer")?;
         // SAFETY: the ring buffer owns its file descriptor for as long as the AsyncFd holds it.
         let mut fd = unsafe { tokio::io::unix::AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
@@ -402,7 +486,9 @@ impl Lab {
     pub fn pod_key(&self, pod: &str) -> Option<(String, String)> {
         let pods = self.pods.read().expect("pods");
         match pod.split_once('/') {
-            Some((ns, name)) => pods.contains_key(&(ns.into(), name.into())).then(|| (ns.into(), name.into())),
+            Some((ns, name)) => pods
+                .contains_key(&(ns.into(), name.into()))
+                .then(|| (ns.into(), name.into())),
             None => pods
                 .keys()
                 .find(|(ns, name)| ns == "default" && name == pod)
@@ -450,7 +536,13 @@ pub use enforcer::flow::rfc3339;
 
 /// `lxc` + 12 hex digits of a hash of the namespace name: unique and within 15 bytes.
 fn veth_name(netns: &str) -> String {
-    format!("lxc{}", &cluster::template_hash(netns).bytes().map(|b| format!("{:x}", b % 16)).collect::<String>()[..10])
+    format!(
+        "lxc{}",
+        &cluster::template_hash(netns)
+            .bytes()
+            .map(|b| format!("{:x}", b % 16))
+            .collect::<String>()[..10]
+    )
 }
 
 fn allocate_service_ip(key: &str, used: &[Ipv4Addr]) -> Ipv4Addr {
@@ -487,8 +579,8 @@ fn resolve_target_port(target: &TargetPort, pod: &PodSpec) -> Option<u16> {
 /// Whether process `pid` (in its own network namespace) has a socket listening on `port`.
 fn listening(pid: u32, port: u16, proto: Protocol) -> bool {
     let (file, state) = match proto {
-        Protocol::Tcp => ("tcp", "0A"),  // TCP_LISTEN
-        Protocol::Udp => ("udp", "07"),  // TCP_CLOSE: a bound UDP socket
+        Protocol::Tcp => ("tcp", "0A"), // TCP_LISTEN
+        Protocol::Udp => ("udp", "07"), // TCP_CLOSE: a bound UDP socket
     };
     let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
         return false;
@@ -497,7 +589,11 @@ fn listening(pid: u32, port: u16, proto: Protocol) -> bool {
         let mut f = l.split_whitespace();
         let local = f.nth(1).unwrap_or_default();
         let st = f.nth(1).unwrap_or_default();
-        st == state && local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) == Some(port)
+        st == state
+            && local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                == Some(port)
     })
 }
 

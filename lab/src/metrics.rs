@@ -26,7 +26,11 @@ fn reason_label(code: u8) -> String {
 }
 
 fn dir_label(d: u8) -> &'static str {
-    if d == DIR_INGRESS { "INGRESS" } else { "EGRESS" }
+    if d == DIR_INGRESS {
+        "INGRESS"
+    } else {
+        "EGRESS"
+    }
 }
 
 pub fn render(lab: &Lab) -> String {
@@ -48,17 +52,33 @@ pub fn render(lab: &Lab) -> String {
             _ => *forward.entry(dir).or_default() += value,
         }
     }
-    let _ = writeln!(out, "# HELP cilium_forward_count_total Total forwarded packets, tagged by ingress/egress direction");
+    let _ = writeln!(
+        out,
+        "# HELP cilium_forward_count_total Total forwarded packets, tagged by ingress/egress direction"
+    );
     let _ = writeln!(out, "# TYPE cilium_forward_count_total counter");
     for dir in ["EGRESS", "INGRESS"] {
-        let _ = writeln!(out, "cilium_forward_count_total{{direction=\"{dir}\"}} {}", forward.get(dir).copied().unwrap_or(0));
+        let _ = writeln!(
+            out,
+            "cilium_forward_count_total{{direction=\"{dir}\"}} {}",
+            forward.get(dir).copied().unwrap_or(0)
+        );
     }
-    let _ = writeln!(out, "# HELP cilium_drop_count_total Total dropped packets, tagged by drop reason and ingress/egress direction");
+    let _ = writeln!(
+        out,
+        "# HELP cilium_drop_count_total Total dropped packets, tagged by drop reason and ingress/egress direction"
+    );
     let _ = writeln!(out, "# TYPE cilium_drop_count_total counter");
     for ((reason, dir), v) in &drops {
-        let _ = writeln!(out, "cilium_drop_count_total{{direction=\"{dir}\",reason=\"{reason}\"}} {v}");
+        let _ = writeln!(
+            out,
+            "cilium_drop_count_total{{direction=\"{dir}\",reason=\"{reason}\"}} {v}"
+        );
     }
-    let _ = writeln!(out, "# HELP lab_flow_events_lost_total Flow events lost because the ring buffer was full");
+    let _ = writeln!(
+        out,
+        "# HELP lab_flow_events_lost_total Flow events lost because the ring buffer was full"
+    );
     let _ = writeln!(out, "# TYPE lab_flow_events_lost_total counter");
     let _ = writeln!(out, "lab_flow_events_lost_total {lost}");
     crate::policies::render_metrics(lab, &mut out);

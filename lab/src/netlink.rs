@@ -33,7 +33,12 @@ impl Netlink {
     }
 
     pub async fn index(&self, name: &str) -> Result<u32> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         let link = links
             .try_next()
             .await
@@ -135,7 +140,13 @@ impl Netlink {
     }
 
     /// `ip rule add fwmark MARK/MASK lookup TABLE pref PRIORITY`
-    pub async fn add_fwmark_rule(&self, mark: u32, mask: u32, table: u32, priority: u32) -> Result<()> {
+    pub async fn add_fwmark_rule(
+        &self,
+        mark: u32,
+        mask: u32,
+        table: u32,
+        priority: u32,
+    ) -> Result<()> {
         let mut req = self
             .handle
             .rule()

@@ -30,9 +30,16 @@ fn key(doc: &PolicyDoc) -> PolicyKey {
 }
 
 fn errors_response(errors: Vec<Located>) -> ApiError {
-    let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
-    ApiError::new(422, format!("the policy was not applied; nothing changed:\n{text}"))
-        .with_details(serde_json::to_value(&errors).unwrap_or_default())
+    let text = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    ApiError::new(
+        422,
+        format!("the policy was not applied; nothing changed:\n{text}"),
+    )
+    .with_details(serde_json::to_value(&errors).unwrap_or_default())
 }
 
 /// Resolves and enforces `docs` as the complete policy set, or changes nothing.
@@ -52,7 +59,13 @@ pub fn apply(lab: &Lab, req: &ApplyRequest) -> Result<Value, ApiError> {
         return Err(errors_response(check.errors));
     }
     if check.policies.is_empty() {
-        return Err(ApiError::new(422, format!("{}: no CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy found", req.source)));
+        return Err(ApiError::new(
+            422,
+            format!(
+                "{}: no CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy found",
+                req.source
+            ),
+        ));
     }
     let mut store = lab.policies.lock().expect("policies");
     let mut next = store.docs.clone();
@@ -92,7 +105,10 @@ pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<Value, ApiError> {
         deleted.extend(next.keys().map(describe));
         next.clear();
     } else if let Some(text) = &req.text {
-        let src = Source::new(req.source.clone().unwrap_or_else(|| "-".into()), text.clone());
+        let src = Source::new(
+            req.source.clone().unwrap_or_else(|| "-".into()),
+            text.clone(),
+        );
         let check = check_policies(&src);
         if !check.errors.is_empty() && check.policies.is_empty() {
             return Err(errors_response(check.errors));
@@ -101,19 +117,27 @@ pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<Value, ApiError> {
             if next.remove(&key(&doc)).is_some() {
                 deleted.push(describe(&key(&doc)));
             } else {
-                return Err(ApiError::not_found(format!("policy {} not found", doc.qualified_name())));
+                return Err(ApiError::not_found(format!(
+                    "policy {} not found",
+                    doc.qualified_name()
+                )));
             }
         }
     } else if let Some(name) = &req.name {
         let matches: Vec<PolicyKey> = next
             .keys()
-            .filter(|(_, ns, n)| n == name && (req.namespace.is_none() || ns.is_none() || *ns == req.namespace))
+            .filter(|(_, ns, n)| {
+                n == name && (req.namespace.is_none() || ns.is_none() || *ns == req.namespace)
+            })
             .cloned()
             .collect();
         if matches.is_empty() {
             return Err(ApiError::not_found(format!(
                 "policy {name} not found{}",
-                req.namespace.as_ref().map(|n| format!(" in namespace {n}")).unwrap_or_default()
+                req.namespace
+                    .as_ref()
+                    .map(|n| format!(" in namespace {n}"))
+                    .unwrap_or_default()
             )));
         }
         for k in matches {
@@ -121,7 +145,10 @@ pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<Value, ApiError> {
             deleted.push(describe(&k));
         }
     } else {
-        return Err(ApiError::new(400, "say which policy to delete: a name, -f FILE, or --all"));
+        return Err(ApiError::new(
+            400,
+            "say which policy to delete: a name, -f FILE, or --all",
+        ));
     }
     enforce(lab, &next)?;
     store.docs = next;
@@ -135,12 +162,15 @@ pub fn set_audit(lab: &Lab, namespace: &str, name: &str, audit: bool) -> Result<
     let mut next = store.docs.clone();
     let k = next
         .keys()
-        .find(|(_, ns, n)| n == name && (ns.as_deref() == Some(namespace) || (ns.is_none() && namespace == "-")))
+        .find(|(_, ns, n)| {
+            n == name && (ns.as_deref() == Some(namespace) || (ns.is_none() && namespace == "-"))
+        })
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("policy {namespace}/{name} not found")))?;
     let doc = next.get_mut(&k).expect("present");
     let value = if audit { "true" } else { "false" };
-    doc.annotations.insert(enforcer::policy::api::AUDIT_ANNOTATION.into(), value.into());
+    doc.annotations
+        .insert(enforcer::policy::api::AUDIT_ANNOTATION.into(), value.into());
     if let Some(meta) = doc.raw.get_mut("metadata").and_then(Value::as_object_mut) {
         let ann = meta.entry("annotations").or_insert_with(|| json!({}));
         if let Some(obj) = ann.as_object_mut() {
@@ -200,10 +230,16 @@ fn persist(lab: &Lab, store: &PolicyStore) {
 /// Policy metrics: how many, and the revision.
 pub fn render_metrics(lab: &Lab, out: &mut String) {
     let store = lab.policies.lock().expect("policies");
-    let _ = writeln!(out, "# HELP cilium_policy Number of policies currently loaded");
+    let _ = writeln!(
+        out,
+        "# HELP cilium_policy Number of policies currently loaded"
+    );
     let _ = writeln!(out, "# TYPE cilium_policy gauge");
     let _ = writeln!(out, "cilium_policy {}", store.docs.len());
-    let _ = writeln!(out, "# HELP cilium_policy_max_revision Highest policy revision number in the agent");
+    let _ = writeln!(
+        out,
+        "# HELP cilium_policy_max_revision Highest policy revision number in the agent"
+    );
     let _ = writeln!(out, "# TYPE cilium_policy_max_revision gauge");
     let _ = writeln!(out, "cilium_policy_max_revision {}", store.revision);
 }

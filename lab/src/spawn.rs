@@ -94,7 +94,10 @@ impl Prepared {
                 libc::MS_BIND,
                 std::ptr::null(),
             ))?;
-            check(libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()))?;
+            check(libc::sethostname(
+                self.hostname.as_ptr().cast(),
+                self.hostname.len(),
+            ))?;
         }
         Ok(())
     }
@@ -109,7 +112,11 @@ fn check(ret: libc::c_int) -> std::io::Result<()> {
 }
 
 /// Writes a pod's resolv.conf, Kubernetes style (ClusterFirst DNS policy).
-pub fn write_resolv_conf(path: &Path, namespace: &str, nameserver: std::net::Ipv4Addr) -> Result<()> {
+pub fn write_resolv_conf(
+    path: &Path,
+    namespace: &str,
+    nameserver: std::net::Ipv4Addr,
+) -> Result<()> {
     let domain = crate::cluster::CLUSTER_DOMAIN;
     let text = format!(
         "# written by the lab for this pod (like the kubelet's ClusterFirst DNS policy)\n\

@@ -28,7 +28,10 @@ impl Record {
         let file = paths.state_file();
         match fs::read(&file) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is damaged; remove it and any leftovers by hand", file.display())
+                format!(
+                    "{} is damaged; remove it and any leftovers by hand",
+                    file.display()
+                )
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),

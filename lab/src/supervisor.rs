@@ -47,7 +47,12 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    pub fn start(ctx: PodContext, log_file: PathBuf, policy: RestartPolicy, command: CommandBuilder) -> Self {
+    pub fn start(
+        ctx: PodContext,
+        log_file: PathBuf,
+        policy: RestartPolicy,
+        command: CommandBuilder,
+    ) -> Self {
         let status = Arc::new(Mutex::new(ProcessStatus {
             phase: Phase::Pending,
             restarts: 0,
@@ -67,7 +72,10 @@ impl Supervised {
     /// Stops the process (SIGTERM, then SIGKILL after `grace`) and the supervision.
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(grace + Duration::from_secs(1), self.task).await.is_err() {
+        if tokio::time::timeout(grace + Duration::from_secs(1), self.task)
+            .await
+            .is_err()
+        {
             tracing::warn!("supervisor did not stop in time");
         }
     }
@@ -107,7 +115,18 @@ async fn run(
                 (false, false) => Phase::Failed,
             };
         }
-        append_log(&log_file, &format!("--- lab: container exited ({}){}", exit.0, if restart { format!(", restarting in {}s", backoff.as_secs()) } else { String::new() }));
+        append_log(
+            &log_file,
+            &format!(
+                "--- lab: container exited ({}){}",
+                exit.0,
+                if restart {
+                    format!(", restarting in {}s", backoff.as_secs())
+                } else {
+                    String::new()
+                }
+            ),
+        );
         if !restart {
             break;
         }
@@ -122,7 +141,10 @@ async fn run(
         status.lock().expect("status lock").restarts += 1;
     }
     let mut st = status.lock().expect("status lock");
-    if st.phase == Phase::Running || st.phase == Phase::CrashLoopBackOff || st.phase == Phase::Pending {
+    if st.phase == Phase::Running
+        || st.phase == Phase::CrashLoopBackOff
+        || st.phase == Phase::Pending
+    {
         st.phase = Phase::Terminating;
     }
     st.pid = None;
@@ -142,7 +164,10 @@ async fn run_once(
 ) -> RunOutcome {
     let spawned = (|| -> anyhow::Result<tokio::process::Child> {
         let (program, args) = command()?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log_file)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file)?;
         let log2 = log.try_clone()?;
         let prepared = ctx.prepare()?;
         let mut cmd = tokio::process::Command::new(program);
@@ -186,7 +211,10 @@ async fn terminate(child: &mut tokio::process::Child) {
             nix::sys::signal::Signal::SIGTERM,
         );
     }
-    if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }
@@ -202,7 +230,11 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
 
 fn append_log(path: &PathBuf, line: &str) {
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

@@ -118,7 +118,9 @@ fn is_mount_point(path: &Path) -> bool {
         return false;
     };
     let p = path.to_string_lossy();
-    mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(&p))
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(&p))
 }
 
 /// Mounts a bpffs at `path` (created if needed) unless one is there already.
@@ -127,8 +129,19 @@ pub fn mount_bpffs(path: &Path) -> Result<()> {
     if is_mount_of(path, nix::sys::statfs::BPF_FS_MAGIC) {
         return Ok(());
     }
-    mount(Some("bpf"), path, Some("bpf"), MsFlags::empty(), None::<&str>)
-        .with_context(|| format!("mounting bpffs at {} (is BPF enabled in the kernel?)", path.display()))
+    mount(
+        Some("bpf"),
+        path,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "mounting bpffs at {} (is BPF enabled in the kernel?)",
+            path.display()
+        )
+    })
 }
 
 /// Mounts the cgroup v2 hierarchy at `path` unless it is mounted there already.
@@ -137,15 +150,26 @@ pub fn mount_cgroup2(path: &Path) -> Result<()> {
     if is_mount_of(path, nix::sys::statfs::CGROUP2_SUPER_MAGIC) {
         return Ok(());
     }
-    mount(Some("cgroup2"), path, Some("cgroup2"), MsFlags::empty(), None::<&str>).with_context(
-        || format!("mounting cgroup2 at {} (the kernel needs cgroup v2 support)", path.display()),
+    mount(
+        Some("cgroup2"),
+        path,
+        Some("cgroup2"),
+        MsFlags::empty(),
+        None::<&str>,
     )
+    .with_context(|| {
+        format!(
+            "mounting cgroup2 at {} (the kernel needs cgroup v2 support)",
+            path.display()
+        )
+    })
 }
 
 /// Unmounts `path` if it is a mount point, then removes the (empty) directory.
 pub fn unmount(path: &Path) -> Result<()> {
     if is_mount_point(path) {
-        umount2(path, MntFlags::MNT_DETACH).with_context(|| format!("unmounting {}", path.display()))?;
+        umount2(path, MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {}", path.display()))?;
     }
     match fs::remove_dir(path) {
         Ok(()) => Ok(()),

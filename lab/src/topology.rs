@@ -9,8 +9,8 @@ use enforcer::yaml::{Located, Source};
 
 use crate::{
     cluster::{
-        self, ContainerSpec, KNOWN_IMAGES, LogStoreRef, PodSpec, Protocol, RestartPolicy, ServicePort,
-        ServiceSpec, ServiceType, TargetPort, Topology, Workload,
+        self, ContainerSpec, KNOWN_IMAGES, LogStoreRef, PodSpec, Protocol, RestartPolicy,
+        ServicePort, ServiceSpec, ServiceType, TargetPort, Topology, Workload,
     },
     manifest::{self, Object},
 };
@@ -25,7 +25,8 @@ pub fn load(files: &[PathBuf]) -> Result<Topology> {
         sources.push(Source::new("<default cluster>", DEFAULT_MANIFEST));
     }
     for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
         sources.push(Source::new(f.display().to_string(), text));
     }
     from_sources(&sources)
@@ -48,15 +49,32 @@ pub fn from_sources(sources: &[Source]) -> Result<Topology> {
             Object::Namespace(ns) => {
                 topo.namespaces.insert(ns.name.clone(), ns.labels.clone());
             }
-            Object::Pod(p) => match pod_spec(&p.meta.namespace, &p.meta.name, &p.meta.labels, None, &p.spec, &at) {
+            Object::Pod(p) => match pod_spec(
+                &p.meta.namespace,
+                &p.meta.name,
+                &p.meta.labels,
+                None,
+                &p.spec,
+                &at,
+            ) {
                 Ok(spec) => topo.pods.push(spec),
                 Err(e) => problems.push(e),
             },
             Object::Deployment(d) => {
-                let hash = cluster::template_hash(&format!("{}/{}/{:?}", d.meta.namespace, d.meta.name, d.template));
+                let hash = cluster::template_hash(&format!(
+                    "{}/{}/{:?}",
+                    d.meta.namespace, d.meta.name, d.template
+                ));
                 for _ in 0..d.replicas {
                     let name = format!("{}-{hash}-{}", d.meta.name, cluster::pod_suffix());
-                    match pod_spec(&d.meta.namespace, &name, &d.template.labels, Some(&d.meta.name), &d.template.spec, &at) {
+                    match pod_spec(
+                        &d.meta.namespace,
+                        &name,
+                        &d.template.labels,
+                        Some(&d.meta.name),
+                        &d.template.spec,
+                        &at,
+                    ) {
                         Ok(spec) => topo.pods.push(spec),
                         Err(e) => {
                             problems.push(e);
@@ -96,7 +114,10 @@ pub fn from_sources(sources: &[Source]) -> Result<Topology> {
     let topo = topo.with_system_parts();
     problems.extend(topo.validate());
     if !problems.is_empty() {
-        bail!("the manifests have problems; nothing was created:\n  {}", problems.join("\n  "));
+        bail!(
+            "the manifests have problems; nothing was created:\n  {}",
+            problems.join("\n  ")
+        );
     }
     Ok(topo)
 }
@@ -128,8 +149,13 @@ fn pod_spec(
             container.name
         ));
     }
-    let env: BTreeMap<&str, &str> = container.env.iter().map(|e| (e.name.as_str(), e.value.as_str())).collect();
-    let workload = workload_for(&container.image, &env).map_err(|e| format!("{at}: container {}: {e}", container.name))?;
+    let env: BTreeMap<&str, &str> = container
+        .env
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect();
+    let workload = workload_for(&container.image, &env)
+        .map_err(|e| format!("{at}: container {}: {e}", container.name))?;
     Ok(PodSpec {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -139,7 +165,11 @@ fn pod_spec(
             name: container.name.clone(),
             image: container.image.clone(),
             workload,
-            ports: container.ports.iter().map(|p| (p.name.clone(), p.container_port, protocol(p.protocol))).collect(),
+            ports: container
+                .ports
+                .iter()
+                .map(|p| (p.name.clone(), p.container_port, protocol(p.protocol)))
+                .collect(),
         },
         restart_policy: match spec.restart_policy {
             manifest::RestartPolicy::Always => RestartPolicy::Always,
@@ -163,29 +193,41 @@ fn image_name(image: &str) -> &str {
 fn workload_for(image: &str, env: &BTreeMap<&str, &str>) -> Result<Workload, String> {
     let port = |default: u16| -> Result<u16, String> {
         match env.get("PORT") {
-            Some(p) => p.parse().map_err(|_| format!("env PORT={p:?} is not a port number")),
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("env PORT={p:?} is not a port number")),
             None => Ok(default),
         }
     };
     match image_name(image) {
-        "lab/deathstar" | "quay.io/cilium/starwars" | "docker.io/cilium/starwars" | "cilium/starwars" => {
+        "lab/deathstar"
+        | "quay.io/cilium/starwars"
+        | "docker.io/cilium/starwars"
+        | "cilium/starwars" => {
             let log_stores = match env.get("LOG_STORES") {
                 Some(v) => parse_log_stores(v)?,
                 None => Vec::new(),
             };
             Ok(Workload::Deathstar { log_stores })
         }
-        "lab/ship" | "quay.io/cilium/json-mock" | "docker.io/cilium/json-mock" | "docker.io/tgraf/netperf" | "tgraf/netperf" => {
-            Ok(Workload::Ship)
-        }
+        "lab/ship"
+        | "quay.io/cilium/json-mock"
+        | "docker.io/cilium/json-mock"
+        | "docker.io/tgraf/netperf"
+        | "tgraf/netperf" => Ok(Workload::Ship),
         "lab/ftp-store" => match env.get("FTP_MODE").copied() {
             Some("secure") => Ok(Workload::FtpStore { secure: true }),
             Some("vulnerable") => Ok(Workload::FtpStore { secure: false }),
-            other => Err(format!("lab/ftp-store needs env FTP_MODE=secure or FTP_MODE=vulnerable (got {other:?})")),
+            other => Err(format!(
+                "lab/ftp-store needs env FTP_MODE=secure or FTP_MODE=vulnerable (got {other:?})"
+            )),
         },
         "lab/echo" => Ok(Workload::Echo {
             port: port(80)?,
-            body: env.get("BODY").map(|b| b.to_string()).unwrap_or_else(|| "hello world\n".into()),
+            body: env
+                .get("BODY")
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "hello world\n".into()),
         }),
         "lab/inventory" => Ok(Workload::Inventory { port: port(8080)? }),
         other => Err(format!(
@@ -206,7 +248,9 @@ fn parse_log_stores(v: &str) -> Result<Vec<LogStoreRef>, String> {
                 None => (None, item),
             };
             if !service.contains(':') {
-                return Err(format!("LOG_STORES entry {item:?}: expected [user:password@]service:port"));
+                return Err(format!(
+                    "LOG_STORES entry {item:?}: expected [user:password@]service:port"
+                ));
             }
             let (user, password) = match cred {
                 Some(c) => match c.split_once(':') {
@@ -215,7 +259,11 @@ fn parse_log_stores(v: &str) -> Result<Vec<LogStoreRef>, String> {
                 },
                 None => (None, None),
             };
-            Ok(LogStoreRef { service: service.to_owned(), user, password })
+            Ok(LogStoreRef {
+                service: service.to_owned(),
+                user,
+                password,
+            })
         })
         .collect()
 }
@@ -228,12 +276,26 @@ mod tests {
     fn default_cluster() {
         let t = from_sources(&[Source::new("default", DEFAULT_MANIFEST)]).unwrap();
         let names: Vec<&str> = t.pods.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(t.pods.iter().filter(|p| p.owner.as_deref() == Some("deathstar")).count(), 2);
+        assert_eq!(
+            t.pods
+                .iter()
+                .filter(|p| p.owner.as_deref() == Some("deathstar"))
+                .count(),
+            2
+        );
         for n in ["tiefighter", "xwing", "ftp-secure", "ftp-vulnerable"] {
             assert!(names.contains(&n), "{n} in {names:?}");
         }
-        assert!(t.pods.iter().any(|p| p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns")));
-        let ds = t.pods.iter().find(|p| p.owner.as_deref() == Some("deathstar")).unwrap();
+        assert!(
+            t.pods
+                .iter()
+                .any(|p| p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns"))
+        );
+        let ds = t
+            .pods
+            .iter()
+            .find(|p| p.owner.as_deref() == Some("deathstar"))
+            .unwrap();
         assert!(ds.name.starts_with("deathstar-"));
         match &ds.container.workload {
             Workload::Deathstar { log_stores } => {
@@ -247,11 +309,17 @@ mod tests {
 
     #[test]
     fn images() {
-        assert_eq!(image_name("quay.io/cilium/starwars:v2.1@sha256:abc"), "quay.io/cilium/starwars");
+        assert_eq!(
+            image_name("quay.io/cilium/starwars:v2.1@sha256:abc"),
+            "quay.io/cilium/starwars"
+        );
         assert_eq!(image_name("localhost:5000/x"), "localhost:5000/x");
         assert_eq!(image_name("lab/echo:1"), "lab/echo");
         let err = workload_for("nginx:latest", &BTreeMap::new()).unwrap_err();
-        assert!(err.contains("Known images") && err.contains("lab/deathstar"), "{err}");
+        assert!(
+            err.contains("Known images") && err.contains("lab/deathstar"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -302,14 +370,26 @@ spec:
     image: quay.io/cilium/json-mock:v1.3.8@sha256:5aad04835eda9025fe4561ad31be77fd55309af8158ca8663a72f6abb78c2603
 "#;
         let t = from_sources(&[Source::new("sw.yaml", text)]).unwrap();
-        assert_eq!(t.pods.iter().filter(|p| matches!(p.container.workload, Workload::Deathstar { .. })).count(), 2);
-        assert!(t.pods.iter().any(|p| p.name == "xwing" && p.container.workload == Workload::Ship));
+        assert_eq!(
+            t.pods
+                .iter()
+                .filter(|p| matches!(p.container.workload, Workload::Deathstar { .. }))
+                .count(),
+            2
+        );
+        assert!(
+            t.pods
+                .iter()
+                .any(|p| p.name == "xwing" && p.container.workload == Workload::Ship)
+        );
     }
 
     #[test]
     fn unknown_image_names_file_and_line() {
         let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: nginx\n";
-        let err = from_sources(&[Source::new("web.yaml", text)]).unwrap_err().to_string();
+        let err = from_sources(&[Source::new("web.yaml", text)])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("web.yaml:") && err.contains("nginx"), "{err}");
     }
 }

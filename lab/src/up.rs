@@ -40,13 +40,23 @@ pub fn preflight(web: SocketAddr) -> Result<std::net::TcpListener> {
         );
     }
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    for (name, what) in [("bpf", "the BPF filesystem (CONFIG_BPF_SYSCALL)"), ("cgroup2", "cgroup v2 (CONFIG_CGROUPS)")] {
-        if !fs.lines().any(|l| l.split_whitespace().last() == Some(name)) {
-            bail!("this kernel lacks {what}; the lab needs a kernel with eBPF and cgroup v2 support (Debian 12's kernel has both)");
+    for (name, what) in [
+        ("bpf", "the BPF filesystem (CONFIG_BPF_SYSCALL)"),
+        ("cgroup2", "cgroup v2 (CONFIG_CGROUPS)"),
+    ] {
+        if !fs
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some(name))
+        {
+            bail!(
+                "this kernel lacks {what}; the lab needs a kernel with eBPF and cgroup v2 support (Debian 12's kernel has both)"
+            );
         }
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the lab needs a kernel built with CONFIG_DEBUG_INFO_BTF (Debian 12's kernel has it)");
+        bail!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); the lab needs a kernel built with CONFIG_DEBUG_INFO_BTF (Debian 12's kernel has it)"
+        );
     }
     if !Path::new("/proc/self/ns/net").exists() {
         bail!("this kernel has no network namespaces (CONFIG_NET_NS)");
@@ -75,9 +85,17 @@ pub fn daemon_log(paths: &Paths) -> PathBuf {
 /// Takes the instance lock, or explains who holds it.
 fn lock(paths: &Paths) -> Result<Flock<std::fs::File>> {
     std::fs::create_dir_all("/run/lab")?;
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_path(paths))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path(paths))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let pid = Record::load(paths).ok().flatten().map(|r| r.pid).unwrap_or(0);
+        let pid = Record::load(paths)
+            .ok()
+            .flatten()
+            .map(|r| r.pid)
+            .unwrap_or(0);
         anyhow::anyhow!(
             "a lab named {:?} is already running (pid {pid}). Use it (`lab get pods`), stop it \
              with `lab down`, or start another with `lab --instance NAME up`",
@@ -89,7 +107,10 @@ fn lock(paths: &Paths) -> Result<Flock<std::fs::File>> {
 /// Removes a previous run's leftovers by its record (after a crash or `kill -9`).
 fn clean_leftovers(paths: &Paths) -> Result<()> {
     if let Some(old) = Record::load(paths)? {
-        println!("Cleaning up what a previous run (pid {}) left behind...", old.pid);
+        println!(
+            "Cleaning up what a previous run (pid {}) left behind...",
+            old.pid
+        );
         let report = state::cleanup(paths, &old);
         for r in &report.removed {
             println!("  - removed {r}");
@@ -115,7 +136,9 @@ pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
     let _lock = lock(paths)?;
     clean_leftovers(paths)?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let started = Instant::now();
         println!(
@@ -182,13 +205,19 @@ async fn wait_for_shutdown(lab: &Arc<Lab>) {
 }
 
 /// Serves the control API on the instance socket and the API plus the page on `listener`.
-async fn serve(paths: &Paths, lab: Arc<Lab>, listener: std::net::TcpListener, lessons: Option<PathBuf>) -> Result<SocketAddr> {
+async fn serve(
+    paths: &Paths,
+    lab: Arc<Lab>,
+    listener: std::net::TcpListener,
+    lessons: Option<PathBuf>,
+) -> Result<SocketAddr> {
     let backend: web::SharedBackend = Arc::new(LabBackend(lab.clone()));
     let _ = lessons;
     let app = web::router(backend);
     let sock = paths.api_socket();
     let _ = std::fs::remove_file(&sock);
-    let unix = tokio::net::UnixListener::bind(&sock).with_context(|| format!("listening on {}", sock.display()))?;
+    let unix = tokio::net::UnixListener::bind(&sock)
+        .with_context(|| format!("listening on {}", sock.display()))?;
     std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     listener.set_nonblocking(true)?;
     let tcp = tokio::net::TcpListener::from_std(listener)?;
@@ -198,10 +227,18 @@ async fn serve(paths: &Paths, lab: Arc<Lab>, listener: std::net::TcpListener, le
     let mut stop2 = lab.shutdown.subscribe();
     let app2 = app.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(unix, app2).with_graceful_shutdown(async move { let _ = stop1.changed().await; }).await;
+        let _ = axum::serve(unix, app2)
+            .with_graceful_shutdown(async move {
+                let _ = stop1.changed().await;
+            })
+            .await;
     });
     tokio::spawn(async move {
-        let _ = axum::serve(tcp, app).with_graceful_shutdown(async move { let _ = stop2.changed().await; }).await;
+        let _ = axum::serve(tcp, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop2.changed().await;
+            })
+            .await;
     });
     Ok(addr)
 }
@@ -212,7 +249,13 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
     let log = daemon_log(paths);
     std::fs::create_dir_all("/run/lab")?;
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut args: Vec<String> = vec!["--instance".into(), paths.instance.clone(), "up".into(), "--daemon-child".into(), "-d".into()];
+    let mut args: Vec<String> = vec![
+        "--instance".into(),
+        paths.instance.clone(),
+        "up".into(),
+        "--daemon-child".into(),
+        "-d".into(),
+    ];
     args.extend(["--web".into(), opts.web.to_string()]);
     for f in &opts.files {
         args.extend(["-f".into(), f.display().to_string()]);
@@ -221,16 +264,23 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
         args.extend(["--lessons".into(), l.display().to_string()]);
     }
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(&args).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
     // SAFETY: setsid is async-signal-safe; it detaches the lab from this terminal.
     unsafe {
         cmd.pre_exec(|| {
-            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
         });
     }
     let mut child = cmd.spawn().context("starting the lab in the background")?;
     let client = Client::new(paths);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut shown = 0usize;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -240,14 +290,21 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
             shown = text.len();
         }
         if text.contains("is up in") {
-            println!("  (running in the background, pid {}; its log: {})", child.id(), log.display());
+            println!(
+                "  (running in the background, pid {}; its log: {})",
+                child.id(),
+                log.display()
+            );
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
             bail!("the lab stopped during start-up ({status}); see the messages above");
         }
         if Instant::now() > deadline {
-            bail!("the lab did not come up within 2 minutes; see {}", log.display());
+            bail!(
+                "the lab did not come up within 2 minutes; see {}",
+                log.display()
+            );
         }
         let _ = rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
         let _ = &client;
@@ -256,17 +313,27 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
 
 /// `lab down`: asks a running lab to stop, or cleans up after a dead one.
 pub fn down(paths: &Paths) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let client = Client::new(paths);
     let record = Record::load(paths)?;
-    let asked = rt.block_on(client.request(hyper::Method::POST, "/api/x/shutdown", Some(serde_json::json!({})))).is_ok();
+    let asked = rt
+        .block_on(client.request(
+            hyper::Method::POST,
+            "/api/x/shutdown",
+            Some(serde_json::json!({})),
+        ))
+        .is_ok();
     if asked {
         println!("Stopping lab {:?}...", paths.instance);
         let pid = record.as_ref().map(|r| r.pid).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(60);
         while pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
-            if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")) {
+            if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+            {
                 break;
             }
         }
@@ -286,14 +353,19 @@ pub fn down(paths: &Paths) -> Result<()> {
             if rec.pid != 0 && Path::new(&format!("/proc/{}", rec.pid)).exists() && !asked {
                 bail!(
                     "lab {:?} (pid {}) does not answer on its socket; stop it with `kill {}` and run `lab down` again",
-                    paths.instance, rec.pid, rec.pid
+                    paths.instance,
+                    rec.pid,
+                    rec.pid
                 );
             }
             if !nix::unistd::Uid::effective().is_root() {
                 bail!("cleaning up needs root: run `sudo lab down`");
             }
             let _lock = lock(paths)?;
-            println!("Removing what lab {:?} (pid {}, no longer running) left behind...", paths.instance, rec.pid);
+            println!(
+                "Removing what lab {:?} (pid {}, no longer running) left behind...",
+                paths.instance, rec.pid
+            );
             let report = state::cleanup(paths, &rec);
             for r in &report.removed {
                 println!("  - removed {r}");
@@ -302,7 +374,10 @@ pub fn down(paths: &Paths) -> Result<()> {
                 println!("Lab {:?} is down.", paths.instance);
                 Ok(())
             } else {
-                bail!("some things could not be removed:\n  {}", report.errors.join("\n  "))
+                bail!(
+                    "some things could not be removed:\n  {}",
+                    report.errors.join("\n  ")
+                )
             }
         }
     }

@@ -20,16 +20,29 @@ pub const SECURE_STORE_USER: (&str, &str) = ("deathstar", "darkside");
 pub type ServiceResolver<'a> = &'a dyn Fn(&str, &str) -> Option<SocketAddr>;
 
 /// The `lab workload` arguments for a pod, or `None` for pods that only idle (ships).
-pub fn command_args(pod: &PodSpec, data_dir: &Path, dns_records: &Path, resolve: ServiceResolver) -> Result<Vec<String>> {
+pub fn command_args(
+    pod: &PodSpec,
+    data_dir: &Path,
+    dns_records: &Path,
+    resolve: ServiceResolver,
+) -> Result<Vec<String>> {
     let (kind, config): (&str, Value) = match &pod.container.workload {
         Workload::Deathstar { log_stores } => {
             let mut targets = Vec::new();
             for store in log_stores {
                 let addr = resolve(&pod.namespace, &store.service).with_context(|| {
-                    format!("log store service {} not found in namespace {}", store.service, pod.namespace)
+                    format!(
+                        "log store service {} not found in namespace {}",
+                        store.service, pod.namespace
+                    )
                 })?;
                 targets.push(logship::Target {
-                    name: store.service.split(':').next().unwrap_or_default().to_owned(),
+                    name: store
+                        .service
+                        .split(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
                     addr: addr.to_string(),
                     user: store.user.clone(),
                     password: store.password.clone(),
@@ -38,7 +51,10 @@ pub fn command_args(pod: &PodSpec, data_dir: &Path, dns_records: &Path, resolve:
             }
             let cfg = deathstar::Config {
                 pod_name: pod.name.clone(),
-                log_ship: logship::Config { targets, ..Default::default() },
+                log_ship: logship::Config {
+                    targets,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             ("deathstar", serde_json::to_value(cfg)?)
@@ -92,7 +108,12 @@ pub fn command_args(pod: &PodSpec, data_dir: &Path, dns_records: &Path, resolve:
             ("dns", serde_json::to_value(cfg)?)
         }
     };
-    Ok(vec!["workload".into(), kind.into(), "--config".into(), config.to_string()])
+    Ok(vec![
+        "workload".into(),
+        kind.into(),
+        "--config".into(),
+        config.to_string(),
+    ])
 }
 
 /// Fake customer records served by the inventory service of the NodePort incident lesson.

@@ -177,7 +177,10 @@ impl BpfFs {
     pub fn new() -> Result<Self> {
         let path = PathBuf::from("/run/lab-test").join(unique_name("bpf"));
         std::fs::create_dir_all(&path)?;
-        run("mount", &["-t", "bpf", "bpf", path.to_str().expect("utf-8 path")])?;
+        run(
+            "mount",
+            &["-t", "bpf", "bpf", path.to_str().expect("utf-8 path")],
+        )?;
         Ok(Self { path })
     }
 }
@@ -213,7 +216,10 @@ impl Topology {
         let node = NetNs::new("tnode")?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
         node.ip(&["addr", "add", &format!("{GATEWAY}/32"), "dev", "lo"])?;
-        let mut topo = Self { node, pods: Vec::new() };
+        let mut topo = Self {
+            node,
+            pods: Vec::new(),
+        };
         for i in 0..n {
             topo.add_pod(Ipv4Addr::new(10, 200, 0, 2 + i as u8))?;
         }
@@ -224,14 +230,34 @@ impl Topology {
         let ns = NetNs::new("tpod")?;
         let node_if = unique_name("tv");
         // Create the pair in the node namespace, then move the pod end.
-        self.node.ip(&["link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+        self.node.ip(&[
+            "link", "add", &node_if, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ])?;
         self.node.ip(&["link", "set", &node_if, "up"])?;
-        self.node.sysctl(&format!("net.ipv4.conf.{node_if}.proxy_arp"), "1")?;
-        self.node.ip(&["route", "add", &format!("{ip}/32"), "dev", &node_if])?;
+        self.node
+            .sysctl(&format!("net.ipv4.conf.{node_if}.proxy_arp"), "1")?;
+        self.node
+            .ip(&["route", "add", &format!("{ip}/32"), "dev", &node_if])?;
         ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&["route", "add", &format!("{GATEWAY}"), "dev", "eth0", "scope", "link"])?;
-        ns.ip(&["route", "add", "default", "via", &format!("{GATEWAY}"), "dev", "eth0"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            &format!("{GATEWAY}"),
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{GATEWAY}"),
+            "dev",
+            "eth0",
+        ])?;
         self.pods.push(Pod { ns, ip, node_if });
         Ok(())
     }
@@ -240,13 +266,17 @@ impl Topology {
 /// Tries a TCP connection from inside `ns` to `addr:port`; `Ok(true)` if it connected within
 /// `timeout`, `Ok(false)` if it timed out or was refused.
 pub fn tcp_connects(ns: &NetNs, addr: Ipv4Addr, port: u16, timeout: Duration) -> Result<bool> {
-    ns.run(move || {
-        std::net::TcpStream::connect_timeout(&(addr, port).into(), timeout).is_ok()
-    })
+    ns.run(move || std::net::TcpStream::connect_timeout(&(addr, port).into(), timeout).is_ok())
 }
 
 /// Sends `msg` over TCP from `ns` and returns the reply (read until EOF).
-pub fn tcp_roundtrip(ns: &NetNs, addr: Ipv4Addr, port: u16, msg: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+pub fn tcp_roundtrip(
+    ns: &NetNs,
+    addr: Ipv4Addr,
+    port: u16,
+    msg: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>> {
     let msg = msg.to_vec();
     ns.run(move || -> Result<Vec<u8>> {
         use std::io::Read;
@@ -305,7 +335,10 @@ impl TcpServer {
             }
         });
         rx.recv()??;
-        Ok(Self { stop, thread: Some(thread) })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

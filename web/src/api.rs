@@ -35,7 +35,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, error: impl Into<String>) -> Self {
-        Self { status, error: error.into(), details: None }
+        Self {
+            status,
+            error: error.into(),
+            details: None,
+        }
     }
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(404, what)
@@ -70,12 +74,18 @@ pub struct FlowFilter {
 impl FlowFilter {
     pub fn matches(&self, flow: &Value) -> bool {
         if let Some(v) = &self.verdict {
-            if !flow["verdict"].as_str().is_some_and(|f| f.eq_ignore_ascii_case(v)) {
+            if !flow["verdict"]
+                .as_str()
+                .is_some_and(|f| f.eq_ignore_ascii_case(v))
+            {
                 return false;
             }
         }
         if let Some(t) = &self.flow_type {
-            if !flow["Type"].as_str().is_some_and(|f| f.eq_ignore_ascii_case(t)) {
+            if !flow["Type"]
+                .as_str()
+                .is_some_and(|f| f.eq_ignore_ascii_case(t))
+            {
                 return false;
             }
         }
@@ -152,7 +162,12 @@ pub trait Backend: Send + Sync + 'static {
     fn policies(&self) -> Value;
     fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<Value, ApiError>>;
     fn delete_policies(&self, req: DeleteRequest) -> BoxFut<'_, Result<Value, ApiError>>;
-    fn set_policy_audit(&self, namespace: &str, name: &str, audit: bool) -> BoxFut<'_, Result<Value, ApiError>>;
+    fn set_policy_audit(
+        &self,
+        namespace: &str,
+        name: &str,
+        audit: bool,
+    ) -> BoxFut<'_, Result<Value, ApiError>>;
     fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Value>>;
     fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Value>>;
     /// Prometheus text format.
@@ -170,16 +185,36 @@ pub type SharedBackend = Arc<dyn Backend>;
 /// The API routes (mounted at the root by [`crate::router`]).
 pub fn routes() -> Router<SharedBackend> {
     Router::new()
-        .route("/api/status", get(|State(b): State<SharedBackend>| async move { Json(b.status()) }))
-        .route("/api/pods", get(|State(b): State<SharedBackend>| async move { Json(b.pods()) }))
+        .route(
+            "/api/status",
+            get(|State(b): State<SharedBackend>| async move { Json(b.status()) }),
+        )
+        .route(
+            "/api/pods",
+            get(|State(b): State<SharedBackend>| async move { Json(b.pods()) }),
+        )
         .route("/api/pods/{ns}/{name}", get(pod))
         .route("/api/pods/{ns}/{name}/context", get(pod_context))
         .route("/api/pods/{ns}/{name}/exec", post(exec))
         .route("/api/pods/{ns}/{name}/ship", post(ship))
-        .route("/api/services", get(|State(b): State<SharedBackend>| async move { Json(b.services()) }))
-        .route("/api/endpoints", get(|State(b): State<SharedBackend>| async move { Json(b.endpoints()) }))
-        .route("/api/identities", get(|State(b): State<SharedBackend>| async move { Json(b.identities()) }))
-        .route("/api/policies", get(|State(b): State<SharedBackend>| async move { Json(b.policies()) }).post(apply).delete(delete))
+        .route(
+            "/api/services",
+            get(|State(b): State<SharedBackend>| async move { Json(b.services()) }),
+        )
+        .route(
+            "/api/endpoints",
+            get(|State(b): State<SharedBackend>| async move { Json(b.endpoints()) }),
+        )
+        .route(
+            "/api/identities",
+            get(|State(b): State<SharedBackend>| async move { Json(b.identities()) }),
+        )
+        .route(
+            "/api/policies",
+            get(|State(b): State<SharedBackend>| async move { Json(b.policies()) })
+                .post(apply)
+                .delete(delete),
+        )
         .route("/api/policies/{ns}/{name}/audit", post(set_audit))
         .route("/api/flows", get(flows))
         .route("/api/flows/stream", get(flow_stream))
@@ -187,11 +222,19 @@ pub fn routes() -> Router<SharedBackend> {
         .route("/metrics", get(metrics))
 }
 
-async fn pod(State(b): State<SharedBackend>, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    b.pod(&ns, &name).map(Json).ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} not found")))
+async fn pod(
+    State(b): State<SharedBackend>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    b.pod(&ns, &name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} not found")))
 }
 
-async fn pod_context(State(b): State<SharedBackend>, Path((ns, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn pod_context(
+    State(b): State<SharedBackend>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     b.pod_context(&ns, &name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} not found")))
@@ -213,11 +256,18 @@ async fn ship(
     b.ship(&format!("{ns}/{name}"), body).await.map(Json)
 }
 
-async fn apply(State(b): State<SharedBackend>, Json(req): Json<ApplyRequest>) -> Result<Json<Value>, ApiError> {
+async fn apply(
+    State(b): State<SharedBackend>,
+    Json(req): Json<ApplyRequest>,
+) -> Result<Json<Value>, ApiError> {
     b.apply_policies(req).await.map(Json)
 }
 
-async fn delete(State(b): State<SharedBackend>, Query(q): Query<DeleteRequest>, body: Option<Json<DeleteRequest>>) -> Result<Json<Value>, ApiError> {
+async fn delete(
+    State(b): State<SharedBackend>,
+    Query(q): Query<DeleteRequest>,
+    body: Option<Json<DeleteRequest>>,
+) -> Result<Json<Value>, ApiError> {
     let req = body.map(|Json(b)| b).unwrap_or(q);
     b.delete_policies(req).await.map(Json)
 }
@@ -235,7 +285,10 @@ async fn set_audit(
     b.set_policy_audit(&ns, &name, body.audit).await.map(Json)
 }
 
-async fn flows(State(b): State<SharedBackend>, Query(filter): Query<FlowFilter>) -> Json<Vec<Arc<Value>>> {
+async fn flows(
+    State(b): State<SharedBackend>,
+    Query(filter): Query<FlowFilter>,
+) -> Json<Vec<Arc<Value>>> {
     Json(b.flows(&filter))
 }
 
@@ -265,10 +318,19 @@ async fn flow_stream(
 }
 
 async fn metrics(State(b): State<SharedBackend>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], b.metrics())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        b.metrics(),
+    )
 }
 
-async fn extension_get(State(b): State<SharedBackend>, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn extension_get(
+    State(b): State<SharedBackend>,
+    Path(path): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     b.extension(&path, None).await.map(Json)
 }
 
@@ -277,7 +339,9 @@ async fn extension_post(
     Path(path): Path<String>,
     body: Option<Json<Value>>,
 ) -> Result<Json<Value>, ApiError> {
-    b.extension(&path, Some(body.map(|Json(v)| v).unwrap_or(Value::Null))).await.map(Json)
+    b.extension(&path, Some(body.map(|Json(v)| v).unwrap_or(Value::Null)))
+        .await
+        .map(Json)
 }
 
 #[cfg(test)]
@@ -301,7 +365,10 @@ mod tests {
         assert!(f(Some("default/deathstar-1"), None).matches(&flow));
         assert!(!f(Some("kube-system/deathstar-1"), None).matches(&flow));
         assert!(!f(None, Some("FORWARDED")).matches(&flow));
-        let since = FlowFilter { since: Some("2026-11-21T10:00:00Z".into()), ..Default::default() };
+        let since = FlowFilter {
+            since: Some("2026-11-21T10:00:00Z".into()),
+            ..Default::default()
+        };
         assert!(!since.matches(&flow));
     }
 }

@@ -10,10 +10,12 @@ use crate::{
     identity::LabelSet,
     policy::{
         api::{
-            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule, IngressRule,
-            PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
+            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule,
+            IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
         },
-        resolve::{CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange},
+        resolve::{
+            CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange,
+        },
         selector::Labels,
     },
     yaml::Located,
@@ -48,22 +50,39 @@ impl LabelMatcher for ScopedSelector {
 fn mentions_namespace(sel: &EndpointSelector) -> bool {
     let is_ns = |k: &str| k.rsplit(':').next() == Some("io.kubernetes.pod.namespace");
     sel.match_labels.iter().flatten().any(|(k, _)| is_ns(k))
-        || sel.match_expressions.iter().flatten().any(|e| is_ns(&e.key))
+        || sel
+            .match_expressions
+            .iter()
+            .flatten()
+            .any(|e| is_ns(&e.key))
 }
 
 fn mentions_reserved(sel: &EndpointSelector) -> bool {
-    sel.match_labels.iter().flatten().any(|(k, _)| k.starts_with("reserved:"))
-        || sel.match_expressions.iter().flatten().any(|e| e.key.starts_with("reserved:"))
+    sel.match_labels
+        .iter()
+        .flatten()
+        .any(|(k, _)| k.starts_with("reserved:"))
+        || sel
+            .match_expressions
+            .iter()
+            .flatten()
+            .any(|e| e.key.starts_with("reserved:"))
 }
 
 /// Cilium's scoping: a namespaced policy's selectors only see its own namespace unless they
 /// name a namespace themselves (or select reserved identities).
 fn scope(sel: &EndpointSelector, doc: &PolicyDoc) -> ScopedSelector {
     let namespace = match doc.kind {
-        PolicyKind::Namespaced if !mentions_namespace(sel) && !mentions_reserved(sel) => doc.namespace.clone(),
+        PolicyKind::Namespaced if !mentions_namespace(sel) && !mentions_reserved(sel) => {
+            doc.namespace.clone()
+        }
         _ => None,
     };
-    ScopedSelector { selector: sel.clone(), namespace, pods_only: sel.is_empty() }
+    ScopedSelector {
+        selector: sel.clone(),
+        namespace,
+        pods_only: sel.is_empty(),
+    }
 }
 
 /// Builds the rule set for `docs`. Errors name the file and line of what cannot be enforced.
@@ -87,7 +106,15 @@ pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
                 errors.push(located(doc, &format!("{base}.nodeSelector"), "nodeSelector (host policies) is valid Cilium but not supported by the lab: the lab's node has no host firewall"));
                 continue;
             };
-            let mut cx = Ctx { doc, audit, base: &base, set: &mut set, cidrs: &mut cidrs, errors: &mut errors, spec_index };
+            let mut cx = Ctx {
+                doc,
+                audit,
+                base: &base,
+                set: &mut set,
+                cidrs: &mut cidrs,
+                errors: &mut errors,
+                spec_index,
+            };
             let dd = rule.enable_default_deny.as_ref();
             let ingress_dd = dd.and_then(|d| d.ingress);
             let egress_dd = dd.and_then(|d| d.egress);
@@ -124,7 +151,11 @@ pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
                         subject: Arc::new(scope(subject_sel, doc)),
                         direction: dir,
                         deny: false,
-                        peers: Peers::Select { endpoints: vec![], cidrs: vec![], entities: vec![] },
+                        peers: Peers::Select {
+                            endpoints: vec![],
+                            cidrs: vec![],
+                            entities: vec![],
+                        },
                         ports: Some(vec![]),
                         http: None,
                         default_deny: true,
@@ -134,7 +165,11 @@ pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
         }
     }
     set.cidrs = cidrs.into_iter().collect();
-    if errors.is_empty() { Ok(set) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
 }
 
 fn located(doc: &PolicyDoc, path: &str, message: &str) -> Located {
@@ -164,7 +199,11 @@ struct PeerFields<'a> {
 
 impl Ctx<'_> {
     fn rule_info(&mut self, section: &str, index: usize, path: &str) -> u32 {
-        let (line, _) = self.doc.locations.line_of(path).unwrap_or((self.doc.source.line, 1));
+        let (line, _) = self
+            .doc
+            .locations
+            .line_of(path)
+            .unwrap_or((self.doc.source.line, 1));
         self.set.table.push(RuleInfo {
             policy: self.doc.name.clone(),
             namespace: self.doc.namespace.clone(),
@@ -185,18 +224,48 @@ impl Ctx<'_> {
             cidr_set: r.from_cidr_set.as_ref(),
             entities: r.from_entities.as_ref(),
         };
-        self.add("ingress", Direction::Ingress, false, subject, i, peers, r.to_ports.as_deref().map(PortsRef::Allow), dd);
+        self.add(
+            "ingress",
+            Direction::Ingress,
+            false,
+            subject,
+            i,
+            peers,
+            r.to_ports.as_deref().map(PortsRef::Allow),
+            dd,
+        );
     }
 
-    fn ingress_deny(&mut self, subject: &EndpointSelector, i: usize, r: &IngressDenyRule, dd: bool) {
+    fn ingress_deny(
+        &mut self,
+        subject: &EndpointSelector,
+        i: usize,
+        r: &IngressDenyRule,
+        dd: bool,
+    ) {
         let peers = PeerFields {
             endpoints: r.from_endpoints.as_ref(),
             cidr: r.from_cidr.as_ref(),
             cidr_set: r.from_cidr_set.as_ref(),
             entities: r.from_entities.as_ref(),
         };
-        let ports = r.to_ports.as_ref().map(|v| PortsRef::Deny(v.iter().map(|p| p.ports.clone().unwrap_or_default()).collect()));
-        self.add("ingressDeny", Direction::Ingress, true, subject, i, peers, ports, dd);
+        let ports = r.to_ports.as_ref().map(|v| {
+            PortsRef::Deny(
+                v.iter()
+                    .map(|p| p.ports.clone().unwrap_or_default())
+                    .collect(),
+            )
+        });
+        self.add(
+            "ingressDeny",
+            Direction::Ingress,
+            true,
+            subject,
+            i,
+            peers,
+            ports,
+            dd,
+        );
     }
 
     fn egress(&mut self, subject: &EndpointSelector, i: usize, r: &EgressRule, dd: bool) {
@@ -206,7 +275,16 @@ impl Ctx<'_> {
             cidr_set: r.to_cidr_set.as_ref(),
             entities: r.to_entities.as_ref(),
         };
-        self.add("egress", Direction::Egress, false, subject, i, peers, r.to_ports.as_deref().map(PortsRef::Allow), dd);
+        self.add(
+            "egress",
+            Direction::Egress,
+            false,
+            subject,
+            i,
+            peers,
+            r.to_ports.as_deref().map(PortsRef::Allow),
+            dd,
+        );
     }
 
     fn egress_deny(&mut self, subject: &EndpointSelector, i: usize, r: &EgressDenyRule, dd: bool) {
@@ -216,12 +294,28 @@ impl Ctx<'_> {
             cidr_set: r.to_cidr_set.as_ref(),
             entities: r.to_entities.as_ref(),
         };
-        let ports = r.to_ports.as_ref().map(|v| PortsRef::Deny(v.iter().map(|p| p.ports.clone().unwrap_or_default()).collect()));
-        self.add("egressDeny", Direction::Egress, true, subject, i, peers, ports, dd);
+        let ports = r.to_ports.as_ref().map(|v| {
+            PortsRef::Deny(
+                v.iter()
+                    .map(|p| p.ports.clone().unwrap_or_default())
+                    .collect(),
+            )
+        });
+        self.add(
+            "egressDeny",
+            Direction::Egress,
+            true,
+            subject,
+            i,
+            peers,
+            ports,
+            dd,
+        );
     }
 
     fn peers(&mut self, p: &PeerFields, path: &str) -> Peers {
-        if p.endpoints.is_none() && p.cidr.is_none() && p.cidr_set.is_none() && p.entities.is_none() {
+        if p.endpoints.is_none() && p.cidr.is_none() && p.cidr_set.is_none() && p.entities.is_none()
+        {
             return Peers::Any;
         }
         let endpoints = p
@@ -235,7 +329,10 @@ impl Ctx<'_> {
             match parse_cidr(c) {
                 Some(prefix) => {
                     self.note_cidr(prefix);
-                    cidrs.push(CidrPeer { prefix, except: vec![] });
+                    cidrs.push(CidrPeer {
+                        prefix,
+                        except: vec![],
+                    });
                 }
                 None => self.unsupported_cidr(&format!("{path}[{j}]"), c),
             }
@@ -274,7 +371,11 @@ impl Ctx<'_> {
                 Entity::None | Entity::WorldIpv6 => EntityKind::None,
             })
             .collect();
-        Peers::Select { endpoints, cidrs, entities }
+        Peers::Select {
+            endpoints,
+            cidrs,
+            entities,
+        }
     }
 
     fn note_cidr(&mut self, prefix: (Ipv4Addr, u8)) {
@@ -327,7 +428,12 @@ impl Ctx<'_> {
             Some(PortsRef::Deny(list)) => list
                 .iter()
                 .enumerate()
-                .map(|(k, pp)| (Some(self.port_list(&format!("{path}.toPorts[{k}]"), pp, false)), None))
+                .map(|(k, pp)| {
+                    (
+                        Some(self.port_list(&format!("{path}.toPorts[{k}]"), pp, false)),
+                        None,
+                    )
+                })
                 .collect(),
         };
         let peers = self.peers(&peers, &peer_path);
@@ -347,7 +453,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn port_rule(&mut self, path: &str, pr: &PortRule, section: &str) -> (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>) {
+    fn port_rule(
+        &mut self,
+        path: &str,
+        pr: &PortRule,
+        section: &str,
+    ) -> (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>) {
         let http_rules = pr.rules.as_ref().and_then(|r| r.http.as_ref());
         let with_l7 = http_rules.is_some();
         let ports = self.port_list(path, pr.ports.as_deref().unwrap_or_default(), with_l7);

@@ -197,7 +197,10 @@ pub fn resolve(
 ) -> Resolved {
     let mut out = Resolved::default();
     // Peer expansion depends only on the rule: do it once per rule, not per endpoint.
-    let peer_sets: Vec<BTreeSet<u32>> = rules.iter().map(|r| select_peers(&r.peers, identities)).collect();
+    let peer_sets: Vec<BTreeSet<u32>> = rules
+        .iter()
+        .map(|r| select_peers(&r.peers, identities))
+        .collect();
 
     for ep in endpoints {
         let mut enforced: BTreeMap<(u32, PolicyKey), KeyState> = BTreeMap::new();
@@ -210,14 +213,23 @@ pub fn resolve(
             let dir = rule.direction.code();
             if rule.default_deny {
                 let (e_bit, w_bit) = match rule.direction {
-                    Direction::Ingress => (enforcer_common::EP_INGRESS_ENFORCED, enforcer_common::EP_INGRESS_WOULD_ENFORCE),
-                    Direction::Egress => (enforcer_common::EP_EGRESS_ENFORCED, enforcer_common::EP_EGRESS_WOULD_ENFORCE),
+                    Direction::Ingress => (
+                        enforcer_common::EP_INGRESS_ENFORCED,
+                        enforcer_common::EP_INGRESS_WOULD_ENFORCE,
+                    ),
+                    Direction::Egress => (
+                        enforcer_common::EP_EGRESS_ENFORCED,
+                        enforcer_common::EP_EGRESS_WOULD_ENFORCE,
+                    ),
                 };
                 flags |= w_bit;
                 if !rule.audit {
                     flags |= e_bit;
                 }
-                out.enforcers.entry((ep.ep_id, dir)).or_default().push(rule.rule_ref);
+                out.enforcers
+                    .entry((ep.ep_id, dir))
+                    .or_default()
+                    .push(rule.rule_ref);
             }
             let contribution = if rule.deny {
                 Contribution::Deny(rule.rule_ref)
@@ -228,16 +240,23 @@ pub fn resolve(
             };
             for &peer in peers {
                 for (prefix, key) in keys_for(ep.ep_id, peer, dir, rule.ports.as_deref()) {
-                    would.entry((prefix, key)).or_default().add(contribution.clone());
+                    would
+                        .entry((prefix, key))
+                        .or_default()
+                        .add(contribution.clone());
                     if !rule.audit {
-                        enforced.entry((prefix, key)).or_default().add(contribution.clone());
+                        enforced
+                            .entry((prefix, key))
+                            .or_default()
+                            .add(contribution.clone());
                     }
                 }
             }
         }
         out.flags.insert(ep.ep_id, flags);
 
-        let all_keys: BTreeSet<(u32, PolicyKey)> = enforced.keys().chain(would.keys()).copied().collect();
+        let all_keys: BTreeSet<(u32, PolicyKey)> =
+            enforced.keys().chain(would.keys()).copied().collect();
         for k in all_keys {
             let (verdict, rule_ref, http) = settle(&enforced, k);
             let (audit_verdict, audit_rule_ref, _) = settle(&would, k);
@@ -251,7 +270,11 @@ pub fn resolve(
                 PolicyValue {
                     verdict,
                     audit_verdict,
-                    proxy_port: if verdict == VERDICT_REDIRECT { proxy_port } else { 0 },
+                    proxy_port: if verdict == VERDICT_REDIRECT {
+                        proxy_port
+                    } else {
+                        0
+                    },
                     rule_ref,
                     audit_rule_ref,
                 },
@@ -263,7 +286,10 @@ pub fn resolve(
 
 /// The verdict at key `k` given one set: a deny at `k` or at any less specific key covering it
 /// wins; otherwise the most specific key at or above `k` decides.
-fn settle(set: &BTreeMap<(u32, PolicyKey), KeyState>, k: (u32, PolicyKey)) -> (u8, u32, Option<Vec<HttpSpec>>) {
+fn settle(
+    set: &BTreeMap<(u32, PolicyKey), KeyState>,
+    k: (u32, PolicyKey),
+) -> (u8, u32, Option<Vec<HttpSpec>>) {
     let mut most_specific: Option<&KeyState> = None;
     let mut deny: Option<u32> = None;
     for (prefix, key) in ancestors(k) {
@@ -283,7 +309,10 @@ fn settle(set: &BTreeMap<(u32, PolicyKey), KeyState>, k: (u32, PolicyKey)) -> (u
         None => (VERDICT_NONE, 0, None),
         Some(state) => {
             let (v, r) = state.verdict();
-            let http = state.redirect.as_ref().map(|(_, s)| s.iter().cloned().collect());
+            let http = state
+                .redirect
+                .as_ref()
+                .map(|(_, s)| s.iter().cloned().collect());
             (v, r, http)
         }
     }
@@ -309,14 +338,24 @@ fn truncate(mut key: PolicyKey, prefix: u32) -> PolicyKey {
     }
     let port_bits = prefix - POLICY_KEY_FIXED_BITS - 8;
     let port = u16::from_be(key.dport);
-    let mask: u16 = if port_bits == 0 { 0 } else { u16::MAX << (16 - port_bits) };
+    let mask: u16 = if port_bits == 0 {
+        0
+    } else {
+        u16::MAX << (16 - port_bits)
+    };
     key.dport = (port & mask).to_be();
     key
 }
 
 /// The LPM keys for one (endpoint, peer, direction) and a port list.
 fn keys_for(ep: u32, peer: u32, dir: u8, ports: Option<&[PortRange]>) -> Vec<(u32, PolicyKey)> {
-    let base = PolicyKey { ep_id: ep.to_be(), identity: peer.to_be(), direction: dir, proto: 0, dport: 0 };
+    let base = PolicyKey {
+        ep_id: ep.to_be(),
+        identity: peer.to_be(),
+        direction: dir,
+        proto: 0,
+        dport: 0,
+    };
     let Some(ports) = ports else {
         return vec![(POLICY_KEY_FIXED_BITS, base)];
     };
@@ -325,7 +364,11 @@ fn keys_for(ep: u32, peer: u32, dir: u8, ports: Option<&[PortRange]>) -> Vec<(u3
         for (start, bits) in range_to_prefixes(pr.first, pr.last) {
             out.push((
                 POLICY_KEY_FIXED_BITS + 8 + bits,
-                PolicyKey { proto: pr.proto, dport: start.to_be(), ..base },
+                PolicyKey {
+                    proto: pr.proto,
+                    dport: start.to_be(),
+                    ..base
+                },
             ));
         }
     }
@@ -338,7 +381,11 @@ pub fn range_to_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
     let (mut lo, hi) = (u32::from(first), u32::from(last));
     while lo <= hi {
         // The largest block starting at `lo` that is aligned and fits in the range.
-        let mut size = if lo == 0 { 1 << 16 } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -352,10 +399,16 @@ pub fn range_to_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
 fn select_peers(peers: &Peers, identities: &[&Identity]) -> BTreeSet<u32> {
     match peers {
         Peers::Any => identities.iter().map(|i| i.id).collect(),
-        Peers::Select { endpoints, cidrs, entities } => {
+        Peers::Select {
+            endpoints,
+            cidrs,
+            entities,
+        } => {
             let mut out = BTreeSet::new();
             for i in identities {
-                let selected = endpoints.iter().any(|m| selectable_by_endpoints(i) && m.matches(&i.labels))
+                let selected = endpoints
+                    .iter()
+                    .any(|m| selectable_by_endpoints(i) && m.matches(&i.labels))
                     || cidrs.iter().any(|c| cidr_selects(c, i))
                     || entities.iter().any(|e| entity_selects(*e, i));
                 if selected {
@@ -418,7 +471,9 @@ mod tests {
     impl LabelMatcher for Has {
         fn matches(&self, labels: &LabelSet) -> bool {
             self.0.iter().all(|(k, v)| {
-                labels.iter().any(|(lk, lv)| lk.split_once(':').map(|(_, key)| key) == Some(*k) && lv == v)
+                labels
+                    .iter()
+                    .any(|(lk, lv)| lk.split_once(':').map(|(_, key)| key) == Some(*k) && lv == v)
             })
         }
     }
@@ -438,20 +493,35 @@ mod tests {
         ] {
             let l = pod_labels(
                 "default",
-                &labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                &labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 &Default::default(),
             );
             ids.acquire_pod(l.clone());
-            eps.push(EndpointRef { ep_id: n, labels: l });
+            eps.push(EndpointRef {
+                ep_id: n,
+                labels: l,
+            });
         }
         World { ids, eps }
     }
 
     fn ident(w: &World, ep: usize) -> u32 {
-        w.ids.all().find(|i| i.labels == w.eps[ep].labels).unwrap().id
+        w.ids
+            .all()
+            .find(|i| i.labels == w.eps[ep].labels)
+            .unwrap()
+            .id
     }
 
-    fn rule(rule_ref: u32, subject: Vec<(&'static str, &'static str)>, dir: Direction, peers: Peers) -> NormRule {
+    fn rule(
+        rule_ref: u32,
+        subject: Vec<(&'static str, &'static str)>,
+        dir: Direction,
+        peers: Peers,
+    ) -> NormRule {
         NormRule {
             rule_ref,
             audit: false,
@@ -466,20 +536,48 @@ mod tests {
     }
 
     fn from(labels: Vec<(&'static str, &'static str)>) -> Peers {
-        Peers::Select { endpoints: vec![Arc::new(Has(labels))], cidrs: vec![], entities: vec![] }
+        Peers::Select {
+            endpoints: vec![Arc::new(Has(labels))],
+            cidrs: vec![],
+            entities: vec![],
+        }
     }
 
     /// The datapath's lookup, done on the resolved map: longest prefix, then the endpoint default.
     fn lookup(r: &Resolved, ep: u32, peer: u32, dir: u8, proto: u8, port: u16) -> (u8, u8) {
-        let full = PolicyKey { ep_id: ep.to_be(), identity: peer.to_be(), direction: dir, proto, dport: port.to_be() };
+        let full = PolicyKey {
+            ep_id: ep.to_be(),
+            identity: peer.to_be(),
+            direction: dir,
+            proto,
+            dport: port.to_be(),
+        };
         let hit = ancestors((POLICY_KEY_FULL_BITS, full)).find_map(|k| r.map.get(&k));
         let flags = r.flags.get(&ep).copied().unwrap_or(0);
-        let (e_bit, w_bit) = if dir == DIR_INGRESS { (EP_INGRESS_ENFORCED, EP_INGRESS_WOULD_ENFORCE) } else { (EP_EGRESS_ENFORCED, EP_EGRESS_WOULD_ENFORCE) };
-        let def = |bit: u32| if flags & bit != 0 { VERDICT_DENY } else { VERDICT_ALLOW };
+        let (e_bit, w_bit) = if dir == DIR_INGRESS {
+            (EP_INGRESS_ENFORCED, EP_INGRESS_WOULD_ENFORCE)
+        } else {
+            (EP_EGRESS_ENFORCED, EP_EGRESS_WOULD_ENFORCE)
+        };
+        let def = |bit: u32| {
+            if flags & bit != 0 {
+                VERDICT_DENY
+            } else {
+                VERDICT_ALLOW
+            }
+        };
         match hit {
             Some(v) => (
-                if v.verdict == VERDICT_NONE { def(e_bit) } else { v.verdict },
-                if v.audit_verdict == VERDICT_NONE { def(w_bit) } else { v.audit_verdict },
+                if v.verdict == VERDICT_NONE {
+                    def(e_bit)
+                } else {
+                    v.verdict
+                },
+                if v.audit_verdict == VERDICT_NONE {
+                    def(w_bit)
+                } else {
+                    v.audit_verdict
+                },
             ),
             None => (def(e_bit), def(w_bit)),
         }
@@ -492,8 +590,17 @@ mod tests {
     #[test]
     fn l3_l4_star_wars() {
         let w = world();
-        let mut r = rule(1, vec![("class", "deathstar")], Direction::Ingress, from(vec![("org", "empire")]));
-        r.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        let mut r = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            from(vec![("org", "empire")]),
+        );
+        r.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 80,
+            last: 80,
+        }]);
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
         let (tie, xwing) = (ident(&w, 1), ident(&w, 2));
         assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
@@ -510,31 +617,92 @@ mod tests {
     fn deny_range_beats_allowed_port_inside_it() {
         let w = world();
         let tie = ident(&w, 1);
-        let mut allow = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Any);
-        allow.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
-        let mut deny = rule(2, vec![("class", "deathstar")], Direction::Ingress, from(vec![("class", "tiefighter")]));
+        let mut allow = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            Peers::Any,
+        );
+        allow.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 80,
+            last: 80,
+        }]);
+        let mut deny = rule(
+            2,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            from(vec![("class", "tiefighter")]),
+        );
         deny.deny = true;
-        deny.ports = Some(vec![PortRange { proto: 6, first: 64, last: 127 }]);
+        deny.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 64,
+            last: 127,
+        }]);
         let res = resolve(&[allow, deny], &w.eps, &ids(&w), 0);
         assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 80).0, VERDICT_DENY);
-        assert_eq!(lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
-        let v = res.map.values().find(|v| v.verdict == VERDICT_DENY).unwrap();
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0,
+            VERDICT_ALLOW
+        );
+        let v = res
+            .map
+            .values()
+            .find(|v| v.verdict == VERDICT_DENY)
+            .unwrap();
         assert_eq!(v.rule_ref, 2);
     }
 
     #[test]
     fn l4_only_allow_lifts_l7_on_the_same_port() {
         let w = world();
-        let spec = HttpSpec { method: Some("GET".into()), path: Some("/v1".into()), host: None, headers: vec![], rule_ref: 1 };
-        let mut l7 = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Any);
-        l7.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        let spec = HttpSpec {
+            method: Some("GET".into()),
+            path: Some("/v1".into()),
+            host: None,
+            headers: vec![],
+            rule_ref: 1,
+        };
+        let mut l7 = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            Peers::Any,
+        );
+        l7.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 80,
+            last: 80,
+        }]);
         l7.http = Some(vec![spec]);
-        let mut l4 = rule(2, vec![("class", "deathstar")], Direction::Ingress, from(vec![("class", "tiefighter")]));
-        l4.ports = Some(vec![PortRange { proto: 6, first: 80, last: 80 }]);
+        let mut l4 = rule(
+            2,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            from(vec![("class", "tiefighter")]),
+        );
+        l4.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 80,
+            last: 80,
+        }]);
         let res = resolve(&[l7, l4], &w.eps, &ids(&w), 15001);
-        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
-        assert_eq!(lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0, VERDICT_REDIRECT);
-        let key = PolicyKey { ep_id: 1u32.to_be(), identity: ident(&w, 2).to_be(), direction: DIR_INGRESS, proto: 6, dport: 80u16.to_be() };
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0,
+            VERDICT_ALLOW
+        );
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0,
+            VERDICT_REDIRECT
+        );
+        let key = PolicyKey {
+            ep_id: 1u32.to_be(),
+            identity: ident(&w, 2).to_be(),
+            direction: DIR_INGRESS,
+            proto: 6,
+            dport: 80u16.to_be(),
+        };
         assert_eq!(res.http.get(&key).map(|h| h.len()), Some(1));
         assert!(res.map.values().any(|v| v.proxy_port == 15001));
     }
@@ -542,17 +710,31 @@ mod tests {
     #[test]
     fn audit_policies_only_change_the_would_be_verdict() {
         let w = world();
-        let mut r = rule(1, vec![("class", "deathstar")], Direction::Ingress, from(vec![("org", "empire")]));
+        let mut r = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            from(vec![("org", "empire")]),
+        );
         r.audit = true;
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
-        assert_eq!(lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80), (VERDICT_ALLOW, VERDICT_DENY));
-        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80), (VERDICT_ALLOW, VERDICT_ALLOW));
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80),
+            (VERDICT_ALLOW, VERDICT_DENY)
+        );
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80),
+            (VERDICT_ALLOW, VERDICT_ALLOW)
+        );
     }
 
     #[test]
     fn cidr_and_entities() {
         let mut w = world();
-        w.ids.set_cidrs(&[(Ipv4Addr::new(10, 0, 0, 0), 8), (Ipv4Addr::new(10, 1, 0, 0), 16)]);
+        w.ids.set_cidrs(&[
+            (Ipv4Addr::new(10, 0, 0, 0), 8),
+            (Ipv4Addr::new(10, 1, 0, 0), 16),
+        ]);
         let ten = w.ids.cidr_identity(Ipv4Addr::new(10, 0, 0, 0), 8).unwrap();
         let ten_one = w.ids.cidr_identity(Ipv4Addr::new(10, 1, 0, 0), 16).unwrap();
         let r = rule(
@@ -561,38 +743,80 @@ mod tests {
             Direction::Ingress,
             Peers::Select {
                 endpoints: vec![],
-                cidrs: vec![CidrPeer { prefix: (Ipv4Addr::new(10, 0, 0, 0), 8), except: vec![(Ipv4Addr::new(10, 1, 0, 0), 16)] }],
+                cidrs: vec![CidrPeer {
+                    prefix: (Ipv4Addr::new(10, 0, 0, 0), 8),
+                    except: vec![(Ipv4Addr::new(10, 1, 0, 0), 16)],
+                }],
                 entities: vec![EntityKind::Host],
             },
         );
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
         assert_eq!(lookup(&res, 1, ten, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
         assert_eq!(lookup(&res, 1, ten_one, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
-        assert_eq!(lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
-        assert_eq!(lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
+        assert_eq!(
+            lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0,
+            VERDICT_DENY
+        );
+        assert_eq!(
+            lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0,
+            VERDICT_ALLOW
+        );
         // CIDR rules never select pods.
-        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 1).0, VERDICT_DENY);
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 1).0,
+            VERDICT_DENY
+        );
     }
 
     #[test]
     fn world_entity_and_all() {
         let mut w = world();
         w.ids.set_cidrs(&[(Ipv4Addr::new(192, 0, 2, 0), 24)]);
-        let doc = w.ids.cidr_identity(Ipv4Addr::new(192, 0, 2, 0), 24).unwrap();
-        let r = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Select { endpoints: vec![], cidrs: vec![], entities: vec![EntityKind::World] });
+        let doc = w
+            .ids
+            .cidr_identity(Ipv4Addr::new(192, 0, 2, 0), 24)
+            .unwrap();
+        let r = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            Peers::Select {
+                endpoints: vec![],
+                cidrs: vec![],
+                entities: vec![EntityKind::World],
+            },
+        );
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
-        assert_eq!(lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
+        assert_eq!(
+            lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0,
+            VERDICT_ALLOW
+        );
         assert_eq!(lookup(&res, 1, doc, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
-        assert_eq!(lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
+        assert_eq!(
+            lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0,
+            VERDICT_DENY
+        );
     }
 
     #[test]
     fn empty_peer_list_selects_nothing_but_enables_default_deny() {
         let w = world();
-        let r = rule(1, vec![("class", "deathstar")], Direction::Ingress, Peers::Select { endpoints: vec![], cidrs: vec![], entities: vec![] });
+        let r = rule(
+            1,
+            vec![("class", "deathstar")],
+            Direction::Ingress,
+            Peers::Select {
+                endpoints: vec![],
+                cidrs: vec![],
+                entities: vec![],
+            },
+        );
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
         assert!(res.map.is_empty());
-        assert_eq!(lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0, VERDICT_DENY);
+        assert_eq!(
+            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0,
+            VERDICT_DENY
+        );
     }
 
     #[test]
@@ -600,10 +824,16 @@ mod tests {
         assert_eq!(range_to_prefixes(80, 80), vec![(80, 16)]);
         assert_eq!(range_to_prefixes(0, 65535), vec![(0, 0)]);
         let blocks = range_to_prefixes(30000, 30009);
-        let covered: Vec<u16> = blocks.iter().flat_map(|(s, b)| *s..=s + ((1u32 << (16 - b)) - 1) as u16).collect();
+        let covered: Vec<u16> = blocks
+            .iter()
+            .flat_map(|(s, b)| *s..=s + ((1u32 << (16 - b)) - 1) as u16)
+            .collect();
         assert_eq!(covered, (30000..=30009).collect::<Vec<_>>());
         for (lo, hi) in [(1, 65535), (1023, 1025), (5, 6), (65535, 65535)] {
-            let total: u32 = range_to_prefixes(lo, hi).iter().map(|(_, b)| 1u32 << (16 - b)).sum();
+            let total: u32 = range_to_prefixes(lo, hi)
+                .iter()
+                .map(|(_, b)| 1u32 << (16 - b))
+                .sum();
             assert_eq!(total, u32::from(hi - lo) + 1);
         }
     }
