@@ -188,8 +188,18 @@ pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
             eprintln!("  cleanup: {e}");
         }
         println!("Lab {:?} is down ({} things removed).", paths.instance, report.removed.len());
+        if report.errors.is_empty() {
+            forget_instance_files(paths);
+        }
         Ok(())
     })
+}
+
+/// Removes the lock and the background log of an instance that is fully down.
+fn forget_instance_files(paths: &Paths) {
+    let _ = std::fs::remove_file(lock_path(paths));
+    let _ = std::fs::remove_file(daemon_log(paths));
+    let _ = std::fs::remove_dir("/run/lab");
 }
 
 async fn wait_for_shutdown(lab: &Arc<Lab>) {
@@ -372,6 +382,7 @@ pub fn down(paths: &Paths) -> Result<()> {
             }
             if report.errors.is_empty() {
                 println!("Lab {:?} is down.", paths.instance);
+                forget_instance_files(paths);
                 Ok(())
             } else {
                 bail!(

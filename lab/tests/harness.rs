@@ -197,8 +197,10 @@ pub fn leftovers(instance: &str) -> Vec<String> {
             }
         }
     }
-    if Path::new("/run/lab").join(instance).exists() {
-        out.push(format!("dir /run/lab/{instance}"));
+    for p in [instance.to_owned(), format!("{instance}.lock"), format!("{instance}.log")] {
+        if Path::new("/run/lab").join(&p).exists() {
+            out.push(format!("/run/lab/{p}"));
+        }
     }
     out
 }

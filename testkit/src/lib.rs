@@ -191,6 +191,7 @@ impl Drop for BpfFs {
             eprintln!("testkit: cleanup of bpffs {}: {e:#}", self.path.display());
         }
         let _ = std::fs::remove_dir(&self.path);
+        let _ = std::fs::remove_dir("/run/lab-test");
     }
 }
 

@@ -1,0 +1,8 @@
+//! The lab's integration tests: real `lab up`, real namespaces, processes, eBPF and traffic.
+//! Each test has its own lab instance, so they run in parallel and clean up after themselves.
+//! Needs root.
+
+mod harness;
+
+mod cluster;
+mod demo;
