@@ -8,7 +8,17 @@ use crate::harness::{LAB, TestLab, data, leftovers};
 fn both_ships_land_by_service_name() {
     let lab = TestLab::up();
     for ship in ["tiefighter", "xwing"] {
-        let (code, out) = lab.exec(ship, &["curl", "-s", "-m", "5", "-XPOST", "deathstar.default.svc.cluster.local/v1/request-landing"]);
+        let (code, out) = lab.exec(
+            ship,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "-XPOST",
+                "deathstar.default.svc.cluster.local/v1/request-landing",
+            ],
+        );
         assert_eq!((code, out.as_str()), (0, "Ship landed\n"), "{ship}");
     }
     // Short names resolve through the pod's search path, like in Kubernetes.
@@ -28,7 +38,8 @@ fn calls_spread_over_both_replicas() {
     for _ in 0..40 {
         let outcome = lab.ship("tiefighter", &["survey"]);
         assert_eq!(outcome["kind"], "ok", "{outcome}");
-        let body: serde_json::Value = serde_json::from_str(outcome["body"].as_str().unwrap()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(outcome["body"].as_str().unwrap()).unwrap();
         seen.insert(body["hostname"].as_str().unwrap().to_owned());
         if seen == replicas {
             break;
@@ -41,15 +52,33 @@ fn calls_spread_over_both_replicas() {
 fn custom_manifest_with_its_own_labels() {
     let lab = TestLab::up_with(&[&data("manifests/echo.yaml")]);
     let pods = lab.pods();
-    let web: Vec<_> = pods.iter().filter(|p| p["labels"]["app"] == "web").collect();
+    let web: Vec<_> = pods
+        .iter()
+        .filter(|p| p["labels"]["app"] == "web")
+        .collect();
     assert_eq!(web.len(), 3, "{pods:#?}");
     assert!(web.iter().all(|p| p["namespace"] == "shop"));
-    let (code, out) = lab.exec("shop/client", &["curl", "-s", "-m", "5", "http://web.shop.svc.cluster.local:8080/anything"]);
+    let (code, out) = lab.exec(
+        "shop/client",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "http://web.shop.svc.cluster.local:8080/anything",
+        ],
+    );
     assert_eq!((code, out.as_str()), (0, "welcome to the shop\n"));
     // From another namespace the short name does not resolve, the qualified one does.
-    let (code, _) = lab.exec("default/probe", &["curl", "-s", "-m", "5", "http://web:8080/"]);
+    let (code, _) = lab.exec(
+        "default/probe",
+        &["curl", "-s", "-m", "5", "http://web:8080/"],
+    );
     assert_ne!(code, 0);
-    let (code, out) = lab.exec("default/probe", &["curl", "-s", "-m", "5", "http://web.shop:8080/"]);
+    let (code, out) = lab.exec(
+        "default/probe",
+        &["curl", "-s", "-m", "5", "http://web.shop:8080/"],
+    );
     assert_eq!((code, out.as_str()), (0, "welcome to the shop\n"));
 }
 
@@ -58,7 +87,11 @@ fn a_killed_workload_is_restarted() {
     let lab = TestLab::up();
     let pod = lab.replicas("deathstar").remove(0);
     let pid = lab.pod(&pod)["pid"].as_i64().expect("pid") as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let restarted = testkit::wait_for(Duration::from_secs(20), || {
         let p = lab.pod(&pod);
         (p["restarts"] == 1 && p["ready"] == true).then_some(p)
@@ -85,19 +118,38 @@ fn down_leaves_nothing_behind() {
 fn up_after_kill_9_of_the_lab_cleans_up_the_leftovers() {
     let mut lab = TestLab::up();
     let pid = lab.daemon_pid();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    testkit::wait_for(Duration::from_secs(5), || (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
-    assert!(!lab.leftovers().is_empty(), "a killed lab leaves its namespaces until cleaned up");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    testkit::wait_for(Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert!(
+        !lab.leftovers().is_empty(),
+        "a killed lab leaves its namespaces until cleaned up"
+    );
     // A new `lab up` removes the old run's leftovers by its record, then starts fresh.
     let out = lab.lab(&["up", "-d", "--web", "127.0.0.1:0"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("previous run"), "{text}");
     lab.wait_ready(Duration::from_secs(30));
     // And `lab down` after another kill -9 does too.
     let pid = lab.daemon_pid();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    testkit::wait_for(Duration::from_secs(5), || (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    testkit::wait_for(Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
     lab.down();
 }
 
@@ -107,13 +159,25 @@ fn an_invalid_manifest_creates_nothing() {
     let instance = testkit::unique_name("lt");
     let file = data("manifests/invalid/pod_errors.yaml");
     let out = std::process::Command::new(LAB)
-        .args(["--instance", &instance, "up", "--web", "127.0.0.1:0", "-f", file.to_str().unwrap()])
+        .args([
+            "--instance",
+            &instance,
+            "up",
+            "--web",
+            "127.0.0.1:0",
+            "-f",
+            file.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("pod_errors.yaml:"), "{err}");
-    assert!(leftovers(&instance).is_empty(), "{:?}", leftovers(&instance));
+    assert!(
+        leftovers(&instance).is_empty(),
+        "{:?}",
+        leftovers(&instance)
+    );
 }
 
 #[test]
@@ -130,7 +194,10 @@ fn a_second_up_of_the_same_lab_is_refused() {
 #[test]
 fn a_namespace_deleted_by_hand_is_reported() {
     let lab = TestLab::up();
-    let status = std::process::Command::new("ip").args(["netns", "del", &format!("{}-default-xwing", lab.instance)]).status().unwrap();
+    let status = std::process::Command::new("ip")
+        .args(["netns", "del", &format!("{}-default-xwing", lab.instance)])
+        .status()
+        .unwrap();
     assert!(status.success());
     let p = lab.pod("xwing");
     assert_eq!(p["phase"], "NetworkMissing", "{p}");

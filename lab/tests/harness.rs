@@ -32,8 +32,14 @@ impl TestLab {
         for f in &file_strs {
             args.extend(["-f", f.as_str()]);
         }
-        let out = Command::new(LAB).args(&args).output().expect("running lab up");
-        let lab = Self { instance: instance.clone(), down: false };
+        let out = Command::new(LAB)
+            .args(&args)
+            .output()
+            .expect("running lab up");
+        let lab = Self {
+            instance: instance.clone(),
+            down: false,
+        };
         assert!(
             out.status.success(),
             "lab up failed:\n{}{}",
@@ -69,7 +75,10 @@ impl TestLab {
     }
 
     pub fn pods(&self) -> Vec<Value> {
-        self.json(&["get", "pods", "-A", "-o", "json"]).as_array().cloned().unwrap_or_default()
+        self.json(&["get", "pods", "-A", "-o", "json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn pod(&self, name: &str) -> Value {
@@ -95,11 +104,22 @@ impl TestLab {
             let svcs = self.json(&["get", "svc", "-A", "-o", "json"]);
             let pods_ready = !pods.is_empty() && pods.iter().all(|p| p["ready"] == true);
             let svcs_ready = svcs.as_array().is_some_and(|s| {
-                s.iter().all(|svc| svc["ports"].as_array().is_some_and(|ports| ports.iter().all(|p| p["endpoints"].as_array().is_some_and(|e| !e.is_empty()))))
+                s.iter().all(|svc| {
+                    svc["ports"].as_array().is_some_and(|ports| {
+                        ports
+                            .iter()
+                            .all(|p| p["endpoints"].as_array().is_some_and(|e| !e.is_empty()))
+                    })
+                })
             });
             (pods_ready && svcs_ready).then_some(())
         });
-        assert!(ok.is_some(), "lab {} not ready in {timeout:?}: {:#?}", self.instance, self.pods());
+        assert!(
+            ok.is_some(),
+            "lab {} not ready in {timeout:?}: {:#?}",
+            self.instance,
+            self.pods()
+        );
     }
 
     /// `lab exec POD -- ARGS`, returning (exit code, stdout).
@@ -107,7 +127,10 @@ impl TestLab {
         let mut all = vec!["exec", pod, "--"];
         all.extend_from_slice(args);
         let out = self.lab(&all);
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// `lab ship POD MOVE -o json`
@@ -117,12 +140,20 @@ impl TestLab {
         all.extend(["-o", "json"]);
         let out = self.lab(&all);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("ship output: {e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+            panic!(
+                "ship output: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
     }
 
     pub fn apply(&self, yaml: &str) -> Output {
-        let dir = std::env::temp_dir().join(format!("{}-{}.yaml", self.instance, testkit::unique_name("p")));
+        let dir = std::env::temp_dir().join(format!(
+            "{}-{}.yaml",
+            self.instance,
+            testkit::unique_name("p")
+        ));
         std::fs::write(&dir, yaml).unwrap();
         let out = self.lab(&["policy", "apply", "-f", dir.to_str().unwrap()]);
         let _ = std::fs::remove_file(&dir);
@@ -133,16 +164,22 @@ impl TestLab {
     pub fn flows(&self, query: &[&str]) -> Vec<Value> {
         let mut args = vec!["observe", "-o", "json", "--last", "10000"];
         args.extend_from_slice(query);
-        self.ok(&args).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.ok(&args)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     pub fn daemon_pid(&self) -> i32 {
-        let s: Value = serde_json::from_str(&std::fs::read_to_string(self.state_file()).unwrap()).unwrap();
+        let s: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.state_file()).unwrap()).unwrap();
         s["pid"].as_i64().unwrap() as i32
     }
 
     pub fn state_file(&self) -> PathBuf {
-        Path::new("/run/lab").join(&self.instance).join("state.json")
+        Path::new("/run/lab")
+            .join(&self.instance)
+            .join("state.json")
     }
 
     /// Everything of this instance still on the machine.
@@ -153,7 +190,11 @@ impl TestLab {
     pub fn down(&mut self) {
         let out = self.lab(&["down"]);
         self.down = true;
-        assert!(out.status.success(), "lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lab down failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let left = testkit::wait_for(Duration::from_secs(10), || {
             let l = self.leftovers();
             l.is_empty().then_some(())
@@ -192,12 +233,18 @@ pub fn leftovers(instance: &str) -> Vec<String> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     for l in mounts.lines() {
         if let Some(m) = l.split_whitespace().nth(1) {
-            if m.starts_with(&format!("/run/lab/{instance}/")) || m == format!("/run/lab/{instance}") {
+            if m.starts_with(&format!("/run/lab/{instance}/"))
+                || m == format!("/run/lab/{instance}")
+            {
                 out.push(format!("mount {m}"));
             }
         }
     }
-    for p in [instance.to_owned(), format!("{instance}.lock"), format!("{instance}.log")] {
+    for p in [
+        instance.to_owned(),
+        format!("{instance}.lock"),
+        format!("{instance}.log"),
+    ] {
         if Path::new("/run/lab").join(&p).exists() {
             out.push(format!("/run/lab/{p}"));
         }
@@ -206,5 +253,7 @@ pub fn leftovers(instance: &str) -> Vec<String> {
 }
 
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
