@@ -341,7 +341,7 @@ impl Engine {
                 self.dp.remove_policy(k.0, k.1)?;
             }
         }
-        for (&(p, l), _) in &self.cidr_entries {
+        for &(p, l) in self.cidr_entries.keys() {
             if !cidr_entries.contains_key(&(p, l)) {
                 self.dp.remove_ipcache(p, l)?;
             }

@@ -94,7 +94,7 @@ impl web::Backend for LabBackend {
             "web": lab.web_addr.lock().expect("web").map(|a| format!("http://{a}/")),
             "pods": pods.len(),
             "services": lab.services.read().expect("services").len(),
-            "node_netns": lab.paths.node_netns(),
+            "node_netns": lab.node_ns,
             "started": crate::control::rfc3339(lab.started),
             "policies": crate::policies::count(lab),
         })

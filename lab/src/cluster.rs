@@ -251,10 +251,10 @@ impl Topology {
                 }
             }
             for port in &s.ports {
-                if let Some(np) = port.node_port {
-                    if !node_ports.insert(np) {
-                        errors.push(format!("{}: nodePort {np} is used twice", s.source));
-                    }
+                if let Some(np) = port.node_port
+                    && !node_ports.insert(np)
+                {
+                    errors.push(format!("{}: nodePort {np} is used twice", s.source));
                 }
             }
         }
@@ -307,10 +307,10 @@ pub fn pod_suffix() -> String {
 
 fn getrandom(buf: &mut [u8]) {
     use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(buf).is_ok() {
-            return;
-        }
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom")
+        && f.read_exact(buf).is_ok()
+    {
+        return;
     }
     // Fallback: time-based, good enough for name suffixes.
     let t = std::time::SystemTime::now()

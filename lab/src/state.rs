@@ -104,12 +104,11 @@ pub fn cleanup(paths: &Paths, record: &Record) -> CleanupReport {
             Err(e) => report.errors.push(format!("mount {m}: {e:#}")),
         }
     }
-    if report.errors.is_empty() {
-        if let Err(e) = fs::remove_dir_all(&paths.root) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                report.errors.push(format!("{}: {e}", paths.root.display()));
-            }
-        }
+    if report.errors.is_empty()
+        && let Err(e) = fs::remove_dir_all(&paths.root)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        report.errors.push(format!("{}: {e}", paths.root.display()));
     }
     report
 }

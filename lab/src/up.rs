@@ -316,7 +316,7 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
                 log.display()
             );
         }
-        let _ = rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
         let _ = &client;
     }
 }

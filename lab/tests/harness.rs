@@ -232,12 +232,11 @@ pub fn leftovers(instance: &str) -> Vec<String> {
     }
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     for l in mounts.lines() {
-        if let Some(m) = l.split_whitespace().nth(1) {
-            if m.starts_with(&format!("/run/lab/{instance}/"))
-                || m == format!("/run/lab/{instance}")
-            {
-                out.push(format!("mount {m}"));
-            }
+        if let Some(m) = l.split_whitespace().nth(1)
+            && (m.starts_with(&format!("/run/lab/{instance}/"))
+                || m == format!("/run/lab/{instance}"))
+        {
+            out.push(format!("mount {m}"));
         }
     }
     for p in [

@@ -73,26 +73,24 @@ pub struct FlowFilter {
 
 impl FlowFilter {
     pub fn matches(&self, flow: &Value) -> bool {
-        if let Some(v) = &self.verdict {
-            if !flow["verdict"]
+        if let Some(v) = &self.verdict
+            && !flow["verdict"]
                 .as_str()
                 .is_some_and(|f| f.eq_ignore_ascii_case(v))
-            {
-                return false;
-            }
+        {
+            return false;
         }
-        if let Some(t) = &self.flow_type {
-            if !flow["Type"]
+        if let Some(t) = &self.flow_type
+            && !flow["Type"]
                 .as_str()
                 .is_some_and(|f| f.eq_ignore_ascii_case(t))
-            {
-                return false;
-            }
+        {
+            return false;
         }
-        if let Some(since) = &self.since {
-            if flow["time"].as_str().is_some_and(|t| t <= since.as_str()) {
-                return false;
-            }
+        if let Some(since) = &self.since
+            && flow["time"].as_str().is_some_and(|t| t <= since.as_str())
+        {
+            return false;
         }
         if let Some(p) = &self.pod {
             let (ns, name) = match p.split_once('/') {

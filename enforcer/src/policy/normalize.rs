@@ -38,10 +38,10 @@ impl LabelMatcher for ScopedSelector {
         if self.pods_only && !labels.contains_key(NAMESPACE_LABEL) {
             return false;
         }
-        if let Some(ns) = &self.namespace {
-            if labels.get(NAMESPACE_LABEL) != Some(ns) {
-                return false;
-            }
+        if let Some(ns) = &self.namespace
+            && labels.get(NAMESPACE_LABEL) != Some(ns)
+        {
+            return false;
         }
         self.selector.matches(&Labels(labels.clone()))
     }
@@ -413,7 +413,7 @@ impl Ctx<'_> {
             }
         );
         let rule_ref = self.rule_info(section, index, &path);
-        let entries: Vec<(Option<Vec<PortRange>>, Option<Vec<HttpSpec>>)> = match ports {
+        let entries: Vec<PortsAndHttp> = match ports {
             None => vec![(None, None)],
             Some(PortsRef::Allow(list)) => {
                 if list.is_empty() {
@@ -522,6 +522,9 @@ impl Ctx<'_> {
         out
     }
 }
+
+/// The ports of one `toPorts` entry (`None`: all) and its L7 rules.
+type PortsAndHttp = (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>);
 
 enum PortsRef<'a> {
     Allow(&'a [PortRule]),

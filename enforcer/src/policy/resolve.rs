@@ -260,10 +260,10 @@ pub fn resolve(
         for k in all_keys {
             let (verdict, rule_ref, http) = settle(&enforced, k);
             let (audit_verdict, audit_rule_ref, _) = settle(&would, k);
-            if verdict == VERDICT_REDIRECT {
-                if let Some(h) = http {
-                    out.http.insert(k.1, h);
-                }
+            if verdict == VERDICT_REDIRECT
+                && let Some(h) = http
+            {
+                out.http.insert(k.1, h);
             }
             out.map.insert(
                 k,
