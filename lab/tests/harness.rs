@@ -201,11 +201,6 @@ impl TestLab {
         });
         assert!(left.is_some(), "left behind: {:?}", self.leftovers());
     }
-
-    /// Marks the lab as already taken down (by the test itself).
-    pub fn forget(&mut self) {
-        self.down = true;
-    }
 }
 
 impl Drop for TestLab {

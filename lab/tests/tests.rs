@@ -6,3 +6,4 @@ mod harness;
 
 mod cluster;
 mod demo;
+mod policy;
