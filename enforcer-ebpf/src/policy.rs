@@ -118,7 +118,20 @@ fn egress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
         count(METRIC_FORWARDED, 0, DIR_EGRESS);
         if flags & CT_FROM_PROXY != 0 {
             // The reply belongs to the proxy's upstream connection: deliver it to the proxy.
-            return to_proxy(ctx, pkt, 0, false);
+            if to_proxy(ctx, pkt, 0, false) {
+                return TC_ACT_OK;
+            }
+            return drop_packet(
+                ctx,
+                pkt,
+                ep,
+                DIR_EGRESS,
+                DROP_PROXY_UNAVAILABLE,
+                ep.identity,
+                0,
+                0,
+                OBS_FROM_POD,
+            );
         }
         return TC_ACT_OK;
     }
@@ -188,10 +201,20 @@ fn egress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
             );
         }
     }
-    count(metric_kind(d.verdict), d.reason, DIR_EGRESS);
-    if d.redirect {
-        return to_proxy(ctx, pkt, d.proxy_port, is_new_syn(pkt));
+    if d.redirect && !to_proxy(ctx, pkt, d.proxy_port, is_new_syn(pkt)) {
+        return drop_packet(
+            ctx,
+            pkt,
+            ep,
+            DIR_EGRESS,
+            DROP_PROXY_UNAVAILABLE,
+            ep.identity,
+            dst.identity,
+            d.rule_ref,
+            OBS_FROM_POD,
+        );
     }
+    count(metric_kind(d.verdict), d.reason, DIR_EGRESS);
     TC_ACT_OK
 }
 
@@ -401,9 +424,10 @@ fn ipcache(addr: u32) -> IpcacheValue {
 }
 
 /// Hands the packet to the proxy's socket: the connection's own socket if it has one, else the
-/// listener on `proxy_port` (a new connection). No socket means no proxy: fail closed.
+/// listener on `proxy_port` (a new connection). Returns false when there is no such socket —
+/// no proxy means the caller drops the packet (fail closed).
 #[inline(always)]
-fn to_proxy(ctx: &TcContext, pkt: &Packet, proxy_port: u16, new_conn: bool) -> i32 {
+fn to_proxy(ctx: &TcContext, pkt: &Packet, proxy_port: u16, new_conn: bool) -> bool {
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     let size = core::mem::size_of::<u32>() as u32 * 2 + 4;
     tuple.__bindgen_anon_1.ipv4.saddr = pkt.saddr;
@@ -423,19 +447,17 @@ fn to_proxy(ctx: &TcContext, pkt: &Packet, proxy_port: u16, new_conn: bool) -> i
             unsafe { bpf_sk_release(sk as *mut _) };
             if ret == 0 {
                 ctx.skb.set_mark(MARK_TO_PROXY);
-                return TC_ACT_OK;
+                return true;
             }
         }
         if proxy_port == 0 {
-            count(METRIC_DROPPED, DROP_PROXY_UNAVAILABLE, DIR_EGRESS);
-            return TC_ACT_SHOT;
+            return false;
         }
     }
     tuple.__bindgen_anon_1.ipv4.dport = proxy_port.to_be();
     let sk = unsafe { bpf_sk_lookup_tcp(skb, &mut tuple, size, BPF_F_CURRENT_NETNS, 0) };
     if sk.is_null() {
-        count(METRIC_DROPPED, DROP_PROXY_UNAVAILABLE, DIR_EGRESS);
-        return TC_ACT_SHOT;
+        return false;
     }
     let ret = if unsafe { (*sk).state } == BPF_TCP_LISTEN {
         unsafe { bpf_sk_assign(skb, sk as *mut _, 0) }
@@ -444,11 +466,10 @@ fn to_proxy(ctx: &TcContext, pkt: &Packet, proxy_port: u16, new_conn: bool) -> i
     };
     unsafe { bpf_sk_release(sk as *mut _) };
     if ret != 0 {
-        count(METRIC_DROPPED, DROP_PROXY_UNAVAILABLE, DIR_EGRESS);
-        return TC_ACT_SHOT;
+        return false;
     }
     ctx.skb.set_mark(MARK_TO_PROXY);
-    TC_ACT_OK
+    true
 }
 
 #[inline(always)]

@@ -20,6 +20,7 @@ use crate::{
     datapath::{Datapath, DatapathError},
     identity::{Identities, LabelSet, pod_labels},
     policy::resolve::{EndpointRef, HttpSpec, NormRule, Resolved, resolve},
+    proxy::{CompiledRules, HttpRuleSpec},
 };
 
 /// A pod to enforce policy for.
@@ -76,7 +77,37 @@ pub struct Names {
     pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
     /// L7 rules of enforced redirects by exact key.
     pub http: BTreeMap<PolicyKey, Vec<HttpSpec>>,
+    /// The same, compiled for the proxy.
+    pub l7: BTreeMap<PolicyKey, Arc<CompiledRules>>,
+    /// CIDR prefixes with their identities, for naming addresses outside the cluster.
+    pub cidrs: Vec<((Ipv4Addr, u8), u32)>,
     pub node_ip: Option<Ipv4Addr>,
+}
+
+impl Names {
+    pub fn endpoint_by_ip(&self, ip: Ipv4Addr) -> Option<u32> {
+        self.endpoints_by_ip.get(&ip).copied()
+    }
+
+    /// The identity of an address, as the datapath's ipcache resolves it.
+    pub fn identity_of(&self, ip: Ipv4Addr) -> u32 {
+        if let Some(ep) = self
+            .endpoints_by_ip
+            .get(&ip)
+            .and_then(|id| self.endpoints_by_id.get(id))
+        {
+            return ep.identity;
+        }
+        if self.node_ip == Some(ip) {
+            return IDENTITY_HOST;
+        }
+        self.cidrs
+            .iter()
+            .filter(|((p, l), _)| crate::identity::mask(ip, *l) == *p)
+            .max_by_key(|((_, l), _)| *l)
+            .map(|(_, id)| *id)
+            .unwrap_or(IDENTITY_WORLD)
+    }
 }
 
 pub type SharedNames = Arc<RwLock<Arc<Names>>>;
@@ -353,6 +384,33 @@ impl Engine {
     }
 
     fn publish(&self) {
+        let l7 = self
+            .resolved
+            .http
+            .iter()
+            .filter_map(|(key, specs)| {
+                let rules: Vec<(HttpRuleSpec, u32)> = specs
+                    .iter()
+                    .map(|h| {
+                        let spec = HttpRuleSpec {
+                            method: h.method.clone(),
+                            path: h.path.clone(),
+                            host: h.host.clone(),
+                            headers: h.headers.clone(),
+                        };
+                        (spec, h.rule_ref)
+                    })
+                    .collect();
+                match CompiledRules::compile(&rules) {
+                    Ok(c) => Some((*key, Arc::new(c))),
+                    Err(e) => {
+                        // Validation compiled the same expressions; this is a bug if it happens.
+                        tracing::error!("compiling HTTP rules: {e}");
+                        None
+                    }
+                }
+            })
+            .collect();
         let names = Names {
             endpoints_by_id: self.endpoints.clone(),
             endpoints_by_ip: self.endpoints.values().map(|e| (e.ip, e.ep_id)).collect(),
@@ -364,6 +422,8 @@ impl Engine {
             rules: self.rules.table.clone(),
             enforcers: self.resolved.enforcers.clone(),
             http: self.resolved.http.clone(),
+            l7,
+            cidrs: self.cidr_entries.iter().map(|(k, v)| (*k, *v)).collect(),
             node_ip: Some(self.node_ip),
         };
         *self.names.write().expect("names lock") = Arc::new(names);

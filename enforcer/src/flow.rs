@@ -471,6 +471,121 @@ fn explain(
     }
 }
 
+/// Builds a flow from the proxy's record of one HTTP request or response.
+pub fn from_l7(rec: &crate::proxy::L7Record, names: &Names, node_name: &str) -> Flow {
+    use crate::proxy::{L7Kind, L7Verdict};
+    let (client, server) = (*rec.conn.client.ip(), *rec.conn.original_dst.ip());
+    let source = endpoint_ref(names, client, names.identity_of(client));
+    let destination = endpoint_ref(names, server, names.identity_of(server));
+    // Whose rules judged it: the server's ingress when it is a local pod with HTTP rules.
+    let ingress = names.endpoint_by_ip(server).is_some_and(|ep| {
+        names.l7.keys().any(|k| {
+            u32::from_be(k.ep_id) == ep
+                && k.direction == DIR_INGRESS
+                && u16::from_be(k.dport) == rec.conn.original_dst.port()
+        })
+    });
+    let kind = match rec.kind {
+        L7Kind::Request => "REQUEST",
+        L7Kind::Response => "RESPONSE",
+    };
+    let verdict = match rec.verdict {
+        L7Verdict::Forwarded => "FORWARDED",
+        L7Verdict::Denied => "DROPPED",
+        L7Verdict::ParseError | L7Verdict::UpstreamError => "ERROR",
+    };
+    let host = rec
+        .host
+        .clone()
+        .unwrap_or_else(|| rec.conn.original_dst.to_string());
+    let url = format!("http://{host}{}", rec.url);
+    let policy = rec.rule.and_then(|r| policy_ref(names, r));
+    let explanation = match rec.verdict {
+        L7Verdict::Denied => format!(
+            "HTTP {} {} denied (403): {}",
+            rec.method,
+            rec.url,
+            rec.policy_hint
+                .clone()
+                .unwrap_or_else(|| "no HTTP rule allows it".into())
+        ),
+        L7Verdict::ParseError => format!(
+            "malformed or ambiguous HTTP request refused with {} and not forwarded",
+            rec.status.unwrap_or(400)
+        ),
+        L7Verdict::UpstreamError => format!(
+            "the server could not be reached or answered badly ({})",
+            rec.status.unwrap_or(502)
+        ),
+        L7Verdict::Forwarded => match (&policy, rec.kind) {
+            (Some(p), L7Kind::Request) => format!(
+                "HTTP {} {} allowed by policy {} ({})",
+                rec.method, rec.url, p.name, p.rule
+            ),
+            (None, L7Kind::Request) => format!(
+                "HTTP {} {} allowed: no HTTP rule applies to this connection any more",
+                rec.method, rec.url
+            ),
+            (_, L7Kind::Response) => format!(
+                "response {} to {} {}",
+                rec.status.unwrap_or(0),
+                rec.method,
+                rec.url
+            ),
+        },
+    };
+    let mut flow = Flow {
+        time: rfc3339(rec.time),
+        verdict: verdict.into(),
+        drop_reason: None,
+        drop_reason_desc: None,
+        ip: IpInfo {
+            source: client.to_string(),
+            destination: server.to_string(),
+            ip_version: "IPv4".into(),
+        },
+        l4: L4 {
+            tcp: Some(Ports {
+                source_port: rec.conn.client.port(),
+                destination_port: rec.conn.original_dst.port(),
+                flags: None,
+            }),
+            ..Default::default()
+        },
+        source,
+        destination,
+        flow_type: "L7".into(),
+        node_name: node_name.into(),
+        traffic_direction: if ingress { "INGRESS" } else { "EGRESS" }.into(),
+        is_reply: rec.kind == L7Kind::Response,
+        trace_observation_point: "UNKNOWN_POINT".into(),
+        summary: format!("HTTP/1.1 {} {}", rec.method, url),
+        ingress_allowed_by: vec![],
+        egress_allowed_by: vec![],
+        ingress_denied_by: vec![],
+        egress_denied_by: vec![],
+        l7: Some(L7 {
+            kind: kind.into(),
+            latency_ns: rec.latency.map(|d| d.as_nanos() as u64).unwrap_or(0),
+            http: Http {
+                code: u32::from(rec.status.unwrap_or(0)),
+                method: rec.method.clone(),
+                url,
+                protocol: "HTTP/1.1".into(),
+            },
+        }),
+        policy_explanation: explanation,
+    };
+    if let Some(p) = policy {
+        if ingress {
+            flow.ingress_allowed_by.push(p);
+        } else {
+            flow.egress_allowed_by.push(p);
+        }
+    }
+    flow
+}
+
 /// Recent records, kept for `lab observe` without `--follow`, and a live feed.
 pub struct FlowLog<T> {
     recent: Mutex<VecDeque<Arc<T>>>,

@@ -223,6 +223,15 @@ impl web::Backend for LabBackend {
         let path = path.to_owned();
         Box::pin(async move {
             match (path.as_str(), body) {
+                ("proxy/stop", Some(_)) => {
+                    lab.stop_proxy();
+                    Ok(json!({"proxy": "stopped"}))
+                }
+                ("proxy/start", Some(_)) => {
+                    lab.start_proxy()
+                        .map_err(|e| ApiError::new(500, format!("{e:#}")))?;
+                    Ok(json!({"proxy": "running"}))
+                }
                 ("shutdown", Some(_)) => {
                     let _ = lab.shutdown.send(true);
                     Ok(json!({"shutting_down": true}))

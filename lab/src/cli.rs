@@ -131,6 +131,13 @@ enum Command {
         #[arg(long)]
         config: String,
     },
+    /// Calls the control API directly (for debugging and tests): `lab debug-api POST /api/x/proxy/stop`.
+    #[command(hide = true, name = "debug-api")]
+    DebugApi {
+        method: String,
+        path: String,
+        body: Option<String>,
+    },
     #[command(hide = true, name = "ship-move")]
     ShipMove {
         #[arg(long)]
@@ -306,6 +313,18 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
             .await;
         }
         Command::Metrics => print!("{}", client.text("/metrics").await?),
+        Command::DebugApi { method, path, body } => {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes())?;
+            let body = match body {
+                Some(b) => Some(serde_json::from_str(&b)?),
+                None if method == Method::POST => Some(json!({})),
+                None => None,
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.request(method, &path, body).await?)?
+            );
+        }
         Command::Conntrack => {
             let entries = client.get("/api/x/conntrack").await?;
             let rows: Vec<Vec<String>> = entries

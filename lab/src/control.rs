@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use enforcer::proxy::{L7Record, Observer, ProxyStats};
 use enforcer::{
     datapath::Datapath,
     engine::{EndpointSpec, Engine},
@@ -24,6 +25,7 @@ use enforcer::{
 };
 use enforcer_common::{MARK_MASK, MARK_TO_PROXY};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
     cluster::{self, PodSpec, Protocol, ServiceSpec, ServiceType, TargetPort, Topology},
@@ -76,6 +78,27 @@ pub struct Lab {
     pub web_addr: Mutex<Option<SocketAddr>>,
     pub started: SystemTime,
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The L7 proxy (None while stopped).
+    pub proxy: Mutex<Option<enforcer::l7::ProxyHandle>>,
+    pub proxy_stats: Arc<ProxyStats>,
+    l7_records: tokio::sync::mpsc::Sender<L7Record>,
+    /// L7 records dropped because flow processing could not keep up.
+    pub l7_dropped: Arc<AtomicU64>,
+}
+
+/// Hands the proxy's records to the flow log off the proxy's hot path: a bounded channel, and
+/// a count of what did not fit.
+struct FlowObserver {
+    tx: tokio::sync::mpsc::Sender<L7Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Observer for FlowObserver {
+    fn record(&self, rec: L7Record) {
+        if self.tx.try_send(rec).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Progress lines for the user.
@@ -142,6 +165,7 @@ impl Lab {
         step("eBPF datapath loaded (TC policy programs, socket load balancer), maps pinned");
 
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let (l7_records, l7_rx) = tokio::sync::mpsc::channel(8192);
         let lab = Arc::new(Self {
             paths: paths.clone(),
             record,
@@ -156,8 +180,17 @@ impl Lab {
             web_addr: Mutex::new(None),
             started: SystemTime::now(),
             shutdown,
+            proxy: Mutex::new(None),
+            proxy_stats: Arc::new(ProxyStats::new()),
+            l7_records,
+            l7_dropped: Arc::new(AtomicU64::new(0)),
         });
         lab.clone().spawn_flow_reader()?;
+        lab.clone().spawn_l7_reader(l7_rx);
+        lab.start_proxy()?;
+        step(format!(
+            "L7 proxy listening on port {PROXY_PORT} in the node namespace (transparent)"
+        ));
 
         // Services first: pods get their addresses at start.
         lab.create_services()?;
@@ -182,7 +215,39 @@ impl Lab {
             lab.start_process(&key)?;
         }
         lab.clone().spawn_readiness();
+        lab.wait_ready(Duration::from_secs(30)).await;
         Ok(lab)
+    }
+
+    /// Waits until every pod runs and every service has a ready backend (or the time is up:
+    /// the lab is still usable, and `lab get pods` shows what is not ready).
+    async fn wait_ready(&self, limit: Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            let pods_running = self.pods.read().expect("pods").values().all(|p| {
+                p.process
+                    .as_ref()
+                    .is_some_and(|s| s.status().phase == Phase::Running)
+            });
+            let services_ready = self.services.read().expect("services").values().all(|s| {
+                (0..s.spec.ports.len()).all(|i| s.backends.get(&i).is_some_and(|b| !b.is_empty()))
+            });
+            if pods_running && services_ready {
+                step(format!(
+                    "all pods running, all services have endpoints ({:.1}s)",
+                    start.elapsed().as_secs_f64()
+                ));
+                return;
+            }
+            if start.elapsed() > limit {
+                println!(
+                    "  ! not everything is ready after {}s; see `lab get pods` and `lab get svc`",
+                    limit.as_secs()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn create_services(&self) -> Result<()> {
@@ -467,9 +532,60 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts the L7 proxy (if it is not running).
+    pub fn start_proxy(&self) -> Result<()> {
+        let mut proxy = self.proxy.lock().expect("proxy");
+        if proxy.is_some() {
+            return Ok(());
+        }
+        let names = self.engine.lock().expect("engine").names();
+        let observer = Arc::new(FlowObserver {
+            tx: self.l7_records.clone(),
+            dropped: self.l7_dropped.clone(),
+        });
+        let handle = tokio::task::block_in_place(|| {
+            enforcer::l7::start(
+                &self.node_ns,
+                PROXY_PORT,
+                names,
+                observer,
+                self.proxy_stats.clone(),
+            )
+        })
+        .context("starting the L7 proxy")?;
+        *proxy = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the L7 proxy. Connections the datapath would steer to it are dropped meanwhile.
+    pub fn stop_proxy(&self) {
+        if let Some(p) = self.proxy.lock().expect("proxy").take() {
+            p.stop();
+        }
+    }
+
+    /// Turns the proxy's records into L7 flows.
+    fn spawn_l7_reader(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<L7Record>) {
+        let names = self.engine.lock().expect("engine").names();
+        let node_name = self.paths.instance.clone();
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        tokio::spawn(async move {
+            while let Some(rec) = rx.recv().await {
+                let Some(lab) = weak.upgrade() else { break };
+                let snapshot = names.read().expect("names").clone();
+                let flow = enforcer::flow::from_l7(&rec, &snapshot, &node_name);
+                if let Ok(v) = serde_json::to_value(&flow) {
+                    lab.flows.push(v);
+                }
+            }
+        });
+    }
+
     /// Stops every process, then removes what the record lists.
     pub async fn teardown(&self) -> crate::state::CleanupReport {
         let _ = self.shutdown.send(true);
+        self.stop_proxy();
         let procs: Vec<Supervised> = self
             .pods
             .write()

@@ -81,6 +81,17 @@ pub fn render(lab: &Lab) -> String {
     );
     let _ = writeln!(out, "# TYPE lab_flow_events_lost_total counter");
     let _ = writeln!(out, "lab_flow_events_lost_total {lost}");
+    lab.proxy_stats.write_prometheus(&mut out);
+    let _ = writeln!(
+        out,
+        "# HELP lab_l7_flow_records_dropped_total L7 flow records not kept because flow processing could not keep up"
+    );
+    let _ = writeln!(out, "# TYPE lab_l7_flow_records_dropped_total counter");
+    let _ = writeln!(
+        out,
+        "lab_l7_flow_records_dropped_total {}",
+        lab.l7_dropped.load(std::sync::atomic::Ordering::Relaxed)
+    );
     crate::policies::render_metrics(lab, &mut out);
     out
 }

@@ -6,4 +6,5 @@ mod harness;
 
 mod cluster;
 mod demo;
+mod l7;
 mod policy;
