@@ -8,3 +8,4 @@ mod cluster;
 mod demo;
 mod l7;
 mod policy;
+mod semantics;

@@ -313,10 +313,21 @@ impl Ctx<'_> {
         );
     }
 
-    fn peers(&mut self, p: &PeerFields, path: &str) -> Peers {
+    /// The peers of a rule. Without any peer field, a rule with `toPorts` applies to every peer
+    /// on those ports, and a rule without `toPorts` either (`ingress: [{}]`) selects nothing —
+    /// it only switches its direction to default deny, as in Cilium.
+    fn peers(&mut self, p: &PeerFields, path: &str, has_ports: bool) -> Peers {
         if p.endpoints.is_none() && p.cidr.is_none() && p.cidr_set.is_none() && p.entities.is_none()
         {
-            return Peers::Any;
+            return if has_ports {
+                Peers::Any
+            } else {
+                Peers::Select {
+                    endpoints: vec![],
+                    cidrs: vec![],
+                    entities: vec![],
+                }
+            };
         }
         let endpoints = p
             .endpoints
@@ -436,7 +447,8 @@ impl Ctx<'_> {
                 })
                 .collect(),
         };
-        let peers = self.peers(&peers, &peer_path);
+        let has_ports = entries.iter().any(|(ports, _)| ports.is_some());
+        let peers = self.peers(&peers, &peer_path, has_ports);
         let subject: Arc<dyn LabelMatcher> = Arc::new(scope(subject, self.doc));
         for (ports, http) in entries {
             self.set.rules.push(NormRule {
