@@ -232,42 +232,94 @@ impl Engine {
 
     /// Attaches the datapath to the pod's veth, gives it an identity and its policy.
     pub fn add_endpoint(&mut self, spec: EndpointSpec) -> Result<Endpoint, DatapathError> {
-        let ifname = spec.ifname.clone();
-        let dp = &mut self.dp;
-        let (links, ifindex) = crate::netns::run_in(&self.node_netns, || {
-            let links = dp.attach_pod(&ifname)?;
-            let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| {
-                DatapathError::Attach {
-                    iface: ifname.clone(),
-                    detail: format!("no such interface in the node namespace: {e}"),
-                }
-            })?;
-            Ok::<_, DatapathError>((links, ifindex))
-        })
-        .map_err(|e| DatapathError::Attach {
-            iface: spec.ifname.clone(),
-            detail: e.to_string(),
-        })??;
-        Datapath::pin_links(links)?;
+        let mut added = self.add_endpoints(vec![spec])?;
+        Ok(added.remove(0))
+    }
 
-        let labels = pod_labels(&spec.namespace, &spec.labels, &spec.namespace_labels);
-        let identity = self.identities.acquire_pod(labels.clone());
-        let ep_id = self.next_ep;
-        self.next_ep += 1;
-        let ep = Endpoint {
-            ep_id,
-            namespace: spec.namespace,
-            pod: spec.pod,
-            ip: spec.ip,
-            ifname: spec.ifname,
-            ifindex,
-            identity,
-            labels,
-            flags: 0,
-        };
-        self.endpoints.insert(ep_id, ep);
+    /// Adds several pods and resolves once. Identities and endpoint ids are allocated in the
+    /// order given, so the same pods in the same order get the same numbers (a restarted lab
+    /// reproduces the map contents it finds pinned, without a gap).
+    pub fn add_endpoints(
+        &mut self,
+        specs: Vec<EndpointSpec>,
+    ) -> Result<Vec<Endpoint>, DatapathError> {
+        let mut ids = Vec::new();
+        for spec in specs {
+            let ifname = spec.ifname.clone();
+            let dp = &mut self.dp;
+            let (links, ifindex) = crate::netns::run_in(&self.node_netns, || {
+                let links = dp.attach_pod(&ifname)?;
+                let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| {
+                    DatapathError::Attach {
+                        iface: ifname.clone(),
+                        detail: format!("no such interface in the node namespace: {e}"),
+                    }
+                })?;
+                Ok::<_, DatapathError>((links, ifindex))
+            })
+            .map_err(|e| DatapathError::Attach {
+                iface: spec.ifname.clone(),
+                detail: e.to_string(),
+            })??;
+            Datapath::pin_links(links)?;
+
+            let labels = pod_labels(&spec.namespace, &spec.labels, &spec.namespace_labels);
+            let identity = self.identities.acquire_pod(labels.clone());
+            let ep_id = self.next_ep;
+            self.next_ep += 1;
+            self.endpoints.insert(
+                ep_id,
+                Endpoint {
+                    ep_id,
+                    namespace: spec.namespace,
+                    pod: spec.pod,
+                    ip: spec.ip,
+                    ifname: spec.ifname,
+                    ifindex,
+                    identity,
+                    labels,
+                    flags: 0,
+                },
+            );
+            ids.push(ep_id);
+        }
         self.sync()?;
-        Ok(self.endpoints[&ep_id].clone())
+        Ok(ids.iter().map(|id| self.endpoints[id].clone()).collect())
+    }
+
+    /// After a restart: removes what the pinned maps still hold that the current state does not
+    /// have (entries of pods or rules that no longer exist).
+    pub fn reconcile(&mut self) -> Result<usize, DatapathError> {
+        let mut removed = 0;
+        let stale: Vec<(u32, PolicyKey)> = self
+            .dp
+            .policy()
+            .into_keys()
+            .filter(|k| !self.resolved.map.contains_key(k))
+            .collect();
+        for (prefix, key) in stale {
+            self.dp.remove_policy(prefix, key)?;
+            removed += 1;
+        }
+        let ifindexes: BTreeSet<u32> = self.endpoints.values().map(|e| e.ifindex).collect();
+        for (ifindex, _) in self.dp.endpoints() {
+            if !ifindexes.contains(&ifindex) {
+                self.dp.remove_endpoint(ifindex)?;
+                removed += 1;
+            }
+        }
+        let mut wanted: BTreeSet<(Ipv4Addr, u8)> =
+            self.endpoints.values().map(|e| (e.ip, 32)).collect();
+        wanted.insert((self.node_ip, 32));
+        wanted.insert((Ipv4Addr::UNSPECIFIED, 0));
+        wanted.extend(self.cidr_entries.keys().copied());
+        for (addr, len, _) in self.dp.ipcache() {
+            if !wanted.contains(&(addr, len)) {
+                self.dp.remove_ipcache(addr, len)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Forgets a pod: its maps entries, tracking entries and identity reference.

@@ -51,6 +51,9 @@ enum Command {
         lessons: Option<PathBuf>,
         #[arg(long, hide = true)]
         daemon_child: bool,
+        /// Build everything anew even if a previous run of this cluster can be taken over.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Stop the lab and remove everything it created.
     Down,
@@ -222,6 +225,7 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
             web,
             lessons,
             daemon_child,
+            fresh,
         } => {
             up::up(
                 paths,
@@ -231,6 +235,7 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
                     detach,
                     lessons,
                     daemon_child,
+                    fresh,
                 },
             )?;
             Ok(0)

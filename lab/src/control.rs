@@ -109,7 +109,14 @@ pub fn step(msg: impl AsRef<str>) {
 impl Lab {
     /// Creates the node, loads the datapath and brings up every pod and service. On error,
     /// whatever was created is in the record for the caller's cleanup.
-    pub async fn up(paths: Paths, topology: Topology, record: Record) -> Result<Arc<Self>> {
+    /// With `resume`, the namespaces, veths and pinned maps of a previous run of the same
+    /// topology are taken over as they are (enforcement continues throughout).
+    pub async fn up(
+        paths: Paths,
+        topology: Topology,
+        record: Record,
+        resume: bool,
+    ) -> Result<Arc<Self>> {
         let record = Mutex::new(record);
         let note_mount = |p: &std::path::Path| record.lock().expect("record").note_mount(&paths, p);
 
@@ -136,7 +143,11 @@ impl Lab {
             .lock()
             .expect("record")
             .note_netns(&paths, &node_name)?;
-        let node_ns = sys::create_netns(&node_name)?;
+        let node_ns = if resume {
+            sys::netns_path(&node_name)
+        } else {
+            sys::create_netns(&node_name)?
+        };
         for (k, v) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.conf.all.rp_filter", "0"),
@@ -147,14 +158,21 @@ impl Lab {
             sys::sysctl(&node_ns, k, v)?;
         }
         let node = Netlink::open_in(&node_ns)?;
-        node.set_up("lo").await?;
-        node.add_addr("lo", cluster::NODE_IP, 32).await?;
-        node.add_fwmark_rule(MARK_TO_PROXY, MARK_MASK, PROXY_TABLE, PROXY_RULE_PRIORITY)
-            .await?;
-        node.add_local_default_route(PROXY_TABLE).await?;
+        if !resume {
+            node.set_up("lo").await?;
+            node.add_addr("lo", cluster::NODE_IP, 32).await?;
+            node.add_fwmark_rule(MARK_TO_PROXY, MARK_MASK, PROXY_TABLE, PROXY_RULE_PRIORITY)
+                .await?;
+            node.add_local_default_route(PROXY_TABLE).await?;
+        }
         step(format!(
-            "node namespace {node_name} (node address {})",
-            cluster::NODE_IP
+            "node namespace {node_name} (node address {}){}",
+            cluster::NODE_IP,
+            if resume {
+                ", taken over from the previous run"
+            } else {
+                ""
+            }
         ));
 
         // The enforcer.
@@ -194,17 +212,18 @@ impl Lab {
 
         // Services first: pods get their addresses at start.
         lab.create_services()?;
-        for (i, spec) in topology.pods.iter().enumerate() {
-            let ip = Ipv4Addr::from(u32::from(cluster::POD_CIDR.0) + 2 + i as u32);
-            if !cluster::in_prefix(ip, cluster::POD_CIDR) || ip.octets()[3] == 255 {
-                bail!(
-                    "the pod address range {}/{} is exhausted ({} pods); the lab's node has room for 253",
-                    cluster::POD_CIDR.0,
-                    cluster::POD_CIDR.1,
-                    topology.pods.len()
-                );
-            }
-            lab.create_pod(spec.clone(), ip).await?;
+        if resume {
+            let restored = crate::policies::restore(&lab)?;
+            step(format!(
+                "restored {restored} policies from the previous run"
+            ));
+        }
+        lab.create_pods(resume).await?;
+        if resume {
+            let stale = lab.engine.lock().expect("engine").reconcile()?;
+            step(format!(
+                "pinned maps reconciled ({stale} stale entries removed); enforcement never stopped"
+            ));
         }
         lab.write_dns_records()?;
         lab.refresh_backends();
@@ -293,61 +312,56 @@ impl Lab {
         Ok(())
     }
 
-    async fn create_pod(&self, spec: PodSpec, ip: Ipv4Addr) -> Result<()> {
+    /// The pod's network: namespace, veth, address and routes (skipped when resuming: they are
+    /// still there), its cgroup and resolv.conf. Returns what the engine needs to know.
+    async fn create_pod_network(
+        &self,
+        spec: &PodSpec,
+        ip: Ipv4Addr,
+        resume: bool,
+    ) -> Result<(PodContext, String, EndpointSpec)> {
         let paths = &self.paths;
         let ns_name = paths.pod_netns(&spec.namespace, &spec.name);
-        self.record
-            .lock()
-            .expect("record")
-            .note_netns(paths, &ns_name)?;
-        let pod_ns = sys::create_netns(&ns_name)?;
-        for (k, v) in [
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ] {
-            sys::sysctl(&pod_ns, k, v)?;
-        }
         let node_if = veth_name(&ns_name);
-        self.node.add_veth(&node_if, "eth0", &pod_ns).await?;
-        self.node.set_up(&node_if).await?;
-        self.node.add_link_route(ip, 32, &node_if).await?;
-        let pod_nl = Netlink::open_in(&pod_ns)?;
-        pod_nl.set_up("lo").await?;
-        pod_nl.add_addr("eth0", ip, 32).await?;
-        pod_nl.set_up("eth0").await?;
-        pod_nl.add_link_route(cluster::NODE_IP, 32, "eth0").await?;
-        pod_nl.add_default_route(cluster::NODE_IP, "eth0").await?;
-
+        let pod_ns = sys::netns_path(&ns_name);
+        if !resume {
+            self.record
+                .lock()
+                .expect("record")
+                .note_netns(paths, &ns_name)?;
+            sys::create_netns(&ns_name)?;
+            for (k, v) in [
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+            ] {
+                sys::sysctl(&pod_ns, k, v)?;
+            }
+            self.node.add_veth(&node_if, "eth0", &pod_ns).await?;
+            self.node.set_up(&node_if).await?;
+            self.node.add_link_route(ip, 32, &node_if).await?;
+            let pod_nl = Netlink::open_in(&pod_ns)?;
+            pod_nl.set_up("lo").await?;
+            pod_nl.add_addr("eth0", ip, 32).await?;
+            pod_nl.set_up("eth0").await?;
+            pod_nl.add_link_route(cluster::NODE_IP, 32, "eth0").await?;
+            pod_nl.add_default_route(cluster::NODE_IP, "eth0").await?;
+        }
         let key = format!("{}_{}", spec.namespace, spec.name);
         let cgroup = paths.cgroup_root().join("pods").join(&key);
+        if resume {
+            // The previous run's processes are orphans now: stop them, they restart below.
+            sys::kill_cgroup(&cgroup)?;
+        }
         std::fs::create_dir_all(&cgroup)
             .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
         let resolv_conf = paths.pods().join(&key).join("resolv.conf");
         write_resolv_conf(&resolv_conf, &spec.namespace, cluster::DNS_SERVICE_IP)?;
-        std::fs::create_dir_all(paths.logs())?;
-        let log_file = paths.logs().join(format!("{key}.log"));
-
         let ns_labels = self
             .topology
             .namespaces
             .get(&spec.namespace)
             .cloned()
             .unwrap_or_default();
-        let ep = {
-            let mut engine = self.engine.lock().expect("engine");
-            engine.add_endpoint(EndpointSpec {
-                namespace: spec.namespace.clone(),
-                pod: spec.name.clone(),
-                labels: spec.labels.clone(),
-                namespace_labels: ns_labels,
-                ip,
-                ifname: node_if.clone(),
-            })?
-        };
-        step(format!(
-            "pod {}/{} {ip} identity {} ({})",
-            spec.namespace, spec.name, ep.identity, spec.container.image
-        ));
         let ctx = PodContext {
             namespace: spec.namespace.clone(),
             pod: spec.name.clone(),
@@ -356,22 +370,63 @@ impl Lab {
             resolv_conf,
             hostname: spec.name.clone(),
         };
-        let rt = PodRuntime {
+        let endpoint = EndpointSpec {
+            namespace: spec.namespace.clone(),
+            pod: spec.name.clone(),
+            labels: spec.labels.clone(),
+            namespace_labels: ns_labels,
             ip,
-            netns: ns_name,
-            node_if,
-            ep_id: ep.ep_id,
-            identity: ep.identity,
-            ctx,
-            log_file,
-            created: SystemTime::now(),
-            process: None,
-            spec,
+            ifname: node_if.clone(),
         };
-        self.pods
-            .write()
-            .expect("pods")
-            .insert((rt.spec.namespace.clone(), rt.spec.name.clone()), rt);
+        Ok((ctx, ns_name, endpoint))
+    }
+
+    /// Creates every pod's network, then registers all of them with the engine at once.
+    async fn create_pods(&self, resume: bool) -> Result<()> {
+        let mut prepared = Vec::new();
+        for (i, spec) in self.topology.pods.iter().enumerate() {
+            let ip = Ipv4Addr::from(u32::from(cluster::POD_CIDR.0) + 2 + i as u32);
+            if !cluster::in_prefix(ip, cluster::POD_CIDR) || ip.octets()[3] == 255 {
+                bail!(
+                    "the pod address range {}/{} is exhausted ({} pods); the lab's node has room for 253",
+                    cluster::POD_CIDR.0,
+                    cluster::POD_CIDR.1,
+                    self.topology.pods.len()
+                );
+            }
+            let (ctx, netns, ep) = self.create_pod_network(spec, ip, resume).await?;
+            prepared.push((spec.clone(), ip, ctx, netns, ep));
+        }
+        std::fs::create_dir_all(self.paths.logs())?;
+        let endpoints = self
+            .engine
+            .lock()
+            .expect("engine")
+            .add_endpoints(prepared.iter().map(|p| p.4.clone()).collect())?;
+        let mut pods = self.pods.write().expect("pods");
+        for ((spec, ip, ctx, netns, ep), endpoint) in prepared.into_iter().zip(endpoints) {
+            step(format!(
+                "pod {}/{} {ip} identity {} ({})",
+                spec.namespace, spec.name, endpoint.identity, spec.container.image
+            ));
+            let log_file = self
+                .paths
+                .logs()
+                .join(format!("{}_{}.log", spec.namespace, spec.name));
+            let rt = PodRuntime {
+                ip,
+                netns,
+                node_if: ep.ifname,
+                ep_id: endpoint.ep_id,
+                identity: endpoint.identity,
+                ctx,
+                log_file,
+                created: SystemTime::now(),
+                process: None,
+                spec,
+            };
+            pods.insert((rt.spec.namespace.clone(), rt.spec.name.clone()), rt);
+        }
         Ok(())
     }
 

@@ -227,6 +227,34 @@ fn persist(lab: &Lab, store: &PolicyStore) {
     }
 }
 
+/// After a restart: loads the policies the previous run saved and puts them in force before
+/// any pod is registered again, so the maps are rewritten with the same verdicts.
+pub fn restore(lab: &Lab) -> anyhow::Result<usize> {
+    let dir = lab.paths.policies();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    files.sort();
+    let mut next = BTreeMap::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        let check = check_policies(&Source::new(f.display().to_string(), text));
+        if let Some(e) = check.errors.first() {
+            anyhow::bail!("a saved policy no longer validates: {e}");
+        }
+        for doc in check.policies {
+            next.insert(key(&doc), doc);
+        }
+    }
+    let count = next.len();
+    enforce(lab, &next).map_err(|e| anyhow::anyhow!("{}", e.error))?;
+    let mut store = lab.policies.lock().expect("policies");
+    store.docs = next;
+    store.revision += 1;
+    Ok(count)
+}
+
 /// Policy metrics: how many, and the revision.
 pub fn render_metrics(lab: &Lab, out: &mut String) {
     let store = lab.policies.lock().expect("policies");

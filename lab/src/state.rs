@@ -21,6 +21,12 @@ pub struct Record {
     pub cgroups: Vec<String>,
     /// Web address served, for `lab up -d` to print and `lab status` to show.
     pub web: Option<String>,
+    /// The cluster this run built and a digest of the manifests it came from: a restart with
+    /// the same manifests takes the running cluster over instead of rebuilding it.
+    #[serde(default)]
+    pub topology: Option<crate::cluster::Topology>,
+    #[serde(default)]
+    pub manifest_digest: String,
 }
 
 impl Record {

@@ -178,8 +178,8 @@ pub fn unmount(path: &Path) -> Result<()> {
     }
 }
 
-/// Kills every process in a cgroup (v2 `cgroup.kill`), waits until it is empty, removes it.
-pub fn remove_cgroup(path: &Path) -> Result<()> {
+/// Kills every process in a cgroup (v2 `cgroup.kill`) and waits until it is empty.
+pub fn kill_cgroup(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
@@ -195,6 +195,15 @@ pub fn remove_cgroup(path: &Path) -> Result<()> {
             Err(_) => break,
         }
     }
+    Ok(())
+}
+
+/// Kills every process in a cgroup, then removes it (children first).
+pub fn remove_cgroup(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    kill_cgroup(path)?;
     // Child cgroups first.
     if let Ok(entries) = fs::read_dir(path) {
         for e in entries.flatten() {

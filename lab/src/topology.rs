@@ -32,6 +32,26 @@ pub fn load(files: &[PathBuf]) -> Result<Topology> {
     from_sources(&sources)
 }
 
+/// A digest of the manifests (the default cluster when `files` is empty): the same digest
+/// means the same requested cluster.
+pub fn digest(files: &[PathBuf]) -> Result<String> {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    };
+    if files.is_empty() {
+        feed(DEFAULT_MANIFEST.as_bytes());
+    }
+    for f in files {
+        feed(f.display().to_string().as_bytes());
+        feed(&std::fs::read(f).map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?);
+    }
+    Ok(format!("{h:016x}"))
+}
+
 pub fn from_sources(sources: &[Source]) -> Result<Topology> {
     let mut objects = Vec::new();
     let mut errors: Vec<Located> = Vec::new();

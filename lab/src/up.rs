@@ -29,6 +29,8 @@ pub struct UpOptions {
     pub lessons: Option<PathBuf>,
     /// Set in the re-executed child of `up -d`.
     pub daemon_child: bool,
+    /// Rebuild from scratch even if a previous run of the same cluster can be taken over.
+    pub fresh: bool,
 }
 
 /// Checks that need nothing created: privileges, kernel features, the web port.
@@ -104,6 +106,14 @@ fn lock(paths: &Paths) -> Result<Flock<std::fs::File>> {
     })
 }
 
+/// Whether a dead run's cluster is intact enough to take over.
+fn can_take_over(old: &Record) -> bool {
+    old.topology.is_some()
+        && !old.netns.is_empty()
+        && old.netns.iter().all(|n| crate::sys::netns_alive(n))
+        && !Path::new(&format!("/proc/{}", old.pid)).exists()
+}
+
 /// Removes a previous run's leftovers by its record (after a crash or `kill -9`).
 fn clean_leftovers(paths: &Paths) -> Result<()> {
     if let Some(old) = Record::load(paths)? {
@@ -128,13 +138,38 @@ fn clean_leftovers(paths: &Paths) -> Result<()> {
 pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
     let listener = preflight(opts.web)?;
     // Parse everything before creating anything.
-    let topo = topology::load(&opts.files)?;
+    let mut topo = topology::load(&opts.files)?;
+    let digest = topology::digest(&opts.files)?;
     if opts.detach && !opts.daemon_child {
         drop(listener);
         return detach(paths, &opts);
     }
     let _lock = lock(paths)?;
-    clean_leftovers(paths)?;
+    // A previous run that died (crash, kill -9) of the same manifests is taken over: its
+    // namespaces, pinned maps and links kept enforcing meanwhile. Anything else is cleaned up.
+    let mut record = Record {
+        pid: std::process::id(),
+        manifest_digest: digest.clone(),
+        ..Default::default()
+    };
+    let mut resume = false;
+    match Record::load(paths)? {
+        Some(old) if !opts.fresh && old.manifest_digest == digest && can_take_over(&old) => {
+            println!(
+                "Taking over the cluster that a previous run (pid {}) left running; its policies stayed in force.",
+                old.pid
+            );
+            topo = old.topology.clone().expect("checked");
+            record = Record {
+                pid: std::process::id(),
+                web: None,
+                ..old
+            };
+            resume = true;
+        }
+        _ => clean_leftovers(paths)?,
+    }
+    record.topology = Some(topo.clone());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -147,9 +182,8 @@ pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
             topo.pods.len(),
             topo.services.len()
         );
-        let record = Record { pid: std::process::id(), ..Default::default() };
         record.save(paths)?;
-        let lab = match Lab::up(paths.clone(), topo, record).await {
+        let lab = match Lab::up(paths.clone(), topo, record, resume).await {
             Ok(lab) => lab,
             Err(e) => {
                 eprintln!("error: {e:#}\nUndoing what was created...");
@@ -269,6 +303,9 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
     args.extend(["--web".into(), opts.web.to_string()]);
     for f in &opts.files {
         args.extend(["-f".into(), f.display().to_string()]);
+    }
+    if opts.fresh {
+        args.push("--fresh".into());
     }
     if let Some(l) = &opts.lessons {
         args.extend(["--lessons".into(), l.display().to_string()]);

@@ -115,22 +115,24 @@ fn down_leaves_nothing_behind() {
 }
 
 #[test]
-fn up_after_kill_9_of_the_lab_cleans_up_the_leftovers() {
+fn after_kill_9_of_the_lab_up_takes_over_or_cleans_up() {
     let mut lab = TestLab::up();
-    let pid = lab.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    testkit::wait_for(Duration::from_secs(5), || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        testkit::wait_for(Duration::from_secs(5), || {
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+    };
+    kill(lab.daemon_pid());
     assert!(
         !lab.leftovers().is_empty(),
-        "a killed lab leaves its namespaces until cleaned up"
+        "a killed lab leaves its cluster running"
     );
-    // A new `lab up` removes the old run's leftovers by its record, then starts fresh.
+    // `lab up` with the same manifests takes the running cluster over.
     let out = lab.lab(&["up", "-d", "--web", "127.0.0.1:0"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -138,18 +140,25 @@ fn up_after_kill_9_of_the_lab_cleans_up_the_leftovers() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("previous run"), "{text}");
+    assert!(text.contains("Taking over"), "{text}");
     lab.wait_ready(Duration::from_secs(30));
-    // And `lab down` after another kill -9 does too.
-    let pid = lab.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    testkit::wait_for(Duration::from_secs(5), || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
+    assert_eq!(lab.ship("xwing", &["land"])["status"], 200);
+    // `--fresh` removes the previous run's leftovers by its record and starts anew.
+    kill(lab.daemon_pid());
+    let out = lab.lab(&["up", "-d", "--fresh", "--web", "127.0.0.1:0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("previous run") && text.contains("removed netns"),
+        "{text}"
+    );
+    lab.wait_ready(Duration::from_secs(30));
+    // And `lab down` after another kill -9 removes everything.
+    kill(lab.daemon_pid());
     lab.down();
 }
 

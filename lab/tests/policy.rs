@@ -212,3 +212,79 @@ fn audit_mode_per_policy_forwards_and_reports() {
         "timed_out"
     );
 }
+
+/// A TCP connect from inside a pod's namespace, bypassing the lab (which may be dead).
+fn connects(lab: &TestLab, pod: &str, ip: std::net::Ipv4Addr, port: u16) -> bool {
+    let ns = std::path::PathBuf::from("/run/netns").join(format!("{}-default-{pod}", lab.instance));
+    testkit::in_netns(&ns, move || {
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(500)).is_ok()
+    })
+    .unwrap()
+}
+
+#[test]
+fn enforcement_survives_the_lab_process_and_a_restart_has_no_gap() {
+    let lab = TestLab::up();
+    applied(&lab, SW_L3_L4);
+    let ds: std::net::Ipv4Addr = lab.pod(&lab.replicas("deathstar")[0])["ip"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = lab.daemon_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    testkit::wait_for(Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    // The lab is dead; its pinned programs and maps still enforce rule1.
+    assert!(
+        connects(&lab, "tiefighter", ds, 80),
+        "allowed traffic keeps flowing"
+    );
+    assert!(
+        !connects(&lab, "xwing", ds, 80),
+        "fail closed: the xwing stays out"
+    );
+
+    // Probe from the xwing all through the restart: not one connection may get through.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, instance) = (stop.clone(), lab.instance.clone());
+    let prober = std::thread::spawn(move || {
+        let ns = std::path::PathBuf::from("/run/netns").join(format!("{instance}-default-xwing"));
+        let mut tries = 0;
+        let mut got_in = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let ok = testkit::in_netns(&ns, move || {
+                std::net::TcpStream::connect_timeout(&(ds, 80).into(), Duration::from_millis(100))
+                    .is_ok()
+            })
+            .unwrap_or(false);
+            tries += 1;
+            got_in += usize::from(ok);
+        }
+        (tries, got_in)
+    });
+    let out = lab.lab(&["up", "-d", "--web", "127.0.0.1:0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.wait_ready(Duration::from_secs(30));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tries, got_in) = prober.join().unwrap();
+    assert!(tries > 5, "the prober ran {tries} times");
+    assert_eq!(got_in, 0, "the xwing got in during the restart");
+
+    let policies = lab.json(&["policy", "get", "-o", "json"]);
+    assert_eq!(policies.as_array().unwrap().len(), 1, "rule1 is restored");
+    assert_eq!(lab.ship("tiefighter", &["land"])["status"], 200);
+    assert_eq!(
+        lab.ship("xwing", &["land", "--timeout", "1"])["kind"],
+        "timed_out"
+    );
+}
