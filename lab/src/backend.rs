@@ -223,6 +223,13 @@ impl web::Backend for LabBackend {
         let path = path.to_owned();
         Box::pin(async move {
             match (path.as_str(), body) {
+                ("audit-mode", None) => Ok(json!({"audit_mode": crate::policies::audit_all(&lab)})),
+                ("audit-mode", Some(body)) => {
+                    let on = body["audit_mode"].as_bool().ok_or_else(|| {
+                        ApiError::new(400, "expected {\"audit_mode\": true|false}")
+                    })?;
+                    crate::policies::set_audit_all(&lab, on)
+                }
                 ("proxy/stop", Some(_)) => {
                     lab.stop_proxy();
                     Ok(json!({"proxy": "stopped"}))

@@ -174,6 +174,11 @@ enum PolicyCommand {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Lab-wide audit mode: every would-be drop is forwarded and reported as AUDIT.
+    AuditMode {
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+    },
     /// Put one policy in audit mode (would-be drops are forwarded and reported as AUDIT), or back.
     Audit {
         name: String,
@@ -937,6 +942,23 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                     Err(e) => return Ok(report_failure(&e)),
                 }
             }
+        }
+        PolicyCommand::AuditMode { mode } => {
+            let v = client
+                .request(
+                    Method::POST,
+                    "/api/x/audit-mode",
+                    Some(json!({"audit_mode": mode == "on"})),
+                )
+                .await?;
+            println!(
+                "lab-wide audit mode {}",
+                if v["audit_mode"] == true {
+                    "on: would-be drops are forwarded and reported as AUDIT"
+                } else {
+                    "off: policies are enforced"
+                }
+            );
         }
         PolicyCommand::Audit {
             name,

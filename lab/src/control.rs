@@ -74,6 +74,8 @@ pub struct Lab {
     pub services: RwLock<BTreeMap<(String, String), ServiceRuntime>>,
     pub topology: Topology,
     pub flows: FlowLog<Value>,
+    /// `hubble_policy_verdicts_total` by (direction, match, action).
+    pub verdicts: Mutex<BTreeMap<(String, String, String), u64>>,
     pub policies: Mutex<crate::policies::PolicyStore>,
     pub web_addr: Mutex<Option<SocketAddr>>,
     pub started: SystemTime,
@@ -194,6 +196,7 @@ impl Lab {
             services: RwLock::new(BTreeMap::new()),
             topology: topology.clone(),
             flows: FlowLog::new(20_000),
+            verdicts: Mutex::new(BTreeMap::new()),
             policies: Mutex::new(crate::policies::PolicyStore::default()),
             web_addr: Mutex::new(None),
             started: SystemTime::now(),
@@ -577,9 +580,7 @@ impl Lab {
                         unsafe { std::ptr::read_unaligned(item.as_ptr() as *const _) };
                     drop(item);
                     let flow = enforcer::flow::from_event(&ev, &names, &clock, &node_name);
-                    if let Ok(v) = serde_json::to_value(&flow) {
-                        self.flows.push(v);
-                    }
+                    self.record_flow(&flow);
                 }
                 guard.clear_ready();
             }
@@ -630,11 +631,36 @@ impl Lab {
                 let Some(lab) = weak.upgrade() else { break };
                 let snapshot = names.read().expect("names").clone();
                 let flow = enforcer::flow::from_l7(&rec, &snapshot, &node_name);
-                if let Ok(v) = serde_json::to_value(&flow) {
-                    lab.flows.push(v);
-                }
+                lab.record_flow(&flow);
             }
         });
+    }
+
+    /// Keeps a flow and counts its policy verdict (Hubble's `policy_verdicts` metric).
+    fn record_flow(&self, flow: &enforcer::flow::Flow) {
+        let decided = !flow.ingress_allowed_by.is_empty()
+            || !flow.egress_allowed_by.is_empty()
+            || !flow.ingress_denied_by.is_empty()
+            || !flow.egress_denied_by.is_empty();
+        let matched = match (flow.flow_type.as_str(), decided) {
+            ("L7", _) => "l7/http",
+            (_, true) => "l3-l4",
+            (_, false) => "none",
+        };
+        let key = (
+            flow.traffic_direction.to_lowercase(),
+            matched.to_owned(),
+            flow.verdict.to_lowercase(),
+        );
+        *self
+            .verdicts
+            .lock()
+            .expect("verdicts")
+            .entry(key)
+            .or_default() += 1;
+        if let Ok(v) = serde_json::to_value(flow) {
+            self.flows.push(v);
+        }
     }
 
     /// Stops every process, then removes what the record lists.

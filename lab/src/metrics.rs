@@ -81,6 +81,17 @@ pub fn render(lab: &Lab) -> String {
     );
     let _ = writeln!(out, "# TYPE lab_flow_events_lost_total counter");
     let _ = writeln!(out, "lab_flow_events_lost_total {lost}");
+    let _ = writeln!(
+        out,
+        "# HELP hubble_policy_verdicts_total Number of policy verdicts, by direction, match type and action"
+    );
+    let _ = writeln!(out, "# TYPE hubble_policy_verdicts_total counter");
+    for ((dir, matched, action), v) in lab.verdicts.lock().expect("verdicts").iter() {
+        let _ = writeln!(
+            out,
+            "hubble_policy_verdicts_total{{direction=\"{dir}\",match=\"{matched}\",action=\"{action}\"}} {v}"
+        );
+    }
     lab.proxy_stats.write_prometheus(&mut out);
     let _ = writeln!(
         out,

@@ -23,6 +23,25 @@ pub struct PolicyStore {
     pub docs: BTreeMap<PolicyKey, PolicyDoc>,
     /// Bumped on every change (Cilium's policy revision).
     pub revision: u64,
+    /// Lab-wide audit mode (Cilium's `policy-audit-mode`): every would-be drop is forwarded.
+    pub audit_all: bool,
+}
+
+/// Switches lab-wide audit mode, and remembers it for a restarted lab.
+pub fn set_audit_all(lab: &Lab, on: bool) -> Result<Value, ApiError> {
+    let mut store = lab.policies.lock().expect("policies");
+    let mut engine = lab.engine.lock().expect("engine");
+    let dp = engine.datapath();
+    let flags = dp.config_flags();
+    let flags = if on {
+        flags | enforcer_common::CFG_AUDIT_ALL
+    } else {
+        flags & !enforcer_common::CFG_AUDIT_ALL
+    };
+    dp.set_config_flags(flags)
+        .map_err(|e| ApiError::new(500, e.to_string()))?;
+    store.audit_all = on;
+    Ok(json!({"audit_mode": on}))
 }
 
 fn key(doc: &PolicyDoc) -> PolicyKey {
@@ -191,6 +210,10 @@ fn describe((kind, ns, name): &PolicyKey) -> String {
     }
 }
 
+pub fn audit_all(lab: &Lab) -> bool {
+    lab.policies.lock().expect("policies").audit_all
+}
+
 pub fn list(lab: &Lab) -> Value {
     let store = lab.policies.lock().expect("policies");
     Value::Array(
@@ -249,9 +272,18 @@ pub fn restore(lab: &Lab) -> anyhow::Result<usize> {
     }
     let count = next.len();
     enforce(lab, &next).map_err(|e| anyhow::anyhow!("{}", e.error))?;
+    let audit_all = lab
+        .engine
+        .lock()
+        .expect("engine")
+        .datapath_ref()
+        .config_flags()
+        & enforcer_common::CFG_AUDIT_ALL
+        != 0;
     let mut store = lab.policies.lock().expect("policies");
     store.docs = next;
     store.revision += 1;
+    store.audit_all = audit_all;
     Ok(count)
 }
 
@@ -270,4 +302,10 @@ pub fn render_metrics(lab: &Lab, out: &mut String) {
     );
     let _ = writeln!(out, "# TYPE cilium_policy_max_revision gauge");
     let _ = writeln!(out, "cilium_policy_max_revision {}", store.revision);
+    let _ = writeln!(
+        out,
+        "# HELP lab_policy_audit_mode Whether lab-wide audit mode is on (would-be drops are forwarded)"
+    );
+    let _ = writeln!(out, "# TYPE lab_policy_audit_mode gauge");
+    let _ = writeln!(out, "lab_policy_audit_mode {}", u8::from(store.audit_all));
 }

@@ -288,3 +288,34 @@ fn enforcement_survives_the_lab_process_and_a_restart_has_no_gap() {
         "timed_out"
     );
 }
+
+#[test]
+fn lab_wide_audit_mode_and_verdict_metrics() {
+    let lab = TestLab::up();
+    applied(&lab, SW_L3_L4);
+    lab.ok(&["policy", "audit-mode", "on"]);
+    assert_eq!(
+        lab.ship("xwing", &["land"])["status"],
+        200,
+        "audit mode forwards"
+    );
+    let audit = flow(&lab, &["--pod", "xwing", "--verdict", "AUDIT"], |f| {
+        f["traffic_direction"] == "INGRESS"
+    });
+    assert_eq!(audit["drop_reason_desc"], "POLICY_DENIED");
+    lab.ok(&["policy", "audit-mode", "off"]);
+    assert_eq!(
+        lab.ship("xwing", &["land", "--timeout", "1"])["kind"],
+        "timed_out"
+    );
+    let metrics = lab.ok(&["metrics"]);
+    for needle in [
+        "hubble_policy_verdicts_total{direction=\"ingress\",match=\"none\",action=\"audit\"}",
+        "hubble_policy_verdicts_total{direction=\"ingress\",match=\"none\",action=\"dropped\"}",
+        "cilium_drop_count_total{direction=\"INGRESS\",reason=\"Policy denied\"}",
+        "cilium_forward_count_total{direction=\"EGRESS\"}",
+        "lab_policy_audit_mode 0",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+}
