@@ -104,7 +104,16 @@ pub fn cleanup(paths: &Paths, record: &Record) -> CleanupReport {
             Err(e) => report.errors.push(format!("netns {ns}: {e:#}")),
         }
     }
+    // A cgroup mount is only given up once its cgroups are gone: otherwise they would stay in
+    // the system's hierarchy, out of the next cleanup's reach.
+    let cgroups_left = report.errors.iter().any(|e| e.starts_with("cgroup "));
     for m in record.mounts.iter().rev() {
+        if cgroups_left && m.ends_with("/cgroup") {
+            report
+                .errors
+                .push(format!("mount {m}: kept, because cgroups under it remain"));
+            continue;
+        }
         match sys::unmount(Path::new(m)) {
             Ok(()) => report.removed.push(format!("mount {m}")),
             Err(e) => report.errors.push(format!("mount {m}: {e:#}")),

@@ -187,15 +187,17 @@ pub fn kill_cgroup(path: &Path) -> Result<()> {
     if kill.exists() {
         fs::write(&kill, "1").with_context(|| format!("writing {}", kill.display()))?;
     }
-    let procs = path.join("cgroup.procs");
-    for _ in 0..200 {
-        match fs::read_to_string(&procs) {
-            Ok(s) if s.trim().is_empty() => break,
+    // `populated 0` once every process (of this cgroup and below) has exited; a loaded machine
+    // can take a while to run the exits.
+    let events = path.join("cgroup.events");
+    for _ in 0..1000 {
+        match fs::read_to_string(&events) {
+            Ok(s) if s.lines().any(|l| l == "populated 0") => return Ok(()),
             Ok(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            Err(_) => break,
+            Err(_) => return Ok(()),
         }
     }
-    Ok(())
+    bail!("processes in {} did not exit within 10 s", path.display())
 }
 
 /// Kills every process in a cgroup, then removes it (children first).
@@ -212,9 +214,16 @@ pub fn remove_cgroup(path: &Path) -> Result<()> {
             }
         }
     }
-    match fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing cgroup {}", path.display())),
+    // The kernel may still be finishing the exits of the last processes: retry briefly.
+    for attempt in 0.. {
+        match fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 100 => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).with_context(|| format!("removing cgroup {}", path.display())),
+        }
     }
+    unreachable!()
 }

@@ -226,6 +226,18 @@ pub fn leftovers(instance: &str) -> Vec<String> {
         }
     }
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    // The lab's cgroups live in the one cgroup v2 hierarchy, wherever else it is mounted.
+    for l in mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+    {
+        if let Some(m) = l.split_whitespace().nth(1) {
+            let cg = Path::new(m).join(format!("lab-{instance}"));
+            if cg.exists() {
+                out.push(format!("cgroup {}", cg.display()));
+            }
+        }
+    }
     for l in mounts.lines() {
         if let Some(m) = l.split_whitespace().nth(1)
             && (m.starts_with(&format!("/run/lab/{instance}/"))
