@@ -10,6 +10,7 @@ mod maps;
 mod packet;
 mod policy;
 mod sock;
+mod world;
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 

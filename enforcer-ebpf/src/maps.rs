@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, PolicyKey, PolicyValue,
-    RevNatKey, RevNatValue, ServiceKey, ServiceValue,
+    CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, NatValue, PolicyKey,
+    PolicyValue, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
 };
 
 /// Pods by the ifindex of the node side of their veth.
@@ -45,3 +45,20 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entri
 /// Which service address a socket used, to translate replies and `getpeername()` back.
 #[map(name = "SOCK_REVNAT")]
 pub static SOCK_REVNAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// NodePort connections: the client's tuple towards the node → the chosen backend.
+#[map(name = "NODEPORT_NAT")]
+pub static NODEPORT_NAT: LruHashMap<CtKey, NatValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// NodePort replies: the backend's tuple towards the client → the node's address and port.
+#[map(name = "NODEPORT_RNAT")]
+pub static NODEPORT_RNAT: LruHashMap<CtKey, NatValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// The prefilter's deny list: source CIDRs dropped at XDP on the external interface.
+#[map(name = "PREFILTER")]
+pub static PREFILTER: LpmTrie<IpcacheKey, u32> = LpmTrie::with_max_entries(16384, 0);
+
+/// NodePorts (host order, as u32) whose policy the prefilter skips. Deliberately unsafe: it
+/// reproduces the misconfiguration of the 72-hour exposure story.
+#[map(name = "PF_BYPASS")]
+pub static PREFILTER_BYPASS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);

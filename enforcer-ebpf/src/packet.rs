@@ -39,6 +39,8 @@ pub struct Packet {
     pub inner: Tuple,
     pub len: u32,
     pub ifindex: u32,
+    /// Offset of the L4 header.
+    pub l4_off: usize,
 }
 
 /// An IPv4 5-tuple, network order.
@@ -78,12 +80,14 @@ fn byte(ctx: &TcContext, offset: usize) -> Option<u8> {
 #[inline(always)]
 fn be16_raw(ctx: &TcContext, offset: usize) -> Option<u16> {
     // Network order kept: the value is stored exactly as in the packet.
-    ptr_at::<u16>(ctx, offset).map(|p| unsafe { core::ptr::read_unaligned(p) })
+    // A plain load: packet headers are 2-byte aligned and BPF loads from packet memory need no
+    // alignment (byte-wise unaligned reads confuse the verifier's register tracking).
+    ptr_at::<u16>(ctx, offset).map(|p| unsafe { *p })
 }
 
 #[inline(always)]
 fn be32_raw(ctx: &TcContext, offset: usize) -> Option<u32> {
-    ptr_at::<u32>(ctx, offset).map(|p| unsafe { core::ptr::read_unaligned(p) })
+    ptr_at::<u32>(ctx, offset).map(|p| unsafe { *p })
 }
 
 /// Reads at an offset that depends on a header length. Goes through `bpf_skb_load_bytes`: the
@@ -137,6 +141,7 @@ pub fn parse(ctx: &TcContext) -> Parsed {
     };
     // The verifier needs a constant bound on the variable header length.
     let l4 = l3 + (ihl & 0x3c);
+    p.l4_off = l4;
     match proto {
         IPPROTO_TCP => {
             let (Some(sport), Some(dport), Some(flags)) = (

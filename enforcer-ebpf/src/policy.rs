@@ -47,6 +47,8 @@ struct Decision {
     verdict: u8,
     reason: u8,
     rule_ref: u32,
+    /// The rule of the would-be verdict, when a rule decided it.
+    audit_rule_ref: u32,
 }
 
 pub fn enforce(ctx: &TcContext, hook: Hook) -> i32 {
@@ -198,6 +200,7 @@ fn egress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
                 d.rule_ref,
                 OBS_FROM_POD,
                 ct_flags,
+                d.audit_rule_ref,
             );
         }
     }
@@ -234,7 +237,35 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
     }
 
     let src = ipcache(pkt.saddr);
-    let from_proxy = unsafe { (*ctx.skb.skb).mark } & MARK_MASK == MARK_FROM_PROXY;
+    let mark = unsafe { (*ctx.skb.skb).mark } & MARK_MASK;
+    let from_proxy = mark == MARK_FROM_PROXY;
+    if mark == MARK_BYPASS {
+        // The prefilter's NodePort bypass: no policy at all (the story's misconfiguration).
+        let key = forward_key(pkt, DIR_INGRESS);
+        match ct_lookup(&key, pkt, now) {
+            Some(ct) => ct_touch(ct, pkt, now, false),
+            None => {
+                if ct_create(&key, pkt, now, CT_BYPASS, 0) {
+                    emit(
+                        pkt,
+                        ep.ep_id,
+                        DIR_INGRESS,
+                        FLOW_FORWARDED,
+                        DROP_NONE,
+                        0,
+                        src.identity,
+                        ep.identity,
+                        0,
+                        OBS_TO_POD,
+                        CT_BYPASS,
+                        0,
+                    );
+                }
+            }
+        }
+        count(METRIC_FORWARDED, 0, DIR_INGRESS);
+        return TC_ACT_OK;
+    }
     let d = decide(ep.ep_id, ep.flags, DIR_INGRESS, src.identity, pkt);
     let key = forward_key(pkt, DIR_INGRESS);
     let existing = ct_lookup(&key, pkt, now);
@@ -306,6 +337,7 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
                 d.rule_ref,
                 OBS_TO_POD,
                 ct_flags,
+                d.audit_rule_ref,
             );
         }
     }
@@ -355,6 +387,7 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
                 verdict: FLOW_AUDIT,
                 reason,
                 rule_ref,
+                audit_rule_ref,
             };
         }
         return Decision {
@@ -364,6 +397,7 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
             verdict: FLOW_DROPPED,
             reason,
             rule_ref,
+            audit_rule_ref,
         };
     }
     let redirect = enforced == VERDICT_REDIRECT;
@@ -376,6 +410,7 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
             verdict: FLOW_AUDIT,
             reason: deny_reason(audit_verdict),
             rule_ref: audit_rule_ref,
+            audit_rule_ref,
         };
     }
     Decision {
@@ -389,6 +424,7 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
         },
         reason: DROP_NONE,
         rule_ref,
+        audit_rule_ref,
     }
 }
 
@@ -602,6 +638,7 @@ fn drop_packet(
         rule_ref,
         obs,
         0,
+        0,
     );
     TC_ACT_SHOT
 }
@@ -620,6 +657,7 @@ fn emit(
     rule_ref: u32,
     obs: u8,
     ct_flags: u32,
+    audit_rule_ref: u32,
 ) {
     let ev = FlowEvent {
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -642,6 +680,8 @@ fn emit(
         ifindex: pkt.ifindex,
         len: pkt.len,
         ct_flags,
+        audit_rule_ref,
+        _pad2: 0,
     };
     if EVENTS.output::<FlowEvent>(&ev, 0).is_err() {
         bump(METRIC_EVENTS_LOST);

@@ -17,7 +17,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
@@ -33,7 +33,7 @@ pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
 /// Maps pinned (and reused across restarts) under `<dir>/maps/`.
-const PINNED_MAPS: [&str; 9] = [
+const PINNED_MAPS: [&str; 13] = [
     "ENDPOINTS",
     "IPCACHE",
     "POLICY",
@@ -43,6 +43,10 @@ const PINNED_MAPS: [&str; 9] = [
     "CONFIG",
     "SERVICES",
     "SOCK_REVNAT",
+    "NODEPORT_NAT",
+    "NODEPORT_RNAT",
+    "PREFILTER",
+    "PF_BYPASS",
 ];
 
 /// The socket-level load-balancing programs, attached to the cgroup of all pods.
@@ -101,6 +105,8 @@ pub struct Datapath {
     metrics: PerCpuArray<MapData, u64>,
     config: Array<MapData, u32>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
+    prefilter: LpmTrie<MapData, IpcacheKey, u32>,
+    prefilter_bypass: HashMap<MapData, u32, u32>,
     events: Option<RingBuf<MapData>>,
 }
 
@@ -122,11 +128,23 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        for name in ["from_pod", "to_pod"] {
+        for name in ["from_pod", "to_pod", "from_world", "to_world"] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
+        let xdp: &mut Xdp = ebpf
+            .program_mut("xdp_prefilter")
+            .ok_or(DatapathError::Missing("xdp_prefilter"))?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: "xdp_prefilter",
+                source,
+            })?;
+        xdp.load().map_err(|source| DatapathError::Program {
+            name: "xdp_prefilter",
+            source,
+        })?;
         for name in SOCK_PROGRAMS {
             sock_program(&mut ebpf, name)?
                 .load()
@@ -140,6 +158,9 @@ impl Datapath {
         let metrics = PerCpuArray::try_from(take("METRICS")?).map_err(map_err("METRICS"))?;
         let config = Array::try_from(take("CONFIG")?).map_err(map_err("CONFIG"))?;
         let services = HashMap::try_from(take("SERVICES")?).map_err(map_err("SERVICES"))?;
+        let prefilter = LpmTrie::try_from(take("PREFILTER")?).map_err(map_err("PREFILTER"))?;
+        let prefilter_bypass =
+            HashMap::try_from(take("PF_BYPASS")?).map_err(map_err("PF_BYPASS"))?;
         let events = Some(RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?);
         Ok(Self {
             ebpf,
@@ -151,6 +172,8 @@ impl Datapath {
             metrics,
             config,
             services,
+            prefilter,
+            prefilter_bypass,
             events,
         })
     }
@@ -211,6 +234,103 @@ impl Datapath {
             })?;
         }
         Ok(())
+    }
+
+    /// Attaches the external interface's programs: the XDP prefilter (generic mode, as veths
+    /// need) and NodePort translation at TC ingress and egress. Must run on a thread inside the
+    /// node namespace; returns the links to pin with [`Datapath::pin_links`].
+    pub fn attach_world(&mut self, iface: &str) -> Result<Vec<(PathBuf, FdLink)>> {
+        let mut links = vec![
+            self.attach(iface, "from_world", TcAttachType::Ingress, "in")?,
+            self.attach(iface, "to_world", TcAttachType::Egress, "out")?,
+        ];
+        let pin = self.dir.join("links").join(format!("{iface}_xdp"));
+        if !pin.exists() {
+            let attach_err = |detail: String| DatapathError::Attach {
+                iface: iface.into(),
+                detail,
+            };
+            let xdp: &mut Xdp = self
+                .ebpf
+                .program_mut("xdp_prefilter")
+                .ok_or(DatapathError::Missing("xdp_prefilter"))?
+                .try_into()
+                .map_err(|source| DatapathError::Program {
+                    name: "xdp_prefilter",
+                    source,
+                })?;
+            let id = xdp
+                .attach(iface, XdpMode::Skb)
+                .map_err(|e| attach_err(format!("XDP (generic mode): {e}")))?;
+            let link = xdp.take_link(id).map_err(|e| attach_err(e.to_string()))?;
+            links.push((
+                pin,
+                FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?,
+            ));
+        }
+        Ok(links)
+    }
+
+    /// Adds a CIDR to the prefilter's deny list.
+    pub fn prefilter_add(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(
+            u32::from(prefix),
+            IpcacheKey {
+                addr: u32::from(addr).to_be(),
+            },
+        );
+        self.prefilter
+            .insert(&key, 1, 0)
+            .map_err(map_err("PREFILTER"))
+    }
+
+    pub fn prefilter_remove(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Key::new(
+            u32::from(prefix),
+            IpcacheKey {
+                addr: u32::from(addr).to_be(),
+            },
+        );
+        match self.prefilter.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("PREFILTER")(e)),
+        }
+    }
+
+    pub fn prefilter(&self) -> Vec<(Ipv4Addr, u8)> {
+        self.prefilter
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| {
+                (
+                    Ipv4Addr::from(u32::from_be(k.data().addr)),
+                    k.prefix_len() as u8,
+                )
+            })
+            .collect()
+    }
+
+    /// The unsafe NodePort bypass: connections to `node_port` skip policy.
+    pub fn set_bypass(&mut self, node_port: u16, on: bool) -> Result<()> {
+        let key = u32::from(node_port);
+        if on {
+            self.prefilter_bypass
+                .insert(key, 1, 0)
+                .map_err(map_err("PF_BYPASS"))
+        } else {
+            match self.prefilter_bypass.remove(&key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_err("PF_BYPASS")(e)),
+            }
+        }
+    }
+
+    pub fn bypassed(&self) -> Vec<u16> {
+        self.prefilter_bypass
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| k as u16)
+            .collect()
     }
 
     /// Attaches the socket load balancer to the cgroup holding every pod's processes and pins the

@@ -81,7 +81,8 @@ pub struct Names {
     pub l7: BTreeMap<PolicyKey, Arc<CompiledRules>>,
     /// CIDR prefixes with their identities, for naming addresses outside the cluster.
     pub cidrs: Vec<((Ipv4Addr, u8), u32)>,
-    pub node_ip: Option<Ipv4Addr>,
+    /// The node's own addresses (identity `host`).
+    pub node_ips: Vec<Ipv4Addr>,
 }
 
 impl Names {
@@ -98,7 +99,7 @@ impl Names {
         {
             return ep.identity;
         }
-        if self.node_ip == Some(ip) {
+        if self.node_ips.contains(&ip) {
             return IDENTITY_HOST;
         }
         self.cidrs
@@ -146,7 +147,7 @@ fn placeholder_rule() -> RuleInfo {
 pub struct Engine {
     dp: Datapath,
     node_netns: PathBuf,
-    node_ip: Ipv4Addr,
+    node_ips: Vec<Ipv4Addr>,
     identities: Identities,
     endpoints: BTreeMap<u32, Endpoint>,
     next_ep: u32,
@@ -159,23 +160,22 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Takes over a loaded datapath. The node's own address is the `host` identity; every
+    /// Takes over a loaded datapath. The node's own addresses are the `host` identity; every
     /// address without an entry is `world`.
     pub fn new(
         mut dp: Datapath,
         node_netns: &Path,
-        node_ip: Ipv4Addr,
+        node_ips: &[Ipv4Addr],
         proxy_port: u16,
     ) -> Result<Self, DatapathError> {
-        dp.set_ipcache(
-            node_ip,
-            32,
-            IpcacheValue {
+        for ip in node_ips {
+            let host = IpcacheValue {
                 identity: IDENTITY_HOST,
                 ep_id: 0,
                 ep_flags: 0,
-            },
-        )?;
+            };
+            dp.set_ipcache(*ip, 32, host)?;
+        }
         dp.set_ipcache(
             Ipv4Addr::UNSPECIFIED,
             0,
@@ -188,7 +188,7 @@ impl Engine {
         let engine = Self {
             dp,
             node_netns: node_netns.to_owned(),
-            node_ip,
+            node_ips: node_ips.to_vec(),
             identities: Identities::new(),
             endpoints: BTreeMap::new(),
             next_ep: 1,
@@ -310,7 +310,7 @@ impl Engine {
         }
         let mut wanted: BTreeSet<(Ipv4Addr, u8)> =
             self.endpoints.values().map(|e| (e.ip, 32)).collect();
-        wanted.insert((self.node_ip, 32));
+        wanted.extend(self.node_ips.iter().map(|ip| (*ip, 32)));
         wanted.insert((Ipv4Addr::UNSPECIFIED, 0));
         wanted.extend(self.cidr_entries.keys().copied());
         for (addr, len, _) in self.dp.ipcache() {
@@ -352,7 +352,7 @@ impl Engine {
             .endpoints
             .values()
             .map(|e| e.ip)
-            .chain([self.node_ip])
+            .chain(self.node_ips.iter().copied())
             .collect();
         let mut cidr_entries = BTreeMap::new();
         for (prefix, len) in &self.rules.cidrs {
@@ -476,7 +476,7 @@ impl Engine {
             http: self.resolved.http.clone(),
             l7,
             cidrs: self.cidr_entries.iter().map(|(k, v)| (*k, *v)).collect(),
-            node_ip: Some(self.node_ip),
+            node_ips: self.node_ips.clone(),
         };
         *self.names.write().expect("names lock") = Arc::new(names);
     }

@@ -48,6 +48,19 @@ pub struct Flow {
     pub l7: Option<L7>,
     /// The lab's addition: a sentence saying which policy decided and why.
     pub policy_explanation: String,
+    /// The lab's addition: what policies in audit mode would have done with this flow.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub dry_run: Vec<DryRun>,
+}
+
+/// A policy in audit mode's would-be verdict on a flow.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DryRun {
+    pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `allow` or `drop`.
+    pub would: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -364,6 +377,7 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
         egress_denied_by: vec![],
         l7: None,
         policy_explanation: String::new(),
+        dry_run: Vec::new(),
     };
     let ingress = ev.direction == DIR_INGRESS;
     let denied = ev.verdict == FLOW_DROPPED || ev.verdict == FLOW_AUDIT;
@@ -376,7 +390,41 @@ pub fn from_event(ev: &FlowEvent, names: &Names, clock: &Clock, node_name: &str)
         }
     }
     flow.policy_explanation = explain(ev, names, &flow, saddr, daddr, policy.as_ref());
+    flow.dry_run = dry_run(ev, names);
     flow
+}
+
+/// Which policies in audit mode would allow or drop this flow.
+fn dry_run(ev: &FlowEvent, names: &Names) -> Vec<DryRun> {
+    let audit_rule = |r: u32| names.rules.get(r as usize).filter(|i| r != 0 && i.audit);
+    let entry = |r: &RuleInfo, would: &str| DryRun {
+        policy: r.policy.clone(),
+        namespace: r.namespace.clone(),
+        would: would.into(),
+    };
+    match ev.verdict {
+        FLOW_AUDIT => match audit_rule(ev.rule_ref) {
+            Some(r) => vec![entry(r, "drop")],
+            // Default deny: the audit-mode policies that select the endpoint would drop it.
+            None if ev.drop_reason == DROP_POLICY_DENIED => {
+                let mut out: Vec<DryRun> = names
+                    .enforcers
+                    .get(&(ev.ep_id, ev.direction))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| audit_rule(*r))
+                    .map(|r| entry(r, "drop"))
+                    .collect();
+                out.dedup();
+                out
+            }
+            None => vec![],
+        },
+        FLOW_FORWARDED | FLOW_REDIRECTED => audit_rule(ev.audit_rule_ref)
+            .map(|r| vec![entry(r, "allow")])
+            .unwrap_or_default(),
+        _ => vec![],
+    }
 }
 
 fn explain(
@@ -424,6 +472,31 @@ fn explain(
         pols.dedup();
         pols
     };
+    if ev.obs_point == OBS_XDP {
+        return format!(
+            "dropped at XDP on the external interface: the prefilter's deny list covers {saddr}"
+        );
+    }
+    if ev.obs_point == OBS_FROM_WORLD {
+        return match ev.drop_reason {
+            DROP_NONE => format!(
+                "a connection from outside the cluster ({}) to NodePort {} of the node; the backend pod's ingress policy decides next",
+                display_name(&flow.source, saddr),
+                flow.l4
+                    .tcp
+                    .as_ref()
+                    .or(flow.l4.udp.as_ref())
+                    .map(|p| p.destination_port)
+                    .unwrap_or(0)
+            ),
+            reason => format!("NodePort connection dropped: {}", drop_reason_name(reason)),
+        };
+    }
+    if ev.ct_flags & CT_BYPASS != 0 {
+        return format!(
+            "forwarded WITHOUT any policy check: the prefilter bypass (unsafe) is on for this NodePort, so {subject} accepts {what}"
+        );
+    }
     match (ev.verdict, ev.drop_reason) {
         (FLOW_DROPPED | FLOW_AUDIT, DROP_POLICY_DENIED) => {
             let pols = enforcers();
@@ -575,6 +648,7 @@ pub fn from_l7(rec: &crate::proxy::L7Record, names: &Names, node_name: &str) -> 
             },
         }),
         policy_explanation: explanation,
+        dry_run: Vec::new(),
     };
     if let Some(p) = policy {
         if ingress {

@@ -27,16 +27,9 @@ pub async fn exec_captured(
     pod: &str,
     req: &ExecRequest,
 ) -> Result<ExecResult, ApiError> {
-    let key = lab
-        .pod_key(pod)
-        .ok_or_else(|| ApiError::not_found(format!("pod {pod} not found")))?;
     let ctx = lab
-        .pods
-        .read()
-        .expect("pods")
-        .get(&key)
-        .map(|p| p.ctx.clone())
-        .ok_or_else(|| ApiError::not_found(pod.to_owned()))?;
+        .context_of(pod)
+        .ok_or_else(|| ApiError::not_found(format!("pod {pod} not found")))?;
     let (program, args) = req
         .argv
         .split_first()
@@ -114,9 +107,8 @@ impl web::Backend for LabBackend {
     }
 
     fn pod_context(&self, namespace: &str, name: &str) -> Option<Value> {
-        let pods = self.lab().pods.read().expect("pods");
-        pods.get(&(namespace.into(), name.into()))
-            .and_then(|p| serde_json::to_value(&p.ctx).ok())
+        let ctx = self.lab().context_of(&format!("{namespace}/{name}"))?;
+        serde_json::to_value(&ctx).ok()
     }
 
     fn services(&self) -> Value {
@@ -223,6 +215,17 @@ impl web::Backend for LabBackend {
         let path = path.to_owned();
         Box::pin(async move {
             match (path.as_str(), body) {
+                ("hosts", None) => {
+                    let hosts = lab.hosts.read().expect("hosts");
+                    Ok(Value::Array(
+                        hosts
+                            .iter()
+                            .map(|(name, (_, ip))| json!({"namespace": "world", "name": name, "ip": ip.to_string()}))
+                            .collect(),
+                    ))
+                }
+                ("prefilter", None) => Ok(crate::prefilter::list(&lab)),
+                ("prefilter", Some(body)) => crate::prefilter::change(&lab, &body),
                 ("audit-mode", None) => Ok(json!({"audit_mode": crate::policies::audit_all(&lab)})),
                 ("audit-mode", Some(body)) => {
                     let on = body["audit_mode"].as_bool().ok_or_else(|| {

@@ -124,6 +124,9 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// The XDP prefilter on the node's external interface: a deny list of source CIDRs.
+    #[command(subcommand)]
+    Prefilter(PrefilterCommand),
     /// Prometheus metrics (Cilium's names).
     Metrics,
     /// Connection-tracking entries of the datapath.
@@ -145,6 +148,33 @@ enum Command {
     ShipMove {
         #[arg(long)]
         json: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrefilterCommand {
+    /// Add CIDRs to the deny list.
+    Update {
+        #[arg(long = "cidr", required = true)]
+        cidrs: Vec<String>,
+    },
+    /// Remove CIDRs from the deny list.
+    Delete {
+        #[arg(long = "cidr", required = true)]
+        cidrs: Vec<String>,
+    },
+    /// Show the deny list and any bypassed NodePort.
+    List,
+    /// UNSAFE, for the incident lesson: make a NodePort skip all policy (the story's mistake).
+    Bypass {
+        #[arg(long)]
+        node_port: u16,
+        /// Confirm that you want connections to this NodePort to skip every policy.
+        #[arg(long = "unsafe")]
+        unsafe_ok: bool,
+        /// Turn the bypass off again.
+        #[arg(long)]
+        off: bool,
     },
 }
 
@@ -321,6 +351,45 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
                 &client, &pod, &action, &args, timeout, user, password, output,
             )
             .await;
+        }
+        Command::Prefilter(cmd) => {
+            let body = match cmd {
+                PrefilterCommand::Update { cidrs } => json!({"action": "update", "cidrs": cidrs}),
+                PrefilterCommand::Delete { cidrs } => json!({"action": "delete", "cidrs": cidrs}),
+                PrefilterCommand::Bypass {
+                    node_port,
+                    unsafe_ok,
+                    off,
+                } => {
+                    json!({"action": "bypass", "node_port": node_port, "enabled": !off, "unsafe": unsafe_ok})
+                }
+                PrefilterCommand::List => Value::Null,
+            };
+            let state = if body.is_null() {
+                client.get("/api/x/prefilter").await?
+            } else {
+                client
+                    .request(Method::POST, "/api/x/prefilter", Some(body))
+                    .await?
+            };
+            let deny: Vec<String> = state["deny"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            println!(
+                "XDP prefilter on {}: deny {}",
+                s(&state["interface"]),
+                if deny.is_empty() {
+                    "nothing".into()
+                } else {
+                    deny.join(", ")
+                }
+            );
+            for p in state["bypass_node_ports"].as_array().into_iter().flatten() {
+                println!("  UNSAFE: NodePort {} skips every network policy", s(p));
+            }
         }
         Command::Metrics => print!("{}", client.text("/metrics").await?),
         Command::DebugApi { method, path, body } => {
@@ -677,6 +746,18 @@ async fn find_pod(client: &Client, pod: &str) -> Result<Value> {
             list.iter()
                 .find(|p| p["owner"].as_str() == Some(name.trim_start_matches("deploy/")))
         });
+    if found.is_none() && ns.is_none_or(|ns| ns == "world") {
+        // Hosts outside the cluster (the attacker, the monitor) can be entered like pods.
+        let hosts = client.get("/api/x/hosts").await.unwrap_or(Value::Null);
+        let host = hosts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["name"].as_str() == Some(name));
+        if let Some(h) = host {
+            return Ok(h.clone());
+        }
+    }
     match found {
         Some(p) => Ok(p.clone()),
         None => {

@@ -17,6 +17,24 @@ pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
 pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
+/// Outside the cluster: the node's external interface `ext0` faces a small internet (the
+/// `world` namespace routes between its hosts), with an attacker on a public address and a
+/// monitoring host in the private range 10.0.0.0/8 the incident story uses.
+pub const NODE_EXT_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const WORLD_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const ATTACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
+pub const ATTACKER_GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const MONITOR_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 5);
+pub const MONITOR_GW: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
+/// Private ranges: traffic to NodePorts from elsewhere counts as coming from the internet.
+pub const INTERNAL_RANGES: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+];
+/// Kubernetes' NodePort range.
+pub const NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
+
 /// A built-in workload: what a container image stands for in the lab.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -72,10 +72,16 @@ pub struct Lab {
     pub engine: Mutex<Engine>,
     pub pods: RwLock<BTreeMap<(String, String), PodRuntime>>,
     pub services: RwLock<BTreeMap<(String, String), ServiceRuntime>>,
+    /// Hosts outside the cluster (`attacker`, `monitor`): for `lab exec` and `lab ship`.
+    pub hosts: RwLock<BTreeMap<String, (PodContext, Ipv4Addr)>>,
     pub topology: Topology,
     pub flows: FlowLog<Value>,
     /// `hubble_policy_verdicts_total` by (direction, match, action).
     pub verdicts: Mutex<BTreeMap<(String, String, String), u64>>,
+    /// `lab_policy_dry_run_total` by (policy, would).
+    pub dry_runs: Mutex<BTreeMap<(String, String), u64>>,
+    /// `lab_nodeport_connections_total` by (service, node port, source class).
+    pub nodeport_conns: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
     pub policies: Mutex<crate::policies::PolicyStore>,
     pub web_addr: Mutex<Option<SocketAddr>>,
     pub started: SystemTime,
@@ -181,7 +187,12 @@ impl Lab {
         let mut dp = Datapath::load(&paths.bpffs()).context("loading the eBPF datapath")?;
         dp.attach_cgroup(&cg_root.join("pods"))
             .context("attaching the socket load balancer")?;
-        let engine = Engine::new(dp, &node_ns, cluster::NODE_IP, PROXY_PORT)?;
+        let engine = Engine::new(
+            dp,
+            &node_ns,
+            &[cluster::NODE_IP, cluster::NODE_EXT_IP],
+            PROXY_PORT,
+        )?;
         step("eBPF datapath loaded (TC policy programs, socket load balancer), maps pinned");
 
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -194,9 +205,12 @@ impl Lab {
             engine: Mutex::new(engine),
             pods: RwLock::new(BTreeMap::new()),
             services: RwLock::new(BTreeMap::new()),
+            hosts: RwLock::new(BTreeMap::new()),
             topology: topology.clone(),
             flows: FlowLog::new(20_000),
             verdicts: Mutex::new(BTreeMap::new()),
+            dry_runs: Mutex::new(BTreeMap::new()),
+            nodeport_conns: Mutex::new(BTreeMap::new()),
             policies: Mutex::new(crate::policies::PolicyStore::default()),
             web_addr: Mutex::new(None),
             started: SystemTime::now(),
@@ -213,6 +227,7 @@ impl Lab {
             "L7 proxy listening on port {PROXY_PORT} in the node namespace (transparent)"
         ));
 
+        lab.create_world(resume).await?;
         // Services first: pods get their addresses at start.
         lab.create_services()?;
         if resume {
@@ -272,15 +287,116 @@ impl Lab {
         }
     }
 
+    /// The outside world: `ext0` on the node, the `world` router, the attacker and the monitoring
+    /// host, and the prefilter and NodePort programs on `ext0`.
+    async fn create_world(&self, resume: bool) -> Result<()> {
+        let paths = &self.paths;
+        let world = paths.netns_named("world");
+        let hosts = [
+            (
+                "attacker",
+                cluster::ATTACKER_IP,
+                cluster::ATTACKER_GW,
+                24u8,
+                "att0",
+            ),
+            (
+                "monitor",
+                cluster::MONITOR_IP,
+                cluster::MONITOR_GW,
+                16u8,
+                "mon0",
+            ),
+        ];
+        if !resume {
+            for name in ["world", "attacker", "monitor"] {
+                let ns = paths.netns_named(name);
+                self.record.lock().expect("record").note_netns(paths, &ns)?;
+                let path = sys::create_netns(&ns)?;
+                for (k, v) in [
+                    ("net.ipv6.conf.all.disable_ipv6", "1"),
+                    ("net.ipv6.conf.default.disable_ipv6", "1"),
+                ] {
+                    sys::sysctl(&path, k, v)?;
+                }
+            }
+            let world_path = sys::netns_path(&world);
+            sys::sysctl(&world_path, "net.ipv4.ip_forward", "1")?;
+            // node ext0 <-> world uplink
+            self.node.add_veth("ext0", "uplink", &world_path).await?;
+            self.node.add_addr("ext0", cluster::NODE_EXT_IP, 24).await?;
+            self.node.set_up("ext0").await?;
+            self.node
+                .add_default_route(cluster::WORLD_UPLINK_IP, "ext0")
+                .await?;
+            let wnl = Netlink::open_in(&world_path)?;
+            wnl.set_up("lo").await?;
+            wnl.add_addr("uplink", cluster::WORLD_UPLINK_IP, 24).await?;
+            wnl.set_up("uplink").await?;
+            for (name, ip, gw, len, world_if) in hosts {
+                let host_path = sys::netns_path(&paths.netns_named(name));
+                wnl.add_veth(world_if, "eth0", &host_path).await?;
+                wnl.add_addr(world_if, gw, len).await?;
+                wnl.set_up(world_if).await?;
+                let hnl = Netlink::open_in(&host_path)?;
+                hnl.set_up("lo").await?;
+                hnl.add_addr("eth0", ip, len).await?;
+                hnl.set_up("eth0").await?;
+                hnl.add_default_route(gw, "eth0").await?;
+            }
+        }
+        // The programs on ext0 (on a resume, the pinned TC links get the new programs).
+        let links = {
+            let mut engine = self.engine.lock().expect("engine");
+            let dp = engine.datapath();
+            sys::in_netns(&self.node_ns, || dp.attach_world("ext0"))??
+        };
+        Datapath::pin_links(links)?;
+        let mut map = BTreeMap::new();
+        for (name, ip, ..) in hosts {
+            let netns = sys::netns_path(&paths.netns_named(name));
+            let cgroup = paths.cgroup_root().join("hosts").join(name);
+            std::fs::create_dir_all(&cgroup)
+                .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
+            let resolv_conf = paths
+                .pods()
+                .join(format!("host_{name}"))
+                .join("resolv.conf");
+            std::fs::create_dir_all(resolv_conf.parent().expect("dir"))?;
+            // Outside the cluster there is no cluster DNS (and no internet DNS here).
+            std::fs::write(
+                &resolv_conf,
+                "# written by the lab: hosts outside the cluster have no DNS; use addresses\n",
+            )?;
+            let ctx = PodContext {
+                namespace: "world".into(),
+                pod: name.into(),
+                netns,
+                cgroup,
+                resolv_conf,
+                hostname: name.into(),
+            };
+            map.insert(name.to_owned(), (ctx, ip));
+        }
+        *self.hosts.write().expect("hosts") = map;
+        step(format!(
+            "outside world: node address {} on ext0 (XDP prefilter, NodePorts); attacker {}, monitor {}",
+            cluster::NODE_EXT_IP,
+            cluster::ATTACKER_IP,
+            cluster::MONITOR_IP
+        ));
+        Ok(())
+    }
+
     fn create_services(&self) -> Result<()> {
-        let mut used: Vec<Ipv4Addr> = self
-            .topology
-            .services
+        let services = &self.topology.services;
+        let mut used: Vec<Ipv4Addr> = services.iter().filter_map(|s| s.cluster_ip).collect();
+        let mut used_node_ports: Vec<u16> = services
             .iter()
-            .filter_map(|s| s.cluster_ip)
+            .flat_map(|s| s.ports.iter().filter_map(|p| p.node_port))
             .collect();
         let mut out = BTreeMap::new();
-        for (i, spec) in self.topology.services.iter().enumerate() {
+        for (i, spec) in services.iter().enumerate() {
             let ip = match spec.cluster_ip {
                 Some(ip) => ip,
                 None => {
@@ -290,19 +406,23 @@ impl Lab {
                     ip
                 }
             };
-            out.insert(
-                (spec.namespace.clone(), spec.name.clone()),
-                ServiceRuntime {
-                    spec: spec.clone(),
-                    cluster_ip: ip,
-                    id: i as u32 + 1,
-                    backends: BTreeMap::new(),
-                },
-            );
+            let mut spec = spec.clone();
+            if spec.service_type == ServiceType::NodePort {
+                for port in &mut spec.ports {
+                    if port.node_port.is_none() {
+                        let key = format!("{}/{}/{}", spec.namespace, spec.name, port.port);
+                        port.node_port = Some(allocate_node_port(&key, &used_node_ports));
+                    }
+                    used_node_ports.extend(port.node_port);
+                }
+            }
             let ports: Vec<String> = spec
                 .ports
                 .iter()
-                .map(|p| format!("{}/{}", p.port, p.protocol.name()))
+                .map(|p| match p.node_port {
+                    Some(np) => format!("{}:{np}/{}", p.port, p.protocol.name()),
+                    None => format!("{}/{}", p.port, p.protocol.name()),
+                })
                 .collect();
             step(format!(
                 "service {}/{} {ip} ({})",
@@ -310,6 +430,15 @@ impl Lab {
                 spec.name,
                 ports.join(", ")
             ));
+            out.insert(
+                (spec.namespace.clone(), spec.name.clone()),
+                ServiceRuntime {
+                    spec,
+                    cluster_ip: ip,
+                    id: i as u32 + 1,
+                    backends: BTreeMap::new(),
+                },
+            );
         }
         *self.services.write().expect("services") = out;
         Ok(())
@@ -518,13 +647,14 @@ impl Lab {
                 ready.sort();
                 if svc.backends.get(&i) != Some(&ready) {
                     let mut engine = self.engine.lock().expect("engine");
-                    if let Err(e) = engine.datapath().set_service(
-                        svc.cluster_ip,
-                        port.port,
-                        port.protocol.number(),
-                        svc.id,
-                        &ready,
-                    ) {
+                    let dp = engine.datapath();
+                    let proto = port.protocol.number();
+                    let mut res = dp.set_service(svc.cluster_ip, port.port, proto, svc.id, &ready);
+                    if let (Ok(()), Some(np)) = (&res, port.node_port) {
+                        // NodePorts: the same backends behind the node's external address.
+                        res = dp.set_service(cluster::NODE_EXT_IP, np, proto, svc.id, &ready);
+                    }
+                    if let Err(e) = res {
                         tracing::warn!("updating service {}: {e}", svc.spec.name);
                     }
                     svc.backends.insert(i, ready);
@@ -658,6 +788,52 @@ impl Lab {
             .expect("verdicts")
             .entry(key)
             .or_default() += 1;
+        for d in &flow.dry_run {
+            let policy = match &d.namespace {
+                Some(ns) => format!("{ns}/{}", d.policy),
+                None => d.policy.clone(),
+            };
+            *self
+                .dry_runs
+                .lock()
+                .expect("dry runs")
+                .entry((policy, d.would.clone()))
+                .or_default() += 1;
+        }
+        if flow.trace_observation_point == "FROM_NETWORK" && flow.verdict == "FORWARDED" {
+            // A connection from outside to a NodePort: the alert that would have caught the
+            // 72-hour exposure counts those from outside the internal ranges.
+            let port = flow
+                .l4
+                .tcp
+                .as_ref()
+                .or(flow.l4.udp.as_ref())
+                .map(|p| p.destination_port)
+                .unwrap_or(0);
+            let source: Ipv4Addr = flow.ip.source.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let class = if cluster::INTERNAL_RANGES
+                .iter()
+                .any(|r| cluster::in_prefix(source, *r))
+            {
+                "internal"
+            } else {
+                "internet"
+            };
+            let service = self
+                .services
+                .read()
+                .expect("services")
+                .values()
+                .find(|s| s.spec.ports.iter().any(|p| p.node_port == Some(port)))
+                .map(|s| format!("{}/{}", s.spec.namespace, s.spec.name))
+                .unwrap_or_default();
+            *self
+                .nodeport_conns
+                .lock()
+                .expect("nodeport")
+                .entry((service, port, class))
+                .or_default() += 1;
+        }
         if let Ok(v) = serde_json::to_value(flow) {
             self.flows.push(v);
         }
@@ -678,6 +854,24 @@ impl Lab {
         futures::future::join_all(stops).await;
         let record = self.record.lock().expect("record").clone();
         crate::state::cleanup(&self.paths, &record)
+    }
+
+    /// How to enter a pod (`NS/NAME` or `NAME`) or an outside host (`world/attacker`, `monitor`).
+    pub fn context_of(&self, name: &str) -> Option<PodContext> {
+        if let Some(key) = self.pod_key(name) {
+            return self
+                .pods
+                .read()
+                .expect("pods")
+                .get(&key)
+                .map(|p| p.ctx.clone());
+        }
+        let host = name.strip_prefix("world/").unwrap_or(name);
+        self.hosts
+            .read()
+            .expect("hosts")
+            .get(host)
+            .map(|(ctx, _)| ctx.clone())
     }
 
     pub fn pod_key(&self, pod: &str) -> Option<(String, String)> {
@@ -759,6 +953,20 @@ fn allocate_service_ip(key: &str, used: &[Ipv4Addr]) -> Ipv4Addr {
         }
         off = (off + 1) % (size - 1);
     }
+}
+
+fn allocate_node_port(key: &str, used: &[u16]) -> u16 {
+    let (lo, hi) = cluster::NODE_PORT_RANGE;
+    let mut h: u32 = 2166136261;
+    for b in key.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(16777619);
+    }
+    let span = u32::from(hi - lo) + 1;
+    let mut p = lo + (h % span) as u16;
+    while used.contains(&p) {
+        p = if p == hi { lo } else { p + 1 };
+    }
+    p
 }
 
 fn resolve_target_port(target: &TargetPort, pod: &PodSpec) -> Option<u16> {

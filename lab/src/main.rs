@@ -17,6 +17,7 @@ mod metrics;
 mod netlink;
 mod paths;
 mod policies;
+mod prefilter;
 mod spawn;
 mod state;
 mod supervisor;

@@ -92,6 +92,28 @@ pub fn render(lab: &Lab) -> String {
             "hubble_policy_verdicts_total{{direction=\"{dir}\",match=\"{matched}\",action=\"{action}\"}} {v}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP lab_policy_dry_run_total Flows a policy in audit mode would allow or drop if it were enforced"
+    );
+    let _ = writeln!(out, "# TYPE lab_policy_dry_run_total counter");
+    for ((policy, would), v) in lab.dry_runs.lock().expect("dry runs").iter() {
+        let _ = writeln!(
+            out,
+            "lab_policy_dry_run_total{{policy=\"{policy}\",verdict=\"would_{would}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lab_nodeport_connections_total Connections from outside the cluster to NodePorts, by source (internet = outside 10/8, 172.16/12, 192.168/16)"
+    );
+    let _ = writeln!(out, "# TYPE lab_nodeport_connections_total counter");
+    for ((service, port, class), v) in lab.nodeport_conns.lock().expect("nodeport").iter() {
+        let _ = writeln!(
+            out,
+            "lab_nodeport_connections_total{{service=\"{service}\",node_port=\"{port}\",source=\"{class}\"}} {v}"
+        );
+    }
     lab.proxy_stats.write_prometheus(&mut out);
     let _ = writeln!(
         out,

@@ -57,6 +57,10 @@ impl Paths {
     pub fn node_netns(&self) -> String {
         format!("{}-node", self.instance)
     }
+    /// Namespaces of the lab's own machinery (`world`, `attacker`, `monitor`).
+    pub fn netns_named(&self, name: &str) -> String {
+        format!("{}-{name}", self.instance)
+    }
     pub fn pod_netns(&self, namespace: &str, pod: &str) -> String {
         format!("{}-{namespace}-{pod}", self.instance)
     }

@@ -9,3 +9,4 @@ mod demo;
 mod l7;
 mod policy;
 mod semantics;
+mod world;

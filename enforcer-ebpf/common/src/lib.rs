@@ -31,6 +31,9 @@ pub const EP_EGRESS_WOULD_ENFORCE: u32 = 1 << 3;
 pub const MARK_MASK: u32 = 0x0000_0f00;
 pub const MARK_TO_PROXY: u32 = 0x0000_0a00;
 pub const MARK_FROM_PROXY: u32 = 0x0000_0b00;
+/// Set by the node-port program on connections to a NodePort whose policy the (deliberately
+/// unsafe) prefilter bypass skips; `to_pod` forwards them without a policy lookup.
+pub const MARK_BYPASS: u32 = 0x0000_0c00;
 
 /// Reserved identities, numbered as in Cilium.
 pub const IDENTITY_UNKNOWN: u32 = 0;
@@ -180,6 +183,10 @@ pub const CT_FROM_PROXY: u32 = 1 << 1;
 pub const CT_SEEN_REPLY: u32 = 1 << 2;
 pub const CT_CLOSING: u32 = 1 << 3;
 pub const CT_AUDIT: u32 = 1 << 4;
+/// Forwarded without policy because of the prefilter's NodePort bypass.
+pub const CT_BYPASS: u32 = 1 << 5;
+/// A connection that came in through a NodePort.
+pub const CT_NODEPORT: u32 = 1 << 6;
 
 /// Value of the connection-tracking map.
 #[repr(C)]
@@ -245,6 +252,10 @@ pub struct FlowEvent {
     pub len: u32,
     /// `CT_*` flags of the connection the packet belongs to, host order.
     pub ct_flags: u32,
+    /// The rule of the would-be verdict (all policies, audit mode included) when one matched,
+    /// host order: lets user space count what a policy in audit mode would allow or drop.
+    pub audit_rule_ref: u32,
+    pub _pad2: u32,
 }
 
 /// Indexes of the `CONFIG` array.
@@ -322,6 +333,21 @@ pub struct RevNatValue {
     pub _pad: u16,
 }
 
+/// Value of the NodePort translation maps: an address and port, network order. Keyed by a
+/// [`CtKey`] (direction 0): in `NODEPORT_NAT` the client's tuple towards the node, in
+/// `NODEPORT_RNAT` the backend's reply tuple towards the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatValue {
+    /// Network order.
+    pub addr: u32,
+    /// Network order.
+    pub port: u16,
+    pub _pad: u16,
+    /// `bpf_ktime_get_ns` of the last packet (expiry is by LRU eviction and time).
+    pub last_seen_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod_impls {
     use super::*;
@@ -338,6 +364,7 @@ mod pod_impls {
     unsafe impl aya::Pod for ServiceValue {}
     unsafe impl aya::Pod for RevNatKey {}
     unsafe impl aya::Pod for RevNatValue {}
+    unsafe impl aya::Pod for NatValue {}
 }
 
 // Layout checks: a size change here is a change of the kernel ABI of the maps.
@@ -347,8 +374,9 @@ const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 12);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 12);
 const _: () = assert!(core::mem::size_of::<RevNatKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RevNatValue>() == 8);
+const _: () = assert!(core::mem::size_of::<NatValue>() == 16);
