@@ -11,6 +11,7 @@
 //! - [`ship`]: the client moves of the ships (land, survey, fire, fetch the logs, any HTTP).
 //! - [`echo`]: a small fast HTTP server for exercises and benchmarks.
 //! - [`dns`]: the cluster's authoritative DNS server for `cluster.local.`.
+//! - [`loadgen`]: a wrk2-style HTTP load generator (open and closed loop) for `lab bench`.
 //!
 //! Everything logs with `tracing`; installing a subscriber is the caller's job.
 //! [`run_workload`] maps a workload name and its JSON config to the right `run`.
@@ -21,6 +22,7 @@ pub mod echo;
 mod ftp_client;
 pub mod ftpstore;
 mod http_server;
+pub mod loadgen;
 pub mod logship;
 pub mod ship;
 

@@ -1,5 +1,6 @@
 //! The ships' moves in the story: land, survey, fire at the exhaust port, fetch the Deathstar's
-//! logs from a store, or any HTTP request. Used by `lab ship POD MOVE`, the web page and tests.
+//! logs from a store, any HTTP request, or a bare TCP connect (can this pod reach that port?).
+//! Used by `lab ship POD MOVE`, the web page (lessons and exercise probes) and tests.
 //!
 //! [`perform`] never fails: every result, including refusals and timeouts (what a policy does
 //! to a ship), is an [`Outcome`] the caller renders. Names are resolved with the system resolver
@@ -79,6 +80,14 @@ pub enum Move {
         #[serde(default)]
         body: Option<String>,
     },
+    /// Open a TCP connection to "host:port" and close it again, sending nothing: the question
+    /// "can this pod reach that port at all?", for any port (FTP, DNS over TCP, ...).
+    Connect {
+        addr: String,
+        /// Overrides [`Options::timeout_ms`] for this move.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// The simple moves by name ("land", "survey", "fire"), for command lines.
@@ -91,7 +100,7 @@ impl FromStr for Move {
             "survey" => Ok(Move::Survey),
             "fire" => Ok(Move::Fire),
             _ => Err(format!(
-                "unknown move {s:?}: expected land, survey or fire (fetch-logs and http take arguments)"
+                "unknown move {s:?}: expected land, survey or fire (fetch-logs, http and connect take arguments)"
             )),
         }
     }
@@ -127,6 +136,8 @@ pub enum Outcome {
     },
     /// The store refused: login failed or permission denied.
     FtpDenied { detail: String, elapsed_ms: u64 },
+    /// A [`Move::Connect`] got its TCP handshake done: `peer` is the address it reached.
+    Connected { peer: String, elapsed_ms: u64 },
 }
 
 /// The longest body shown by [`Outcome::summary`].
@@ -156,6 +167,7 @@ impl Outcome {
                 content.lines().count()
             ),
             Outcome::FtpDenied { detail, .. } => format!("denied: {detail}"),
+            Outcome::Connected { peer, .. } => format!("connected to {peer}"),
         }
     }
 
@@ -163,7 +175,7 @@ impl Outcome {
     /// or FTP refusal), 2 refused, 3 timed out, 4 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Outcome::Ok { .. } | Outcome::FtpOk { .. } => 0,
+            Outcome::Ok { .. } | Outcome::FtpOk { .. } | Outcome::Connected { .. } => 0,
             Outcome::HttpError { .. } | Outcome::FtpDenied { .. } => 1,
             Outcome::Refused { .. } => 2,
             Outcome::TimedOut { .. } => 3,
@@ -179,7 +191,8 @@ impl Outcome {
             | Outcome::TimedOut { elapsed_ms }
             | Outcome::Error { elapsed_ms, .. }
             | Outcome::FtpOk { elapsed_ms, .. }
-            | Outcome::FtpDenied { elapsed_ms, .. } => *elapsed_ms,
+            | Outcome::FtpDenied { elapsed_ms, .. }
+            | Outcome::Connected { elapsed_ms, .. } => *elapsed_ms,
         }
     }
 }
@@ -242,6 +255,13 @@ pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
         } => fetch_logs(store, user.as_deref(), password.as_deref(), dir, timeout)
             .await
             .map_err(Failure::from),
+        Move::Connect { addr, timeout_ms } => {
+            let limit = timeout_ms.map_or(timeout, Duration::from_millis);
+            match tokio::time::timeout(limit, connect(addr)).await {
+                Ok(result) => result,
+                Err(_) => Err(Failure::TimedOut),
+            }
+        }
     };
     let elapsed_ms = start.elapsed().as_millis() as u64;
     match result {
@@ -260,6 +280,7 @@ pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
             content,
             elapsed_ms,
         },
+        Ok(Done::Connected { peer }) => Outcome::Connected { peer, elapsed_ms },
         Err(Failure::Refused(detail)) => Outcome::Refused { detail, elapsed_ms },
         Err(Failure::TimedOut) => Outcome::TimedOut { elapsed_ms },
         Err(Failure::Denied(detail)) => Outcome::FtpDenied { detail, elapsed_ms },
@@ -271,6 +292,7 @@ pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
 enum Done {
     Http { status: u16, body: String },
     Ftp { files: Vec<String>, content: String },
+    Connected { peer: String },
 }
 
 /// Why a move did not finish, sorted the way [`Outcome`] sorts it.
@@ -402,6 +424,20 @@ async fn send(addr: &str, request: Request<Full<Bytes>>) -> Result<Done, Failure
     })
 }
 
+/// Resolves and connects, then closes at once (a FIN, no data).
+async fn connect(addr: &str) -> Result<Done, Failure> {
+    let peer = crate::ftp_client::resolve(addr)
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let stream = TcpStream::connect(peer)
+        .await
+        .map_err(|e| io_failure(&format!("connect to {addr} ({peer})"), &e))?;
+    drop(stream);
+    Ok(Done::Connected {
+        peer: peer.to_string(),
+    })
+}
+
 fn io_failure(what: &str, e: &std::io::Error) -> Failure {
     match e.kind() {
         ErrorKind::ConnectionRefused
@@ -526,6 +562,51 @@ mod tests {
         assert_eq!(req.headers()["x-has-force"], "true");
         assert!(build_request("GET", "https://deathstar/", &headers, None).is_err());
         assert!(build_request("GE T", "http://deathstar/", &headers, None).is_err());
+    }
+
+    #[test]
+    fn connect_as_json() {
+        let mv: Move =
+            serde_json::from_str(r#"{"move": "connect", "addr": "ftp-secure:21"}"#).unwrap();
+        assert_eq!(
+            mv,
+            Move::Connect {
+                addr: "ftp-secure:21".into(),
+                timeout_ms: None
+            }
+        );
+        let out = Outcome::Connected {
+            peer: "10.244.0.6:21".into(),
+            elapsed_ms: 1,
+        };
+        assert_eq!(out.summary(), "connected to 10.244.0.6:21");
+        assert_eq!(out.exit_code(), 0);
+        assert_eq!(serde_json::to_value(&out).unwrap()["kind"], "connected");
+    }
+
+    #[tokio::test]
+    async fn connect_reaches_a_listener_and_is_refused_by_a_closed_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        let mv = Move::Connect {
+            addr: open.to_string(),
+            timeout_ms: Some(2000),
+        };
+        let out = perform(&mv, &Options::default()).await;
+        assert_eq!(
+            out,
+            Outcome::Connected {
+                peer: open.to_string(),
+                elapsed_ms: out.elapsed_ms()
+            }
+        );
+        drop(listener);
+        let closed = Move::Connect {
+            addr: open.to_string(),
+            timeout_ms: Some(2000),
+        };
+        let out = perform(&closed, &Options::default()).await;
+        assert!(matches!(out, Outcome::Refused { .. }), "{out:?}");
     }
 
     #[test]
