@@ -224,6 +224,7 @@ impl web::Backend for LabBackend {
                             .collect(),
                     ))
                 }
+                ("audit", body) => crate::audit::live(&lab, body.as_ref()),
                 ("prefilter", None) => Ok(crate::prefilter::list(&lab)),
                 ("prefilter", Some(body)) => crate::prefilter::change(&lab, &body),
                 ("audit-mode", None) => Ok(json!({"audit_mode": crate::policies::audit_all(&lab)})),

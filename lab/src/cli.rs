@@ -127,6 +127,21 @@ enum Command {
     /// The XDP prefilter on the node's external interface: a deny list of source CIDRs.
     #[command(subcommand)]
     Prefilter(PrefilterCommand),
+    /// Check policies (files, the running lab, or both) for the mistakes behind real exposures:
+    /// wildcard CIDRs, unguarded NodePorts, a prefilter bypass, rules that select nothing,
+    /// shadowed rules, L7 rules cancelled by L4 allows. Exits 1 on findings at or above
+    /// `--fail-on`.
+    Audit {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<String>,
+        /// Only the files, even if a lab is running.
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, default_value = "medium", value_parser = ["low", "medium", "high", "critical"])]
+        fail_on: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Prometheus metrics (Cilium's names).
     Metrics,
     /// Connection-tracking entries of the datapath.
@@ -279,6 +294,12 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
             up::down(paths)?;
             Ok(0)
         }
+        Command::Audit {
+            files,
+            offline,
+            fail_on,
+            output,
+        } => audit(paths, &files, offline, &fail_on, output),
         Command::Workload { kind, config } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -435,6 +456,7 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
         }
         Command::Up { .. }
         | Command::Down
+        | Command::Audit { .. }
         | Command::Workload { .. }
         | Command::ShipMove { .. } => unreachable!(),
     }
@@ -1280,4 +1302,41 @@ fn ship_move(json_arg: &str) -> Result<i32> {
     out["exit_code"] = json!(outcome.exit_code());
     println!("{out}");
     Ok(0)
+}
+
+fn audit(
+    paths: &Paths,
+    files: &[String],
+    offline: bool,
+    fail_on: &str,
+    output: Output,
+) -> Result<i32> {
+    use crate::audit::{Finding, Severity};
+
+    let sources = read_sources(files)?;
+    let rt = runtime()?;
+    let client = Client::new(paths);
+    let live = !offline && std::path::Path::new(&paths.api_socket()).exists();
+    let findings: Vec<Finding> = if live {
+        let body = json!({"files": sources.iter().map(|(s, t)| json!({"source": s, "text": t})).collect::<Vec<_>>()});
+        let v = rt.block_on(client.request(Method::POST, "/api/x/audit", Some(body)))?;
+        serde_json::from_value(v)?
+    } else {
+        if sources.is_empty() {
+            bail!(
+                "no lab is running: give policy files to audit with -f FILE (or start a lab to audit it live)"
+            );
+        }
+        let srcs: Vec<enforcer::yaml::Source> = sources
+            .into_iter()
+            .map(|(n, t)| enforcer::yaml::Source::new(n, t))
+            .collect();
+        crate::audit::audit(&crate::audit::input_from_files(&srcs)?)
+    };
+    match output {
+        Output::Json | Output::Yaml => print_structured(&serde_json::to_value(&findings)?, output)?,
+        _ => print!("{}", crate::audit::render(&findings)),
+    }
+    let threshold = Severity::parse(fail_on).unwrap_or(Severity::Medium);
+    Ok(i32::from(findings.iter().any(|f| f.severity >= threshold)))
 }

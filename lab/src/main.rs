@@ -7,6 +7,7 @@
 //! plumbing), `state` (the record of what was created), `paths`, `client` (the CLI's API client),
 //! `workloads` (what each image runs).
 
+mod audit;
 mod backend;
 mod cli;
 mod client;

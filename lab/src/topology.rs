@@ -61,9 +61,21 @@ pub fn from_sources(sources: &[Source]) -> Result<Topology> {
             Err(e) => errors.extend(e),
         }
     }
+    if !errors.is_empty() {
+        let problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        bail!(
+            "the manifests have problems; nothing was created:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    from_objects(&objects)
+}
+
+/// Objects (already parsed) to a topology, with every whole-cluster check.
+pub fn from_objects(objects: &[(Object, enforcer::yaml::SourceRef)]) -> Result<Topology> {
     let mut topo = Topology::default();
-    let mut problems: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    for (obj, src) in &objects {
+    let mut problems: Vec<String> = Vec::new();
+    for (obj, src) in objects {
         let at = format!("{}:{}", src.file, src.line);
         match obj {
             Object::Namespace(ns) => {

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod audit;
 mod cluster;
 mod demo;
 mod l7;

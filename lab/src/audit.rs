@@ -1,0 +1,552 @@
+//! `lab audit`: the checks that would have caught the 72-hour exposure before it shipped, over
+//! policy files, over the running lab, or both. Each finding says how serious it is, where it
+//! is (file and line, or the live object), why it matters and what to do instead.
+
+use std::collections::BTreeMap;
+
+use enforcer::{
+    identity::{Identities, pod_labels},
+    policy::{
+        api::{Entity, PolicyDoc, PolicyKind},
+        normalize::{normalize, parse_cidr},
+        resolve::{EndpointRef, resolve},
+    },
+};
+use enforcer_common::{VERDICT_ALLOW, VERDICT_REDIRECT};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{PodSpec, ServiceSpec, ServiceType};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Self::Low),
+            "medium" => Some(Self::Medium),
+            "high" => Some(Self::High),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Low => "LOW",
+            Self::Medium => "MEDIUM",
+            Self::High => "HIGH",
+            Self::Critical => "CRITICAL",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// A short stable name of the check.
+    pub check: String,
+    /// `file:line` of the offending field, or the live object (`service default/inventory`).
+    pub location: String,
+    pub problem: String,
+    pub why: String,
+    pub fix: String,
+}
+
+/// Everything the audit looks at.
+#[derive(Default)]
+pub struct Input {
+    pub policies: Vec<PolicyDoc>,
+    pub pods: Vec<PodSpec>,
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub services: Vec<ServiceSpec>,
+    /// NodePorts the prefilter lets skip policy.
+    pub bypassed_node_ports: Vec<u16>,
+    /// Whether pods are known (live lab or manifests): checks about selection need them.
+    pub know_pods: bool,
+}
+
+/// A pod counts as meant to be public with the label `exposure: public` (or `public: "true"`).
+fn is_public(labels: &BTreeMap<String, String>) -> bool {
+    labels.get("exposure").map(String::as_str) == Some("public")
+        || labels.get("public").map(String::as_str) == Some("true")
+}
+
+fn loc(doc: &PolicyDoc, path: &str) -> String {
+    let (line, _) = doc.locations.line_of(path).unwrap_or((doc.source.line, 1));
+    format!("{}:{line} ({path})", doc.source.file)
+}
+
+fn spec_path(doc: &PolicyDoc, i: usize) -> String {
+    let has_spec = doc.raw.get("spec").is_some();
+    if has_spec && i == 0 {
+        "spec".into()
+    } else {
+        format!("specs[{}]", i - usize::from(has_spec))
+    }
+}
+
+pub fn audit(input: &Input) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let pod_selected =
+        |doc: &PolicyDoc, sel: &enforcer::policy::api::EndpointSelector, pod: &PodSpec| {
+            let ns_labels = input
+                .namespaces
+                .get(&pod.namespace)
+                .cloned()
+                .unwrap_or_default();
+            let labels = pod_labels(&pod.namespace, &pod.labels, &ns_labels);
+            if doc.kind == PolicyKind::Namespaced
+                && doc.namespace.as_deref() != Some(pod.namespace.as_str())
+            {
+                return false;
+            }
+            sel.matches(&enforcer::policy::selector::Labels(labels))
+        };
+
+    for doc in &input.policies {
+        for (i, rule) in doc.rules.iter().enumerate() {
+            let base = spec_path(doc, i);
+            let Some(sel) = &rule.endpoint_selector else {
+                continue;
+            };
+            let selected: Vec<&PodSpec> = input
+                .pods
+                .iter()
+                .filter(|p| pod_selected(doc, sel, p))
+                .collect();
+            let public = !selected.is_empty() && selected.iter().all(|p| is_public(&p.labels));
+
+            if input.know_pods && selected.is_empty() {
+                out.push(Finding {
+                    severity: Severity::Medium,
+                    check: "selects-nothing".into(),
+                    location: loc(doc, &format!("{base}.endpointSelector")),
+                    problem: format!("policy {} selects no endpoint", doc.qualified_name()),
+                    why: "a policy that selects nothing protects nothing; usually a label typo, or a namespaced policy in the wrong namespace".into(),
+                    fix: "check the endpointSelector's labels against `lab get pods -o wide` (and the policy's namespace)".into(),
+                });
+            }
+
+            for (j, r) in rule.ingress.iter().flatten().enumerate() {
+                let path = format!("{base}.ingress[{j}]");
+                wildcards(
+                    doc,
+                    &path,
+                    "fromCIDR",
+                    r.from_cidr.as_deref(),
+                    r.from_cidr_set.as_deref(),
+                    r.from_entities.as_deref(),
+                    public,
+                    &mut out,
+                );
+                if r.from_endpoints.as_ref().is_some_and(Vec::is_empty)
+                    || r.from_cidr.as_ref().is_some_and(Vec::is_empty)
+                    || r.from_entities.as_ref().is_some_and(Vec::is_empty)
+                {
+                    out.push(Finding {
+                        severity: Severity::Low,
+                        check: "empty-allow-list".into(),
+                        location: loc(doc, &path),
+                        problem: "an empty peer list allows nothing".into(),
+                        why: "an empty list selects no peer: the rule only turns on default deny, which is rarely what an empty list was meant to say".into(),
+                        fix: "list the peers to allow, or write `ingress: [{}]` to deny all on purpose".into(),
+                    });
+                }
+            }
+            for (j, r) in rule.egress.iter().flatten().enumerate() {
+                let path = format!("{base}.egress[{j}]");
+                let cidrs = r.to_cidr.as_deref();
+                let sets = r.to_cidr_set.as_deref();
+                if any_wildcard(cidrs, sets) {
+                    out.push(Finding {
+                        severity: Severity::Low,
+                        check: "wildcard-egress".into(),
+                        location: loc(doc, &format!("{path}.toCIDR")),
+                        problem: "egress to 0.0.0.0/0 lets the pod send anywhere".into(),
+                        why: "a compromised pod can exfiltrate data to any internet host".into(),
+                        fix: "name the destinations (toCIDR with their ranges, toEndpoints, toFQDNs in a real cluster)".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    // NodePorts: exposed to the outside, so their pods need an ingress policy, and the
+    // prefilter must not bypass it.
+    let docs = &input.policies;
+    for svc in &input.services {
+        if svc.service_type != ServiceType::NodePort {
+            continue;
+        }
+        let backends: Vec<&PodSpec> = input.pods.iter().filter(|p| svc.selects(p)).collect();
+        let guarded = |pod: &&PodSpec| {
+            docs.iter().any(|d| {
+                d.rules.iter().any(|r| {
+                    let has_ingress = r.ingress.as_ref().is_some_and(|v| !v.is_empty())
+                        || r.ingress_deny.as_ref().is_some_and(|v| !v.is_empty());
+                    let dd = r.enable_default_deny.as_ref().and_then(|d| d.ingress) != Some(false);
+                    has_ingress
+                        && dd
+                        && r.endpoint_selector
+                            .as_ref()
+                            .is_some_and(|s| pod_selected(d, s, pod))
+                })
+            })
+        };
+        let ports: Vec<u16> = svc.ports.iter().filter_map(|p| p.node_port).collect();
+        let place = format!("service {}/{} ({})", svc.namespace, svc.name, svc.source);
+        if input.know_pods && !backends.is_empty() && !backends.iter().all(guarded) {
+            out.push(Finding {
+                severity: Severity::High,
+                check: "nodeport-without-ingress-policy".into(),
+                location: place.clone(),
+                problem: format!(
+                    "NodePort {} reaches pods that no ingress policy selects",
+                    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                why: "a NodePort is open on the node's external address: without an ingress policy, anyone who can reach the node reaches these pods".into(),
+                fix: format!(
+                    "add a CiliumNetworkPolicy selecting the service's pods ({}) with ingress fromCIDR limited to the internal range (e.g. 10.0.0.0/8)",
+                    svc.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                ),
+            });
+        }
+        for p in ports
+            .iter()
+            .filter(|p| input.bypassed_node_ports.contains(p))
+        {
+            out.push(Finding {
+                severity: Severity::Critical,
+                check: "prefilter-bypass".into(),
+                location: format!("prefilter on ext0, NodePort {p} ({place})"),
+                problem: format!("the prefilter lets NodePort {p} skip every network policy"),
+                why: "this is the 72-hour exposure: whatever the policies say, anyone on the internet reaches the service".into(),
+                fix: format!("`lab prefilter bypass --node-port {p} --off`; keep fast paths from bypassing policy"),
+            });
+        }
+    }
+
+    // Shadowed rules and L7 rules cancelled by L4-only allows: resolved against the pods known.
+    if input.know_pods && !input.policies.is_empty() {
+        out.extend(resolution_findings(input));
+    }
+    out.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.location.cmp(&b.location))
+    });
+    out
+}
+
+fn any_wildcard(
+    cidrs: Option<&[String]>,
+    sets: Option<&[enforcer::policy::api::CidrRule]>,
+) -> bool {
+    let wild = |c: &str| c.trim() == "::/0" || parse_cidr(c).is_some_and(|(_, l)| l == 0);
+    cidrs.into_iter().flatten().any(|c| wild(c))
+        || sets
+            .into_iter()
+            .flatten()
+            .any(|s| wild(&s.cidr) && s.except.as_ref().is_none_or(Vec::is_empty))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wildcards(
+    doc: &PolicyDoc,
+    path: &str,
+    field: &str,
+    cidrs: Option<&[String]>,
+    sets: Option<&[enforcer::policy::api::CidrRule]>,
+    entities: Option<&[Entity]>,
+    public: bool,
+    out: &mut Vec<Finding>,
+) {
+    if public {
+        return;
+    }
+    if any_wildcard(cidrs, sets) {
+        out.push(Finding {
+            severity: Severity::High,
+            check: "wildcard-cidr".into(),
+            location: loc(doc, &format!("{path}.{field}")),
+            problem: "ingress from 0.0.0.0/0 (any address) on endpoints not labelled public".into(),
+            why: "a wildcard CIDR admits the whole internet wherever the pods are reachable from outside (a NodePort, a LoadBalancer): the mistake behind the 72-hour exposure".into(),
+            fix: "allow only the internal range that needs access, e.g. fromCIDR: [10.0.0.0/8]; if the pods are meant to be public, label them exposure=public".into(),
+        });
+    }
+    if let Some(e) = entities
+        .into_iter()
+        .flatten()
+        .find(|e| matches!(e, Entity::World | Entity::All | Entity::WorldIpv4))
+    {
+        out.push(Finding {
+            severity: Severity::High,
+            check: "world-entity".into(),
+            location: loc(doc, &format!("{path}.fromEntities")),
+            problem: format!("ingress from entity `{}` on endpoints not labelled public", e.as_str()),
+            why: "`world` (and `all`) include every address outside the cluster".into(),
+            fix: "use fromCIDR with the internal range that needs access, or label the pods exposure=public if they really serve the internet".into(),
+        });
+    }
+}
+
+/// Checks that need the rules resolved: shadowed rules and cancelled L7 rules.
+fn resolution_findings(input: &Input) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Ok(set) = normalize(&input.policies) else {
+        return out;
+    };
+    let mut ids = Identities::new();
+    let mut eps = Vec::new();
+    for (i, pod) in input.pods.iter().enumerate() {
+        let ns_labels = input
+            .namespaces
+            .get(&pod.namespace)
+            .cloned()
+            .unwrap_or_default();
+        let labels = pod_labels(&pod.namespace, &pod.labels, &ns_labels);
+        ids.acquire_pod(labels.clone());
+        eps.push(EndpointRef {
+            ep_id: i as u32 + 1,
+            labels,
+        });
+    }
+    ids.set_cidrs(&set.cidrs);
+    let idents: Vec<_> = ids.all().collect();
+    let doc_of = |rule_ref: u32| {
+        let info = &set.table[rule_ref as usize];
+        let doc = input
+            .policies
+            .iter()
+            .find(|d| d.name == info.policy && d.namespace == info.namespace);
+        (info, doc)
+    };
+
+    // Each rule alone, and whether everything it allows is also allowed by another rule.
+    let mut by_rule: BTreeMap<u32, std::collections::BTreeSet<(u32, enforcer_common::PolicyKey)>> =
+        BTreeMap::new();
+    for rule in set.rules.iter().filter(|r| !r.deny) {
+        let single = resolve(std::slice::from_ref(rule), &eps, &idents, 0);
+        by_rule
+            .entry(rule.rule_ref)
+            .or_default()
+            .extend(single.map.keys().copied());
+    }
+    for (r, keys) in &by_rule {
+        if keys.is_empty() {
+            continue;
+        }
+        let covered_by = by_rule.iter().find(|(o, other)| {
+            *o != r
+                && other.len() > keys.len()
+                && keys.iter().all(|(prefix, k)| covers(other, *prefix, *k))
+        });
+        if let Some((o, _)) = covered_by {
+            let (info, doc) = doc_of(*r);
+            let (oinfo, _) = doc_of(*o);
+            out.push(Finding {
+                severity: Severity::Low,
+                check: "shadowed-rule".into(),
+                location: doc
+                    .map(|d| {
+                        loc(
+                            d,
+                            &format!(
+                                "{}.{}[{}]",
+                                spec_path(d, info.spec_index),
+                                info.section,
+                                info.rule_index
+                            ),
+                        )
+                    })
+                    .unwrap_or_else(|| info.source.clone()),
+                problem: format!(
+                    "this rule of {} allows nothing that {} ({}[{}]) does not already allow",
+                    info.policy, oinfo.policy, oinfo.section, oinfo.rule_index
+                ),
+                why: "a shadowed rule suggests the broader one is broader than intended".into(),
+                fix: "narrow the broader rule, or remove the redundant one".into(),
+            });
+        }
+    }
+
+    // L7 rules whose port also has an L4-only allow for some peers: those peers skip L7.
+    let full = resolve(&set.rules, &eps, &idents, 0);
+    for rule in set.rules.iter().filter(|r| r.http.is_some()) {
+        let single = resolve(std::slice::from_ref(rule), &eps, &idents, 0);
+        let cancelled = single.map.iter().any(|(k, v)| {
+            v.verdict == VERDICT_REDIRECT
+                && full.map.get(k).is_some_and(|f| f.verdict == VERDICT_ALLOW)
+        });
+        if cancelled {
+            let (info, doc) = doc_of(rule.rule_ref);
+            out.push(Finding {
+                severity: Severity::High,
+                check: "l7-cancelled".into(),
+                location: doc.map(|d| loc(d, &format!("{}.{}[{}].toPorts", spec_path(d, info.spec_index), info.section, info.rule_index))).unwrap_or_else(|| info.source.clone()),
+                problem: format!("the HTTP rules of {} do not apply to some peers: an L4-only allow on the same port lifts them", info.policy),
+                why: "in Cilium an L4 allow without `rules` on the same port allows every request from those peers, exhaust port included".into(),
+                fix: "add the same `rules.http` to the L4-only rule for that port, or remove the port from it".into(),
+            });
+        }
+    }
+    out
+}
+
+/// Whether the key set `set` covers `(prefix, key)` (the same key, or a less specific one).
+fn covers(
+    set: &std::collections::BTreeSet<(u32, enforcer_common::PolicyKey)>,
+    prefix: u32,
+    key: enforcer_common::PolicyKey,
+) -> bool {
+    use enforcer_common::POLICY_KEY_FIXED_BITS;
+    if set.contains(&(prefix, key)) {
+        return true;
+    }
+    // L3-only entry of the same endpoint, identity and direction.
+    let l3 = enforcer_common::PolicyKey {
+        proto: 0,
+        dport: 0,
+        ..key
+    };
+    if set.contains(&(POLICY_KEY_FIXED_BITS, l3)) {
+        return true;
+    }
+    // Shorter port prefixes.
+    (POLICY_KEY_FIXED_BITS + 8..prefix).any(|p| {
+        let bits = p - POLICY_KEY_FIXED_BITS - 8;
+        let mask: u16 = if bits == 0 {
+            0
+        } else {
+            u16::MAX << (16 - bits)
+        };
+        let k = enforcer_common::PolicyKey {
+            dport: (u16::from_be(key.dport) & mask).to_be(),
+            ..key
+        };
+        set.contains(&(p, k))
+    })
+}
+
+/// Renders findings for a terminal.
+pub fn render(findings: &[Finding]) -> String {
+    if findings.is_empty() {
+        return "lab audit: no findings.\n".into();
+    }
+    let mut out = String::new();
+    for f in findings {
+        out.push_str(&format!(
+            "{} [{}] {}\n  at:   {}\n  why:  {}\n  fix:  {}\n\n",
+            f.severity.label(),
+            f.check,
+            f.problem,
+            f.location,
+            f.why,
+            f.fix
+        ));
+    }
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    out.push_str(&format!(
+        "{} findings: {} critical, {} high, {} medium, {} low\n",
+        findings.len(),
+        count(Severity::Critical),
+        count(Severity::High),
+        count(Severity::Medium),
+        count(Severity::Low)
+    ));
+    out
+}
+
+/// Policies and topology from files (policy files, manifests, or both in one file).
+pub fn input_from_files(sources: &[enforcer::yaml::Source]) -> anyhow::Result<Input> {
+    let mut policies = Vec::new();
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for src in sources {
+        match crate::manifest::parse_all(src) {
+            Ok(bundle) => {
+                policies.extend(bundle.policies);
+                objects.extend(bundle.objects);
+            }
+            Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!("the files do not parse:\n  {}", errors.join("\n  "));
+    }
+    let topo = crate::topology::from_objects(&objects)?;
+    Ok(Input {
+        policies,
+        know_pods: !topo.pods.is_empty(),
+        pods: topo.pods,
+        namespaces: topo.namespaces,
+        services: topo.services,
+        bypassed_node_ports: Vec::new(),
+    })
+}
+
+/// The running lab's state, with the policies of `body.files` ({source, text}) applied on top
+/// (as `lab policy apply` would), audited.
+pub fn live(
+    lab: &crate::control::Lab,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, web::api::ApiError> {
+    use web::api::ApiError;
+    let mut docs: BTreeMap<(PolicyKind, Option<String>, String), PolicyDoc> = lab
+        .policies
+        .lock()
+        .expect("policies")
+        .docs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut extra_pods = Vec::new();
+    let mut extra_services = Vec::new();
+    for f in body
+        .and_then(|b| b["files"].as_array())
+        .into_iter()
+        .flatten()
+    {
+        let src = enforcer::yaml::Source::new(
+            f["source"].as_str().unwrap_or("-"),
+            f["text"].as_str().unwrap_or_default(),
+        );
+        let input = input_from_files(&[src]).map_err(|e| ApiError::new(422, format!("{e:#}")))?;
+        for d in input.policies {
+            docs.insert((d.kind, d.namespace.clone(), d.name.clone()), d);
+        }
+        extra_pods.extend(input.pods);
+        extra_services.extend(input.services);
+    }
+    let mut pods: Vec<PodSpec> = lab
+        .pods
+        .read()
+        .expect("pods")
+        .values()
+        .map(|p| p.spec.clone())
+        .collect();
+    pods.extend(extra_pods);
+    let mut services: Vec<ServiceSpec> = lab
+        .services
+        .read()
+        .expect("services")
+        .values()
+        .map(|s| s.spec.clone())
+        .collect();
+    services.extend(extra_services);
+    let input = Input {
+        policies: docs.into_values().collect(),
+        pods,
+        namespaces: lab.topology.namespaces.clone(),
+        services,
+        bypassed_node_ports: lab.engine.lock().expect("engine").datapath_ref().bypassed(),
+        know_pods: true,
+    };
+    Ok(serde_json::to_value(audit(&input)).unwrap_or_default())
+}
