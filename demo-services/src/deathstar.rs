@@ -46,6 +46,14 @@ pub struct Config {
     /// Where the API log goes; the default ships nowhere.
     #[serde(default)]
     pub log_ship: logship::Config,
+    /// How many connections the Deathstar serves at once; more wait unanswered (so a flood of
+    /// idle connections can keep ships from landing — the connection-limit lesson).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    32
 }
 
 fn default_listen() -> SocketAddr {
@@ -65,6 +73,7 @@ impl Default for Config {
             pod_name: default_pod_name(),
             explode_after_ms: default_explode_after_ms(),
             log_ship: logship::Config::default(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -86,7 +95,8 @@ pub async fn serve(listener: TcpListener, cfg: Config) -> anyhow::Result<()> {
         shipper,
     });
     tracing::info!(addr = %listener.local_addr()?, pod = %state.cfg.pod_name, "deathstar operational");
-    crate::http_server::serve(listener, move |req, peer| {
+    let capacity = Some(state.cfg.max_connections);
+    crate::http_server::serve(listener, capacity, move |req, peer| {
         let state = state.clone();
         async move { state.handle(req, peer) }
     })

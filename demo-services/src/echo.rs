@@ -62,9 +62,9 @@ pub async fn serve(listener: TcpListener, cfg: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, echo_request = cfg.echo_request, "echo server ready");
     let body = Bytes::from(cfg.body);
     if cfg.echo_request {
-        crate::http_server::serve(listener, |req, _peer| async move { describe(&req) }).await
+        crate::http_server::serve(listener, None, |req, _peer| async move { describe(&req) }).await
     } else {
-        crate::http_server::serve(listener, move |_req, _peer| {
+        crate::http_server::serve(listener, None, move |_req, _peer| {
             let body = body.clone();
             async move { Response::new(Full::new(body)) }
         })

@@ -15,13 +15,24 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// Accepts connections forever and serves each on its own task with `handler`, which gets the
-/// request and the client's address. Keep-alive is on (hyper's default).
-pub(crate) async fn serve<H, F>(listener: TcpListener, handler: H) -> anyhow::Result<()>
+/// request and the client's address. Keep-alive is on (hyper's default). With `capacity`, at
+/// most that many connections are served at once; further ones wait unaccepted in the kernel's
+/// backlog, like a server whose workers are all busy.
+pub(crate) async fn serve<H, F>(
+    listener: TcpListener,
+    capacity: Option<usize>,
+    handler: H,
+) -> anyhow::Result<()>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    let slots = capacity.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n)));
     loop {
+        let permit = match &slots {
+            Some(s) => Some(s.clone().acquire_owned().await?),
+            None => None,
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -35,6 +46,8 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
+            // The slot is held for the connection's life.
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let response = handler(req, peer);
                 async move { Ok::<_, Infallible>(response.await) }

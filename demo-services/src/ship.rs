@@ -88,6 +88,9 @@ pub enum Move {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+    /// A connection flood: open `connections` TCP connections to the Deathstar (the base URL's
+    /// host and port) without sending anything, and hold them for `hold_ms`.
+    Flood { connections: u32, hold_ms: u64 },
 }
 
 /// The simple moves by name ("land", "survey", "fire"), for command lines.
@@ -138,6 +141,13 @@ pub enum Outcome {
     FtpDenied { detail: String, elapsed_ms: u64 },
     /// A [`Move::Connect`] got its TCP handshake done: `peer` is the address it reached.
     Connected { peer: String, elapsed_ms: u64 },
+    /// A [`Move::Flood`] is over: how many connections opened, were refused or failed.
+    Flooded {
+        connected: u32,
+        refused: u32,
+        failed: u32,
+        elapsed_ms: u64,
+    },
 }
 
 /// The longest body shown by [`Outcome::summary`].
@@ -168,6 +178,14 @@ impl Outcome {
             ),
             Outcome::FtpDenied { detail, .. } => format!("denied: {detail}"),
             Outcome::Connected { peer, .. } => format!("connected to {peer}"),
+            Outcome::Flooded {
+                connected,
+                refused,
+                failed,
+                ..
+            } => {
+                format!("flood: {connected} connections held, {refused} refused, {failed} failed")
+            }
         }
     }
 
@@ -175,7 +193,10 @@ impl Outcome {
     /// or FTP refusal), 2 refused, 3 timed out, 4 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Outcome::Ok { .. } | Outcome::FtpOk { .. } | Outcome::Connected { .. } => 0,
+            Outcome::Ok { .. }
+            | Outcome::FtpOk { .. }
+            | Outcome::Connected { .. }
+            | Outcome::Flooded { .. } => 0,
             Outcome::HttpError { .. } | Outcome::FtpDenied { .. } => 1,
             Outcome::Refused { .. } => 2,
             Outcome::TimedOut { .. } => 3,
@@ -192,7 +213,8 @@ impl Outcome {
             | Outcome::Error { elapsed_ms, .. }
             | Outcome::FtpOk { elapsed_ms, .. }
             | Outcome::FtpDenied { elapsed_ms, .. }
-            | Outcome::Connected { elapsed_ms, .. } => *elapsed_ms,
+            | Outcome::Connected { elapsed_ms, .. }
+            | Outcome::Flooded { elapsed_ms, .. } => *elapsed_ms,
         }
     }
 }
@@ -217,6 +239,20 @@ fn one_line(body: &str) -> String {
 pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
     let start = Instant::now();
     let timeout = Duration::from_millis(opts.timeout_ms);
+    if let Move::Flood {
+        connections,
+        hold_ms,
+    } = mv
+    {
+        return flood(
+            opts,
+            *connections,
+            Duration::from_millis(*hold_ms),
+            timeout,
+            start,
+        )
+        .await;
+    }
     let result = match mv {
         Move::Land => {
             http(
@@ -262,6 +298,7 @@ pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
                 Err(_) => Err(Failure::TimedOut),
             }
         }
+        Move::Flood { .. } => unreachable!("handled above"),
     };
     let elapsed_ms = start.elapsed().as_millis() as u64;
     match result {
@@ -422,6 +459,76 @@ async fn send(addr: &str, request: Request<Full<Bytes>>) -> Result<Done, Failure
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// Opens `n` connections to the base URL's host (at most 64 connecting at a time), holds the
+/// ones that open for `hold`, then closes them all.
+async fn flood(
+    opts: &Options,
+    n: u32,
+    hold: Duration,
+    timeout: Duration,
+    start: Instant,
+) -> Outcome {
+    let authority = opts
+        .base_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let peer = match crate::ftp_client::resolve(&addr).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome::Error {
+                detail: e.to_string(),
+                elapsed_ms: start.elapsed().as_millis() as u64,
+            };
+        }
+    };
+    let (mut connected, mut refused, mut failed) = (0, 0, 0);
+    let mut held = Vec::new();
+    let mut pending = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        if pending.len() >= 64 {
+            if let Some(Ok(r)) = pending.join_next().await {
+                tally(r, &mut held, &mut connected, &mut refused, &mut failed);
+            }
+        }
+        pending.spawn(tokio::time::timeout(timeout, TcpStream::connect(peer)));
+    }
+    while let Some(Ok(r)) = pending.join_next().await {
+        tally(r, &mut held, &mut connected, &mut refused, &mut failed);
+    }
+    tokio::time::sleep(hold).await;
+    drop(held);
+    Outcome::Flooded {
+        connected,
+        refused,
+        failed,
+        elapsed_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+fn tally(
+    r: Result<std::io::Result<TcpStream>, tokio::time::error::Elapsed>,
+    held: &mut Vec<TcpStream>,
+    connected: &mut u32,
+    refused: &mut u32,
+    failed: &mut u32,
+) {
+    match r {
+        Ok(Ok(s)) => {
+            held.push(s);
+            *connected += 1;
+        }
+        Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => *refused += 1,
+        _ => *failed += 1,
+    }
 }
 
 /// Resolves and connects, then closes at once (a FIN, no data).

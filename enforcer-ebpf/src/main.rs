@@ -5,7 +5,11 @@
 //! Every program fails closed: a packet it cannot parse or decide on is dropped with a reason.
 #![no_std]
 #![no_main]
+// Atomic adds for the connection counters (the BPF target has no atomic fetch_add in core).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod limits;
 mod maps;
 mod packet;
 mod policy;

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, NatValue, PolicyKey,
-    PolicyValue, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
+    CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, LimitKey, LimitValue, METRICS_LEN,
+    NatValue, PolicyKey, PolicyValue, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
 };
 
 /// Pods by the ifindex of the node side of their veth.
@@ -62,3 +62,15 @@ pub static PREFILTER: LpmTrie<IpcacheKey, u32> = LpmTrie::with_max_entries(16384
 /// reproduces the misconfiguration of the 72-hour exposure story.
 #[map(name = "PF_BYPASS")]
 pub static PREFILTER_BYPASS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Connection limits: (server endpoint, port, peer identity) → the limit and its bucket.
+#[map(name = "CONN_LIMITS")]
+pub static CONN_LIMITS: HashMap<LimitKey, LimitValue> = HashMap::with_max_entries(65536, 0);
+
+/// Established connections per bucket, counted exactly by the sock_ops program.
+#[map(name = "CONN_COUNTS")]
+pub static CONN_COUNTS: HashMap<LimitKey, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Which bucket each counted socket (by cookie) is in, to count its close.
+#[map(name = "CONN_SOCKS")]
+pub static CONN_SOCKS: LruHashMap<u64, LimitKey> = LruHashMap::with_max_entries(262_144, 0);

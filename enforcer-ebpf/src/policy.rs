@@ -73,6 +73,10 @@ pub fn enforce(ctx: &TcContext, hook: Hook) -> i32 {
         Parsed::Ipv4(p) => p,
     };
     let now = unsafe { bpf_ktime_get_ns() };
+    if hook == Hook::FromPod && unsafe { (*ctx.skb.skb).mark } & MARK_MASK == MARK_CONN_RST {
+        // A reset the datapath sends for this pod (connection limit): not the pod's own traffic.
+        return TC_ACT_OK;
+    }
     match hook {
         Hook::FromPod => {
             if pkt.saddr != ep.ipv4 {
@@ -302,6 +306,29 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
             d.rule_ref,
             OBS_TO_POD,
         );
+    }
+    if existing.is_none() && is_new_syn(pkt) {
+        // Past the connection limit: refuse with a reset before the pod sees anything.
+        if let Some(limit_ref) =
+            crate::limits::over_limit(ep.ep_id, u16::from_be(pkt.dport), src.identity)
+        {
+            count(METRIC_DROPPED, DROP_CONN_LIMIT, DIR_INGRESS);
+            emit(
+                pkt,
+                ep.ep_id,
+                DIR_INGRESS,
+                FLOW_DROPPED,
+                DROP_CONN_LIMIT,
+                0,
+                src.identity,
+                ep.identity,
+                limit_ref,
+                OBS_TO_POD,
+                0,
+                0,
+            );
+            return crate::limits::refuse(ctx, pkt, pkt.ifindex);
+        }
     }
     let ct_flags = if from_proxy { CT_FROM_PROXY } else { 0 };
     let verdict = if d.verdict == FLOW_REDIRECTED {

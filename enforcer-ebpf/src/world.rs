@@ -90,7 +90,7 @@ pub fn xdp_prefilter(ctx: XdpContext) -> u32 {
     }
     let saddr = unsafe { core::ptr::read_unaligned((start + IP_SRC_OFF) as *const u32) };
     if PREFILTER
-        .get(&Key::new(32, IpcacheKey { addr: saddr }))
+        .get(Key::new(32, IpcacheKey { addr: saddr }))
         .is_none()
     {
         return xdp_action::XDP_PASS;
@@ -139,7 +139,7 @@ pub fn from_world(ctx: TcContext) -> i32 {
     };
     let now = unsafe { bpf_ktime_get_ns() };
     let key = nat_key(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto);
-    let (addr, port) = match NODEPORT_NAT.get_ptr_mut(&key) {
+    let (addr, port) = match NODEPORT_NAT.get_ptr_mut(key) {
         Some(v) => unsafe {
             (*v).last_seen_ns = now;
             ((*v).addr, (*v).port)
@@ -153,7 +153,7 @@ pub fn from_world(ctx: TcContext) -> i32 {
                 slot: 0,
                 _pad2: 0,
             };
-            let Some(head) = (unsafe { SERVICES.get(&svc) }) else {
+            let Some(head) = (unsafe { SERVICES.get(svc) }) else {
                 return TC_ACT_OK; // not a NodePort: traffic for the node itself
             };
             let count = head.count;
@@ -171,7 +171,7 @@ pub fn from_world(ctx: TcContext) -> i32 {
                 return TC_ACT_OK;
             }
             svc.slot = (unsafe { bpf_get_prandom_u32() } % count as u32) as u16 + 1;
-            let Some(backend) = (unsafe { SERVICES.get(&svc) }) else {
+            let Some(backend) = (unsafe { SERVICES.get(svc) }) else {
                 return TC_ACT_SHOT;
             };
             let (addr, port) = (backend.backend_ip, backend.backend_port);
@@ -188,8 +188,8 @@ pub fn from_world(ctx: TcContext) -> i32 {
                 last_seen_ns: now,
             };
             let rkey = nat_key(addr, pkt.saddr, port, pkt.sport, pkt.proto);
-            if NODEPORT_NAT.insert(&key, &fwd, 0).is_err()
-                || NODEPORT_RNAT.insert(&rkey, &back, 0).is_err()
+            if NODEPORT_NAT.insert(key, fwd, 0).is_err()
+                || NODEPORT_RNAT.insert(rkey, back, 0).is_err()
             {
                 bump(metric_index(
                     METRIC_DROPPED,
@@ -203,7 +203,7 @@ pub fn from_world(ctx: TcContext) -> i32 {
         }
     };
     if PREFILTER_BYPASS
-        .get_ptr(&u32::from(u16::from_be(pkt.dport)))
+        .get_ptr(u32::from(u16::from_be(pkt.dport)))
         .is_some()
     {
         ctx.skb.set_mark(MARK_BYPASS);
@@ -227,7 +227,7 @@ pub fn to_world(ctx: TcContext) -> i32 {
         return TC_ACT_OK;
     };
     let key = nat_key(pkt.saddr, pkt.daddr, pkt.sport, pkt.dport, pkt.proto);
-    let Some(v) = NODEPORT_RNAT.get_ptr_mut(&key) else {
+    let Some(v) = NODEPORT_RNAT.get_ptr_mut(key) else {
         return TC_ACT_OK;
     };
     let (addr, port) = unsafe {
@@ -289,7 +289,7 @@ fn rewrite(
 #[inline(always)]
 fn ipcache_identity(addr: u32) -> u32 {
     IPCACHE
-        .get(&Key::new(32, IpcacheKey { addr }))
+        .get(Key::new(32, IpcacheKey { addr }))
         .map(|v| v.identity)
         .unwrap_or(IDENTITY_WORLD)
 }

@@ -17,14 +17,15 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, SockOps, TcAttachType, Xdp,
+        XdpMode,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
 };
 use enforcer_common::{
-    CONFIG_FLAGS, CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, METRICS_LEN, PolicyKey,
-    PolicyValue, ServiceKey, ServiceValue,
+    CONFIG_FLAGS, CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, LimitKey, LimitValue,
+    METRICS_LEN, PolicyKey, PolicyValue, ServiceKey, ServiceValue,
 };
 use thiserror::Error;
 
@@ -107,6 +108,8 @@ pub struct Datapath {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     prefilter: LpmTrie<MapData, IpcacheKey, u32>,
     prefilter_bypass: HashMap<MapData, u32, u32>,
+    conn_limits: HashMap<MapData, LimitKey, LimitValue>,
+    conn_counts: HashMap<MapData, LimitKey, u64>,
     events: Option<RingBuf<MapData>>,
 }
 
@@ -145,6 +148,18 @@ impl Datapath {
             name: "xdp_prefilter",
             source,
         })?;
+        let sock_ops: &mut SockOps = ebpf
+            .program_mut("conn_counter")
+            .ok_or(DatapathError::Missing("conn_counter"))?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: "conn_counter",
+                source,
+            })?;
+        sock_ops.load().map_err(|source| DatapathError::Program {
+            name: "conn_counter",
+            source,
+        })?;
         for name in SOCK_PROGRAMS {
             sock_program(&mut ebpf, name)?
                 .load()
@@ -161,6 +176,10 @@ impl Datapath {
         let prefilter = LpmTrie::try_from(take("PREFILTER")?).map_err(map_err("PREFILTER"))?;
         let prefilter_bypass =
             HashMap::try_from(take("PF_BYPASS")?).map_err(map_err("PF_BYPASS"))?;
+        let conn_limits =
+            HashMap::try_from(take("CONN_LIMITS")?).map_err(map_err("CONN_LIMITS"))?;
+        let conn_counts =
+            HashMap::try_from(take("CONN_COUNTS")?).map_err(map_err("CONN_COUNTS"))?;
         let events = Some(RingBuf::try_from(take("EVENTS")?).map_err(map_err("EVENTS"))?);
         Ok(Self {
             ebpf,
@@ -174,6 +193,8 @@ impl Datapath {
             services,
             prefilter,
             prefilter_bypass,
+            conn_limits,
+            conn_counts,
             events,
         })
     }
@@ -342,6 +363,26 @@ impl Datapath {
         };
         let file = std::fs::File::open(cgroup)
             .map_err(|e| attach_err(format!("opening the cgroup: {e}")))?;
+        let pin = self.dir.join("links").join("conn_counter");
+        if !pin.exists() {
+            let program: &mut SockOps = self
+                .ebpf
+                .program_mut("conn_counter")
+                .ok_or(DatapathError::Missing("conn_counter"))?
+                .try_into()
+                .map_err(|source| DatapathError::Program {
+                    name: "conn_counter",
+                    source,
+                })?;
+            let id = program
+                .attach(&file, CgroupAttachMode::Single)
+                .map_err(|e| attach_err(format!("conn_counter: {e:?}")))?;
+            let link = program
+                .take_link(id)
+                .map_err(|e| attach_err(e.to_string()))?;
+            let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+            Self::pin_links(vec![(pin, link)])?;
+        }
         for name in SOCK_PROGRAMS {
             let pin = self.dir.join("links").join(name);
             if pin.exists() {
@@ -418,6 +459,32 @@ impl Datapath {
         };
         let _ = self.services.remove(&key);
         Ok(())
+    }
+
+    pub fn set_limit(&mut self, key: LimitKey, value: LimitValue) -> Result<()> {
+        self.conn_limits
+            .insert(key, value, 0)
+            .map_err(map_err("CONN_LIMITS"))
+    }
+
+    pub fn remove_limit(&mut self, key: LimitKey) -> Result<()> {
+        match self.conn_limits.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("CONN_LIMITS")(e)),
+        }
+    }
+
+    pub fn limits(&self) -> BTreeMap<LimitKey, LimitValue> {
+        self.conn_limits.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    /// Established connections per bucket.
+    pub fn conn_counts(&self) -> BTreeMap<LimitKey, u64> {
+        self.conn_counts.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    pub fn remove_conn_count(&mut self, key: LimitKey) {
+        let _ = self.conn_counts.remove(&key);
     }
 
     /// Forgets the pinned links of a pod's veth (the kernel detaches them when the veth goes).

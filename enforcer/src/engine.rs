@@ -12,7 +12,8 @@ use std::{
 };
 
 use enforcer_common::{
-    EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, PolicyKey, PolicyValue,
+    EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, LimitKey, LimitValue, PolicyKey,
+    PolicyValue,
 };
 use serde::Serialize;
 
@@ -119,6 +120,7 @@ pub struct RuleSet {
     pub rules: Vec<NormRule>,
     pub table: Vec<RuleInfo>,
     pub cidrs: Vec<(Ipv4Addr, u8)>,
+    pub limits: Vec<crate::policy::resolve::NormLimit>,
 }
 
 impl Default for RuleSet {
@@ -127,6 +129,7 @@ impl Default for RuleSet {
             rules: Vec::new(),
             table: vec![placeholder_rule()],
             cidrs: Vec::new(),
+            limits: Vec::new(),
         }
     }
 }
@@ -155,6 +158,8 @@ pub struct Engine {
     resolved: Resolved,
     /// CIDR prefixes currently in the ipcache (with their identity).
     cidr_entries: BTreeMap<(Ipv4Addr, u8), u32>,
+    /// Connection limits in force.
+    limit_entries: BTreeMap<LimitKey, LimitValue>,
     proxy_port: u16,
     names: SharedNames,
 }
@@ -195,6 +200,7 @@ impl Engine {
             rules: RuleSet::default(),
             resolved: Resolved::default(),
             cidr_entries: BTreeMap::new(),
+            limit_entries: BTreeMap::new(),
             proxy_port,
             names: Arc::new(RwLock::new(Arc::new(Names::default()))),
         };
@@ -308,6 +314,12 @@ impl Engine {
                 removed += 1;
             }
         }
+        for key in self.dp.limits().into_keys() {
+            if !self.limit_entries.contains_key(&key) {
+                self.dp.remove_limit(key)?;
+                removed += 1;
+            }
+        }
         let mut wanted: BTreeSet<(Ipv4Addr, u8)> =
             self.endpoints.values().map(|e| (e.ip, 32)).collect();
         wanted.extend(self.node_ips.iter().map(|ip| (*ip, 32)));
@@ -374,6 +386,7 @@ impl Engine {
             .collect();
         let idents: Vec<_> = self.identities.all().collect();
         let new = resolve(&self.rules.rules, &eps, &idents, self.proxy_port);
+        let limits = crate::policy::resolve::resolve_limits(&self.rules.limits, &eps, &idents);
 
         // 1. New and changed policy entries.
         for (k, v) in &new.map {
@@ -418,7 +431,35 @@ impl Engine {
                 },
             )?;
         }
+        // Connection limits (counts stay: established connections keep being counted).
+        for (k, v) in &limits {
+            if self.limit_entries.get(k) != Some(v) {
+                self.dp.set_limit(*k, *v)?;
+            }
+        }
         // 4. Removals.
+        for k in self.limit_entries.keys() {
+            if !limits.contains_key(k) {
+                self.dp.remove_limit(*k)?;
+            }
+        }
+        let buckets: BTreeSet<LimitKey> = limits
+            .iter()
+            .map(|(k, v)| LimitKey {
+                identity: v.bucket,
+                ..*k
+            })
+            .collect();
+        let stale: Vec<LimitKey> = self
+            .dp
+            .conn_counts()
+            .into_keys()
+            .filter(|k| !buckets.contains(k))
+            .collect();
+        for k in stale {
+            self.dp.remove_conn_count(k);
+        }
+        self.limit_entries = limits;
         for k in self.resolved.map.keys() {
             if !new.map.contains_key(k) {
                 self.dp.remove_policy(k.0, k.1)?;

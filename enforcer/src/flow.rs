@@ -525,6 +525,14 @@ fn explain(
                 .map(|p| format!("policy {} ({})", p.name, p.rule))
                 .unwrap_or_else(|| "a deny rule".into())
         ),
+        (FLOW_DROPPED, DROP_CONN_LIMIT) => format!(
+            "refused with a TCP reset: {subject} is at its connection limit{} — the client fails at once instead of retrying",
+            names
+                .rules
+                .get(ev.rule_ref as usize)
+                .map(|r| format!(" ({}, {}, {})", r.policy, r.section, r.source))
+                .unwrap_or_default()
+        ),
         (FLOW_DROPPED, reason) => format!("dropped: {}", drop_reason_name(reason)),
         (FLOW_REDIRECTED, _) => format!(
             "sent to the L7 proxy: {} has HTTP rules for {what}",

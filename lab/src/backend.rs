@@ -225,6 +225,7 @@ impl web::Backend for LabBackend {
                     ))
                 }
                 ("audit", body) => crate::audit::live(&lab, body.as_ref()),
+                ("limits", None) => Ok(crate::policies::limit_status(&lab)),
                 ("prefilter", None) => Ok(crate::prefilter::list(&lab)),
                 ("prefilter", Some(body)) => crate::prefilter::change(&lab, &body),
                 ("audit-mode", None) => Ok(json!({"audit_mode": crate::policies::audit_all(&lab)})),

@@ -109,10 +109,11 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Fly a ship: land, survey, fire, fetch-logs STORE, or http METHOD URL.
+    /// Fly a ship: land, survey, fire, fetch-logs STORE, http METHOD URL, connect HOST:PORT, or
+    /// flood [CONNECTIONS] [SECONDS] (hold idle connections to the Deathstar).
     Ship {
         pod: String,
-        #[arg(value_parser = ["land", "survey", "fire", "fetch-logs", "http"])]
+        #[arg(value_parser = ["land", "survey", "fire", "fetch-logs", "http", "connect", "flood"])]
         action: String,
         args: Vec<String>,
         #[arg(long, default_value = "5")]
@@ -741,6 +742,34 @@ async fn get(
             return policy_get(client, name, output).await;
         }
         "flows" => observe(client, false, None, None, None, 20, output).await?,
+        "limits" | "limit" | "connectionlimits" => {
+            let limits = client.get("/api/x/limits").await?;
+            if matches!(output, Output::Json | Output::Yaml) {
+                return print_structured(&limits, output);
+            }
+            let rows = limits
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    vec![
+                        s(&l["limit"]),
+                        s(&l["pod"]),
+                        s(&l["port"]),
+                        if l["peer_identity"].is_null() {
+                            "(shared)".into()
+                        } else {
+                            s(&l["peer_identity"])
+                        },
+                        format!("{}/{}", s(&l["connections"]), s(&l["max"])),
+                    ]
+                })
+                .collect();
+            table(
+                &["LIMIT", "POD", "PORT", "PEER IDENTITY", "CONNECTIONS"],
+                rows,
+            );
+        }
         other => bail!(
             "unknown resource {other:?}; try pods, services, endpoints, identities or policies"
         ),
@@ -999,8 +1028,13 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                             } else {
                                 ""
                             };
+                            let group = if kind == "connectionlimit" {
+                                "lab.dev"
+                            } else {
+                                "cilium.io"
+                            };
                             println!(
-                                "{kind}.cilium.io/{} {}{audit}{suffix}",
+                                "{kind}.{group}/{} {}{audit}{suffix}",
                                 s(&r["name"]),
                                 s(&r["action"])
                             );
@@ -1245,6 +1279,30 @@ async fn ship(
     let p = find_pod(client, pod).await?;
     let mv = match action {
         "land" => json!({"move": "land"}),
+        "connect" => {
+            let addr = args
+                .first()
+                .context("connect needs HOST:PORT, e.g. `lab ship xwing connect deathstar:80`")?;
+            json!({"move": "connect", "addr": addr})
+        }
+        "flood" => {
+            let n: u32 = args
+                .first()
+                .map(|a| a.parse())
+                .transpose()
+                .context("flood [CONNECTIONS] [SECONDS]: CONNECTIONS is a number")?
+                .unwrap_or(100);
+            let secs: f64 = args
+                .get(1)
+                .map(|a| a.parse())
+                .transpose()
+                .context("flood [CONNECTIONS] [SECONDS]: SECONDS is a number")?
+                .unwrap_or(20.0);
+            if secs > 50.0 {
+                bail!("flood holds its connections at most 50 seconds");
+            }
+            json!({"move": "flood", "connections": n, "hold_ms": (secs * 1000.0) as u64})
+        }
         "survey" => json!({"move": "survey"}),
         "fire" => json!({"move": "fire"}),
         "fetch-logs" => {

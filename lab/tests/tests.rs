@@ -8,6 +8,7 @@ mod audit;
 mod cluster;
 mod demo;
 mod l7;
+mod limits;
 mod policy;
 mod semantics;
 mod world;

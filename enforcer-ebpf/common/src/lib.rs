@@ -348,6 +348,37 @@ pub struct NatValue {
     pub last_seen_ns: u64,
 }
 
+/// A connection-limit bucket: the server endpoint, its port and a peer identity (0 when the
+/// selected peers share one count). Key of `CONN_LIMITS` (with the peer's own identity) and of
+/// `CONN_COUNTS` (with the bucket's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LimitKey {
+    /// Host order.
+    pub ep_id: u32,
+    /// Host order.
+    pub identity: u32,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Value of `CONN_LIMITS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LimitValue {
+    /// Most established connections, host order.
+    pub max: u32,
+    /// Identity of the count this peer uses (0: shared by all selected peers), host order.
+    pub bucket: u32,
+    /// Index of the limit in user space's table (flows name it), host order.
+    pub limit_ref: u32,
+}
+
+/// Set on the resets the datapath sends on behalf of a pod (connection limit): they leave the
+/// pod's veth without a policy lookup.
+pub const MARK_CONN_RST: u32 = 0x0000_0d00;
+
 #[cfg(feature = "user")]
 mod pod_impls {
     use super::*;
@@ -365,6 +396,8 @@ mod pod_impls {
     unsafe impl aya::Pod for RevNatKey {}
     unsafe impl aya::Pod for RevNatValue {}
     unsafe impl aya::Pod for NatValue {}
+    unsafe impl aya::Pod for LimitKey {}
+    unsafe impl aya::Pod for LimitValue {}
 }
 
 // Layout checks: a size change here is a change of the kernel ABI of the maps.
@@ -380,3 +413,5 @@ const _: () = assert!(core::mem::size_of::<ServiceValue>() == 12);
 const _: () = assert!(core::mem::size_of::<RevNatKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RevNatValue>() == 8);
 const _: () = assert!(core::mem::size_of::<NatValue>() == 16);
+const _: () = assert!(core::mem::size_of::<LimitKey>() == 12);
+const _: () = assert!(core::mem::size_of::<LimitValue>() == 12);

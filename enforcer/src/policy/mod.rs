@@ -1,6 +1,7 @@
 //! CiliumNetworkPolicy: the API types ([`api`]), label selectors ([`selector`]), normalisation
 //! ([`normalize`]) and resolution into map state ([`resolve`]).
 pub mod api;
+pub mod limits;
 pub mod normalize;
 pub mod resolve;
 pub mod selector;

@@ -552,3 +552,46 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     let ip: Ipv4Addr = addr.parse().ok()?;
     (len <= 32).then(|| (crate::identity::mask(ip, len), len))
 }
+
+/// Adds connection limits to a normalised rule set (their table entries name them in flows).
+pub fn normalize_limits(limits: &[crate::policy::limits::LimitDoc], set: &mut RuleSet) {
+    for l in limits {
+        let (line, _) = l.locations.line_of("spec").unwrap_or((l.source.line, 1));
+        set.table.push(RuleInfo {
+            policy: l.name.clone(),
+            namespace: Some(l.namespace.clone()),
+            kind: crate::policy::limits::KIND.into(),
+            section: format!(
+                "maxConnections={} on port {}",
+                l.spec.max_connections, l.spec.port
+            ),
+            spec_index: 0,
+            rule_index: 0,
+            source: format!("{}:{line}", l.source.file),
+            audit: false,
+        });
+        let limit_ref = (set.table.len() - 1) as u32;
+        // Scoped like a namespaced policy.
+        let scoped = |sel: &EndpointSelector| -> Arc<dyn LabelMatcher> {
+            let namespace =
+                (!mentions_namespace(sel) && !mentions_reserved(sel)).then(|| l.namespace.clone());
+            Arc::new(ScopedSelector {
+                selector: sel.clone(),
+                namespace,
+                pods_only: sel.is_empty(),
+            })
+        };
+        set.limits.push(crate::policy::resolve::NormLimit {
+            limit_ref,
+            subject: scoped(&l.spec.endpoint_selector),
+            peers: l
+                .spec
+                .from_endpoints
+                .as_ref()
+                .map(|v| v.iter().map(scoped).collect()),
+            port: l.spec.port,
+            max: l.spec.max_connections,
+            per_identity: l.spec.per_identity.unwrap_or(false),
+        });
+    }
+}

@@ -123,6 +123,64 @@ pub struct NormRule {
     pub default_deny: bool,
 }
 
+/// A connection limit after normalisation.
+#[derive(Debug)]
+pub struct NormLimit {
+    /// Index into the rule table (flows name the limit by it).
+    pub limit_ref: u32,
+    pub subject: Arc<dyn LabelMatcher>,
+    /// `None`: every peer is limited; else only peers these select.
+    pub peers: Option<Vec<Arc<dyn LabelMatcher>>>,
+    pub port: u16,
+    pub max: u32,
+    pub per_identity: bool,
+}
+
+/// The `CONN_LIMITS` entries for `limits`: (endpoint, peer identity, port) → (max, bucket, ref).
+pub fn resolve_limits(
+    limits: &[NormLimit],
+    endpoints: &[EndpointRef],
+    identities: &[&Identity],
+) -> BTreeMap<enforcer_common::LimitKey, enforcer_common::LimitValue> {
+    let mut out = BTreeMap::new();
+    for l in limits {
+        let peers: Vec<u32> = identities
+            .iter()
+            .filter(|i| match &l.peers {
+                None => true,
+                Some(sels) => {
+                    selectable_by_endpoints(i) && sels.iter().any(|s| s.matches(&i.labels))
+                }
+            })
+            .map(|i| i.id)
+            .collect();
+        for ep in endpoints.iter().filter(|e| l.subject.matches(&e.labels)) {
+            for &peer in &peers {
+                let key = enforcer_common::LimitKey {
+                    ep_id: ep.ep_id,
+                    identity: peer,
+                    port: l.port,
+                    _pad: 0,
+                };
+                let value = enforcer_common::LimitValue {
+                    max: l.max,
+                    bucket: if l.per_identity { peer } else { 0 },
+                    limit_ref: l.limit_ref,
+                };
+                // Two limits on one port: the stricter wins.
+                out.entry(key)
+                    .and_modify(|v: &mut enforcer_common::LimitValue| {
+                        if value.max < v.max {
+                            *v = value;
+                        }
+                    })
+                    .or_insert(value);
+            }
+        }
+    }
+    out
+}
+
 /// An endpoint as resolution sees it.
 #[derive(Clone, Debug)]
 pub struct EndpointRef {
