@@ -259,6 +259,9 @@ pub struct Report {
     /// `[value_us, count]` of the latency histogram, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Vec<(u64, u64)>>,
+    /// The same for the service-time histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_histogram: Option<Vec<(u64, u64)>>,
 }
 
 /// A histogram for microsecond latencies from 1 µs to one hour.
@@ -278,7 +281,12 @@ pub fn histogram_from_pairs(pairs: &[(u64, u64)]) -> Histogram<u64> {
 /// The recorded values of a histogram as `[value_us, count]` pairs.
 pub fn histogram_pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
     h.iter_recorded()
-        .map(|v| (h.highest_equivalent(v.value_iterated_to()), v.count_at_value()))
+        .map(|v| {
+            (
+                h.highest_equivalent(v.value_iterated_to()),
+                v.count_at_value(),
+            )
+        })
         .collect()
 }
 
@@ -299,12 +307,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     for t in 0..threads {
         // Connections t, t + threads, t + 2·threads, ...: global indices for the stagger.
         let indices: Vec<usize> = (t..cfg.connections).step_by(threads).collect();
-        let (cfg, request, barrier, start) = (
-            cfg.clone(),
-            request.clone(),
-            barrier.clone(),
-            start.clone(),
-        );
+        let (cfg, request, barrier, start) =
+            (cfg.clone(), request.clone(), barrier.clone(), start.clone());
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
@@ -324,7 +328,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     }
     let duration_s = cfg.duration_ms as f64 / 1000.0;
     let mut status = BTreeMap::new();
-    for (i, name) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+    for (i, name) in ["other", "1xx", "2xx", "3xx", "4xx", "5xx"]
+        .iter()
+        .enumerate()
+    {
         if total.status[i] > 0 {
             status.insert((*name).to_owned(), total.status[i]);
         }
@@ -350,6 +357,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         latency: Latency::from_histogram(&total.latency),
         service_time: Latency::from_histogram(&total.service),
         histogram: cfg.histogram.then(|| histogram_pairs(&total.latency)),
+        service_histogram: cfg.histogram.then(|| histogram_pairs(&total.service)),
     })
 }
 
@@ -761,8 +769,7 @@ impl Worker {
         if state == State::Writing && events & libc::EPOLLOUT as u32 != 0 {
             self.write(i, now);
         }
-        if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32
-            != 0
+        if events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
         {
             self.read(i, scratch);
         }
@@ -1130,7 +1137,10 @@ mod tests {
         assert_eq!(r.completed, r.sent);
         assert_eq!(r.status.get("2xx"), Some(&r.completed));
         assert_eq!(r.latency.count, r.completed);
-        assert!(monotonic(&r.latency) && monotonic(&r.service_time), "{r:#?}");
+        assert!(
+            monotonic(&r.latency) && monotonic(&r.service_time),
+            "{r:#?}"
+        );
         let h = histogram_from_pairs(r.histogram.as_ref().unwrap());
         assert_eq!(h.len(), r.completed);
     }

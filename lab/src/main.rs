@@ -8,6 +8,7 @@
 //! `workloads` (what each image runs).
 
 mod backend;
+mod bench;
 mod cli;
 mod client;
 mod cluster;
