@@ -259,6 +259,9 @@ pub struct Report {
     /// `[value_us, count]` of the latency histogram, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Vec<(u64, u64)>>,
+    /// The same for the service-time histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_histogram: Option<Vec<(u64, u64)>>,
 }
 
 /// A histogram for microsecond latencies from 1 µs to one hour.
@@ -354,6 +357,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         latency: Latency::from_histogram(&total.latency),
         service_time: Latency::from_histogram(&total.service),
         histogram: cfg.histogram.then(|| histogram_pairs(&total.latency)),
+        service_histogram: cfg.histogram.then(|| histogram_pairs(&total.service)),
     })
 }
 

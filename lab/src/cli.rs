@@ -165,6 +165,14 @@ enum Command {
         #[arg(long)]
         json: String,
     },
+    /// Benchmark the paper's five configurations and their iptables/nftables/HAProxy peers.
+    Bench(crate::bench::BenchArgs),
+    /// Inside a pod: run the load generator with a JSON config and print its report as JSON.
+    #[command(hide = true, name = "load-gen")]
+    LoadGen {
+        #[arg(long)]
+        json: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -309,6 +317,8 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
             Ok(0)
         }
         Command::ShipMove { json } => ship_move(&json),
+        Command::Bench(args) => crate::bench::run(paths, args),
+        Command::LoadGen { json } => crate::bench::load_gen(&json),
         other => {
             let rt = runtime()?;
             rt.block_on(client_command(paths, other))
@@ -459,7 +469,9 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
         | Command::Down
         | Command::Audit { .. }
         | Command::Workload { .. }
-        | Command::ShipMove { .. } => unreachable!(),
+        | Command::ShipMove { .. }
+        | Command::Bench(_)
+        | Command::LoadGen { .. } => unreachable!(),
     }
     Ok(0)
 }

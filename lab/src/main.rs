@@ -9,6 +9,7 @@
 
 mod audit;
 mod backend;
+mod bench;
 mod cli;
 mod client;
 mod cluster;

@@ -256,8 +256,12 @@ async fn serve(
     lessons: Option<PathBuf>,
 ) -> Result<SocketAddr> {
     let backend: web::SharedBackend = Arc::new(LabBackend(lab.clone()));
-    let _ = lessons;
-    let app = web::router(backend);
+    let app = web::router_with(
+        backend,
+        web::Options {
+            lessons_dir: lessons.map(|d| d.canonicalize().unwrap_or(d)),
+        },
+    );
     let sock = paths.api_socket();
     let _ = std::fs::remove_file(&sock);
     let unix = tokio::net::UnixListener::bind(&sock)
