@@ -495,9 +495,10 @@ async fn flood(
     let mut pending = tokio::task::JoinSet::new();
     for _ in 0..n {
         if pending.len() >= 64
-            && let Some(Ok(r)) = pending.join_next().await {
-                tally(r, &mut held, &mut connected, &mut refused, &mut failed);
-            }
+            && let Some(Ok(r)) = pending.join_next().await
+        {
+            tally(r, &mut held, &mut connected, &mut refused, &mut failed);
+        }
         pending.spawn(tokio::time::timeout(timeout, TcpStream::connect(peer)));
     }
     while let Some(Ok(r)) = pending.join_next().await {

@@ -119,15 +119,16 @@ pub fn parse_limit_document(doc: &Document) -> Result<LimitDoc, Vec<Located>> {
         );
     }
     if let Some(p) = &spec.protocol
-        && !p.eq_ignore_ascii_case("TCP") {
-            errors.push(
-                doc.value_error(
-                    "spec.protocol",
-                    format!("`{p}`: only TCP has connections to limit"),
-                )
-                .with_hint("remove the field or write `protocol: TCP`"),
-            );
-        }
+        && !p.eq_ignore_ascii_case("TCP")
+    {
+        errors.push(
+            doc.value_error(
+                "spec.protocol",
+                format!("`{p}`: only TCP has connections to limit"),
+            )
+            .with_hint("remove the field or write `protocol: TCP`"),
+        );
+    }
     let mut selectors = vec![("spec.endpointSelector".to_owned(), &spec.endpoint_selector)];
     for (i, s) in spec.from_endpoints.iter().flatten().enumerate() {
         selectors.push((format!("spec.fromEndpoints[{i}]"), s));
