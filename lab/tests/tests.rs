@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod bench;
 mod cluster;
 mod demo;
 mod l7;
