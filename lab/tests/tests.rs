@@ -9,3 +9,4 @@ mod cluster;
 mod demo;
 mod l7;
 mod policy;
+mod web;
