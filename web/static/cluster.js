@@ -15,7 +15,17 @@
     replies: document.getElementById('show-replies'),
     pause: document.getElementById('pause'),
   };
-  const W = 1000, H = 560, CX = 500, CY = 272, RX = 370, RY = 196, R = 24;
+  // The drawing's frame: wide, or tall in a narrow window (so labels stay readable).
+  const WIDE = { W: 1000, H: 560, CX: 500, CY: 272, RX: 370, RY: 196 };
+  const TALL = { W: 600, H: 760, CX: 300, CY: 380, RX: 190, RY: 290 };
+  let W, H, CX, CY, RX, RY;
+  const R = 24;
+  const narrow = matchMedia('(max-width: 640px)');
+  function frame() {
+    ({ W, H, CX, CY, RX, RY } = narrow.matches ? TALL : WIDE);
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+  }
+  frame();
   const MAX_LIST = 200;
 
   let pods = [];
@@ -335,6 +345,6 @@
   const origButton = Lab.flowButton;
   Lab.flowButton = (f, onSelect) => { const b = origButton(f, onSelect); b._flow = f; return b; };
 
-  svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+  narrow.addEventListener('change', () => { frame(); layout(); });
   start();
 })();
