@@ -292,6 +292,17 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
             .contains("no policy selects"),
         "{explained}"
     );
+    let detail = js(
+        c,
+        "return document.getElementById('detail').innerText",
+        vec![],
+    )
+    .await?;
+    let detail = detail.as_str().unwrap_or_default();
+    assert!(
+        detail.contains("Destination") && !detail.contains("[object"),
+        "the detail lists the record's fields: {detail}"
+    );
     until(
         c,
         "an edge in the topology",
@@ -392,7 +403,9 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     assert!(
         record.contains("allowed at ingress by")
             && record.contains("rule1")
-            && record.contains("ingress[0]"),
+            && record.contains("ingress[0]")
+            && record.contains("Destination")
+            && !record.contains("[object"),
         "the record names the policy and rule: {record}"
     );
     shot(c, "lesson-flow").await?;
