@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use fantoccini::{Client, ClientBuilder, Locator, key::Key};
 use serde_json::{Value, json};
 
@@ -273,11 +273,11 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     )
     .await?;
     let landed = lab.ship("xwing", &["land"]);
-    assert_eq!(landed["status"], 200, "{landed}");
+    ensure!(landed["status"] == 200, "{landed}");
     let row = until(c, "the xwing's flow in the live list", 10,
         "const b = [...document.querySelectorAll('#flow-list button.flow')].find(b => b.textContent.includes('xwing → deathstar') && b.dataset.verdict === 'FORWARDED'); \
          if (!b) return null; b.click(); return b.textContent;").await?;
-    assert!(row.as_str().unwrap_or_default().contains(":80"), "{row}");
+    ensure!(row.as_str().unwrap_or_default().contains(":80"), "{row}");
     let explained = until(
         c,
         "the flow's detail",
@@ -285,7 +285,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         "const e = document.querySelector('#detail .explanation'); return e && e.textContent",
     )
     .await?;
-    assert!(
+    ensure!(
         explained
             .as_str()
             .unwrap_or_default()
@@ -299,7 +299,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     )
     .await?;
     let detail = detail.as_str().unwrap_or_default();
-    assert!(
+    ensure!(
         detail.contains("Destination") && !detail.contains("[object"),
         "the detail lists the record's fields: {detail}"
     );
@@ -328,7 +328,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         vec![],
     )
     .await?;
-    assert_eq!(steps, 6, "lesson 1 has six steps");
+    ensure!(steps == 6, "lesson 1 has six steps");
     let mut reached = false;
     for _ in 0..40 {
         c.active_element().await?.send_keys(&Key::Tab).await?;
@@ -338,7 +338,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
             break;
         }
     }
-    assert!(reached, "Tab never reached the first Run button");
+    ensure!(reached, "Tab never reached the first Run button");
     c.active_element().await?.send_keys(&Key::Enter).await?;
     for n in 1..=6 {
         if n > 1 {
@@ -363,7 +363,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
             vec![],
         )
         .await?;
-        assert_eq!(badge, "as expected", "step {n}: {text}");
+        ensure!(badge == "as expected", "step {n}: {text}");
     }
     let step5 = js(
         c,
@@ -372,7 +372,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     )
     .await?;
     let step5 = step5.as_str().unwrap_or_default();
-    assert!(
+    ensure!(
         step5.contains("timed out") && step5.contains("DROPPED"),
         "{step5}"
     );
@@ -382,7 +382,12 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         vec![],
     )
     .await?;
-    assert_eq!(progress, "6 of 6 steps done in this browser.");
+    ensure!(
+        progress == "6 of 6 steps done in this browser.",
+        "{} is not {}",
+        progress,
+        "6 of 6 steps done in this browser."
+    );
     js(
         c,
         "document.getElementById('step-5').scrollIntoView()",
@@ -400,7 +405,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     )
     .await?;
     let record = record.as_str().unwrap_or_default();
-    assert!(
+    ensure!(
         record.contains("allowed at ingress by")
             && record.contains("rule1")
             && record.contains("ingress[0]")
@@ -427,7 +432,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     loads.push(("/exercises/1-landing-rights".into(), load(c, &ex).await?));
     c.find(Locator::Id("check")).await?.click().await?;
     let status = until(c, "the first check", 60, "const s = document.getElementById('check-status').textContent; return s.includes('expectations right') ? s : null").await?;
-    assert!(
+    ensure!(
         status.as_str().unwrap_or_default().starts_with("2 of 4"),
         "{status}"
     );
@@ -437,10 +442,13 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         vec![],
     )
     .await?;
-    assert_eq!(wrong, json!(["right", "right", "wrong", "wrong"]));
+    ensure!(
+        wrong == json!(["right", "right", "wrong", "wrong"]),
+        "rows graded {wrong}"
+    );
     let cell = js(c, "return document.querySelector('#expectations tr[data-probe=\"3\"] .cell-result').innerText", vec![]).await?;
     let cell = cell.as_str().unwrap_or_default();
-    assert!(
+    ensure!(
         cell.contains("FORWARDED") && cell.contains("landing-rights") && cell.contains("Hint:"),
         "a wrong cell shows the flow that explains it and a hint: {cell}"
     );
@@ -468,10 +476,10 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
             break;
         }
     }
-    assert!(on_check, "Tab from the editor should reach Check");
+    ensure!(on_check, "Tab from the editor should reach Check");
     c.active_element().await?.send_keys(&Key::Enter).await?;
     let status = until(c, "the second check", 60, "const s = document.getElementById('check-status').textContent; return s.startsWith('4 of 4') ? s : null").await?;
-    assert!(
+    ensure!(
         status.as_str().unwrap_or_default().contains("goal is met"),
         "{status}"
     );
@@ -481,7 +489,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         vec![],
     )
     .await?;
-    assert_eq!(badge, "passed ✓");
+    ensure!(badge == "passed ✓", "{} is not {}", badge, "passed ✓");
     js(
         c,
         "document.getElementById('expectations').scrollIntoView()",
@@ -504,14 +512,14 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     .await?;
     paste(c, BAD_POLICY).await?;
     let lines = until(c, "the error at its line", 10, "const l = [...document.querySelectorAll('.gutter .err')].map(e => e.textContent); return l.length ? l : null").await?;
-    assert_eq!(lines, json!(["8"]));
+    ensure!(lines == json!(["8"]), "{} is not {}", lines, json!(["8"]));
     let msg = js(
         c,
         "return document.querySelector('.marks .err').textContent",
         vec![],
     )
     .await?;
-    assert!(
+    ensure!(
         msg.as_str()
             .unwrap_or_default()
             .contains("unknown field `fromEndpoint`"),
@@ -533,7 +541,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     )
     .await?;
     let audited = lab.ship("xwing", &["land"]);
-    assert_eq!(audited["status"], 200, "audit mode forwards: {audited}");
+    ensure!(audited["status"] == 200, "audit mode forwards: {audited}");
     until(c, "an AUDIT flow in the live list", 10, "return [...document.querySelectorAll('#flow-list button.flow')].some(b => b.dataset.verdict === 'AUDIT' && b.textContent.includes('xwing'))").await?;
     until(
         c,
@@ -566,7 +574,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
             vec![],
         )
         .await?;
-        assert!(
+        ensure!(
             over.as_f64().unwrap_or(1.0) <= 1.0,
             "{path} is wider than a 420px window by {over}px"
         );
