@@ -89,6 +89,7 @@
     const step = (2 * Math.PI) / n;
     const start = Math.PI - ((Math.max(clients, 1) - 1) / 2) * step;
     const byKey = new Map(pods.map((p) => [podKey(p), p]));
+    const big = narrow.matches; // larger labels in the tall frame (see lab.css)
     nodes.clear();
     svg.replaceChildren(svg.querySelector('desc') || '');
     const defs = s('defs', {});
@@ -113,8 +114,8 @@
       s('title', {}, pod ? pod.namespace + '/' + pod.name + '\n' + pod.ip : name),
       s('circle', { r: R }),
       s('text', { class: 'glyph', y: '0' }, (name[0] || '?').toUpperCase()),
-      s('text', { y: below ? R + 18 : -R - 24 }, name),
-      s('text', { class: 'sub', y: below ? R + 33 : -R - 9 }, pod ? pod.ip + (servicesOf(pod).length ? ' · svc ' + servicesOf(pod).join(',') : '') : ''));
+      s('text', { y: below ? R + (big ? 24 : 18) : -R - (big ? 30 : 24) }, name),
+      s('text', { class: 'sub', y: below ? R + (big ? 42 : 33) : -R - (big ? 10 : 9) }, pod ? pod.ip + (servicesOf(pod).length ? ' · svc ' + servicesOf(pod).join(',') : '') : ''));
       const choose = () => showPod(key);
       g.addEventListener('click', choose);
       g.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); choose(); } });
