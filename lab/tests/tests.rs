@@ -5,10 +5,12 @@
 mod harness;
 
 mod audit;
+mod bench;
 mod cluster;
 mod demo;
 mod l7;
 mod limits;
 mod policy;
 mod semantics;
+mod web;
 mod world;

@@ -51,6 +51,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/exercises/{id}", get(exercise_json))
         .route("/api/exercises/{id}/check", post(check))
         .route("/api/policy-examples", get(policy_examples))
+        .fallback(fallback)
 }
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -205,6 +206,13 @@ fn not_found(s: &AppState, nav: &'static str, what: String, back: &'static str) 
     });
     *r.status_mut() = StatusCode::NOT_FOUND;
     r
+}
+
+async fn fallback(State(s): State<AppState>, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::not_found(format!("no API route {}", uri.path())).into_response();
+    }
+    not_found(&s, "", format!("There is no page at {}.", uri.path()), "/")
 }
 
 async fn lesson_page(State(s): State<AppState>, Path(id): Path<String>) -> Response {

@@ -533,7 +533,7 @@ impl Runner {
                 (Vec::new(), None)
             } else {
                 let explain = explaining(&flows, &got);
-                let advice = Some(advise(&p.expect, &got, explain.first().map(|f| &**f)));
+                let advice = Some(advise(&p.expect, &got, &explain));
                 (explain, advice)
             };
             probes.push(ProbeRun {
@@ -665,11 +665,25 @@ fn explaining(flows: &[Arc<Value>], got: &Got) -> Vec<Arc<Value>> {
             drops
         }
     };
-    pick.into_iter().take(2).collect()
+    // Retransmitted SYNs repeat the same decision: keep one of each.
+    let mut seen = Vec::new();
+    pick.into_iter()
+        .filter(|f| {
+            let key = (
+                f["traffic_direction"].clone(),
+                f["policy_explanation"].clone(),
+            );
+            let new = !seen.contains(&key);
+            seen.push(key);
+            new
+        })
+        .take(2)
+        .collect()
 }
 
-/// A hint from the kind of mistake and the flow that shows it.
-fn advise(expect: &Expect, got: &Got, flow: Option<&Value>) -> String {
+/// A hint from the kind of mistake and the flows that show it.
+fn advise(expect: &Expect, got: &Got, flows: &[Arc<Value>]) -> String {
+    let flow = flows.first().map(|f| &**f);
     let through = matches!(got, Got::Ok | Got::FtpOk | Got::Http(200..=299));
     let want_through = matches!(
         expect,
@@ -695,7 +709,20 @@ fn advise(expect: &Expect, got: &Got, flow: Option<&Value>) -> String {
                 "A policy would drop this, but it is in audit mode, so the packet was forwarded and only reported ({why}). Turn audit mode off to enforce it."
             );
         }
-        if why.contains("no policy selects") {
+        let unselected = |f: &Value| {
+            f["policy_explanation"]
+                .as_str()
+                .is_some_and(|w| w.contains("no policy selects"))
+        };
+        if flows.len() > 1 && flows.iter().all(|f| unselected(f)) {
+            let name = |side: &Value| side["pod_name"].as_str().unwrap_or("?").to_owned();
+            return format!(
+                "Nothing restricts this connection: no policy selects {} for egress, and none selects {} for ingress. A policy on either side, with rules in that direction, turns on default deny there.",
+                name(&f["source"]),
+                name(&f["destination"])
+            );
+        }
+        if unselected(f) {
             return format!(
                 "Nothing selects this pod for {dir}, so all {dir} traffic is allowed ({why}). A policy that selects it with rules in that direction turns on default deny."
             );

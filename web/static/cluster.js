@@ -15,7 +15,17 @@
     replies: document.getElementById('show-replies'),
     pause: document.getElementById('pause'),
   };
-  const W = 1000, H = 560, CX = 500, CY = 272, RX = 370, RY = 196, R = 24;
+  // The drawing's frame: wide, or tall in a narrow window (so labels stay readable).
+  const WIDE = { W: 1000, H: 560, CX: 500, CY: 272, RX: 370, RY: 196 };
+  const TALL = { W: 600, H: 760, CX: 300, CY: 380, RX: 190, RY: 290 };
+  let W, H, CX, CY, RX, RY;
+  const R = 24;
+  const narrow = matchMedia('(max-width: 640px)');
+  function frame() {
+    ({ W, H, CX, CY, RX, RY } = narrow.matches ? TALL : WIDE);
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+  }
+  frame();
   const MAX_LIST = 200;
 
   let pods = [];
@@ -79,6 +89,7 @@
     const step = (2 * Math.PI) / n;
     const start = Math.PI - ((Math.max(clients, 1) - 1) / 2) * step;
     const byKey = new Map(pods.map((p) => [podKey(p), p]));
+    const big = narrow.matches; // larger labels in the tall frame (see lab.css)
     nodes.clear();
     svg.replaceChildren(svg.querySelector('desc') || '');
     const defs = s('defs', {});
@@ -103,8 +114,8 @@
       s('title', {}, pod ? pod.namespace + '/' + pod.name + '\n' + pod.ip : name),
       s('circle', { r: R }),
       s('text', { class: 'glyph', y: '0' }, (name[0] || '?').toUpperCase()),
-      s('text', { y: below ? R + 18 : -R - 24 }, name),
-      s('text', { class: 'sub', y: below ? R + 33 : -R - 9 }, pod ? pod.ip + (servicesOf(pod).length ? ' · svc ' + servicesOf(pod).join(',') : '') : ''));
+      s('text', { y: below ? R + (big ? 24 : 18) : -R - (big ? 30 : 24) }, name),
+      s('text', { class: 'sub', y: below ? R + (big ? 42 : 33) : -R - (big ? 10 : 9) }, pod ? pod.ip + (servicesOf(pod).length ? ' · svc ' + servicesOf(pod).join(',') : '') : ''));
       const choose = () => showPod(key);
       g.addEventListener('click', choose);
       g.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); choose(); } });
@@ -335,6 +346,6 @@
   const origButton = Lab.flowButton;
   Lab.flowButton = (f, onSelect) => { const b = origButton(f, onSelect); b._flow = f; return b; };
 
-  svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+  narrow.addEventListener('change', () => { frame(); layout(); });
   start();
 })();

@@ -35,7 +35,7 @@ const Lab = (() => {
       else if (k === 'text') el.textContent = v;
       else el.setAttribute(k, v === true ? '' : String(v));
     }
-    for (const kid of kids.flat()) {
+    for (const kid of kids.flat(Infinity)) {
       if (kid === undefined || kid === null || kid === false) continue;
       el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
     }
@@ -156,7 +156,7 @@ const Lab = (() => {
       h('h3', {}, h('span', { class: 'verdict v-' + vc }, verdictLabel(f)), ' ', describeFlow(f)),
       h('p', { class: 'explanation' }, f.policy_explanation || 'No explanation recorded.'),
       refs.length ? [h('p', { class: 'small' }, 'Decided by:'), h('ul', { class: 'decided' }, refs)]
-        : h('p', { class: 'small muted' }, 'No policy rule is named: the explanation above says why (for example, no policy selects the pod in this direction).'),
+        : h('p', { class: 'small muted' }, 'This record lists no policy as allowing or denying it: the explanation above says what decided (for example, that no policy selects the pod in this direction).'),
       h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
       h('details', {}, h('summary', {}, 'Full record (JSON)'), h('pre', {}, JSON.stringify(f, null, 2))));
   }

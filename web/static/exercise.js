@@ -51,11 +51,12 @@
       if (!tr) continue;
       tr.className = p.right ? 'right' : 'wrong';
       const cell = tr.querySelector('.cell-result');
-      const parts = [h('div', {}, (p.right ? '✓ right: ' : '✗ wrong: ') + p.summary)];
+      const summary = p.summary.length > 80 ? p.summary.slice(0, 79) + '…' : p.summary;
+      const parts = [h('div', { title: p.summary }, (p.right ? '✓ right: ' : '✗ wrong: ') + summary)];
       if (!p.right) {
         const why = h('div', { class: 'why-wrong' });
         if (p.explain.length) {
-          why.append(h('div', {}, 'The flow that explains it:'));
+          why.append(h('div', {}, p.explain.length > 1 ? 'The flows that explain it:' : 'The flow that explains it:'));
           for (const f of p.explain) {
             why.append(h('button', { type: 'button', class: 'linklike explain', onclick: () => Lab.openFlow(f) },
               Lab.verdictLabel(f) + ' ' + Lab.describeFlow(f)));

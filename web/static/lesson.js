@@ -50,6 +50,8 @@
         h('span', { class: 'outcome' }, run.summary || ''),
         h('span', { class: 'muted small' }, ' (' + (run.elapsed_ms / 1000).toFixed(1) + ' s' + (run.pod ? ', in ' + run.pod : '') + ')')),
       run.pass ? '' : h('p', { class: 'small' }, 'Expected: the step ' + run.expected + '.'),
+      run.cli !== (sec.querySelector('.cli code') || {}).textContent
+        ? h('p', { class: 'small' }, 'Ran as: ', h('code', {}, run.cli)) : '',
       ...outcomeDetails(run),
       checks.length ? h('ul', { class: 'checks' }, checks) : '',
       (run.restarts || []).length ? h('p', { class: 'restarted' }, 'Restarted: ' + run.restarts.join('; ')) : '',

@@ -34,7 +34,7 @@ pub struct Datapath {
     pub connections: usize,
     pub duration_s: f64,
     pub rule_counts: Vec<usize>,
-    /// The flow with no policy and no firewall.
+    /// The flow with no policy and no firewall, measured before and after the points (mean).
     pub baseline: Point,
     pub points: Vec<Point>,
 }
@@ -377,7 +377,7 @@ pub fn run(lab: &LabCtl, ctx: &super::Ctx, plan: &Plan) -> Result<Datapath> {
     lab.delete_policies()?;
     super::flush_firewall(lab, ctx);
     eprintln!("[bench] datapath: baseline (no policy, no firewall)");
-    let baseline = measure(lab, ctx, plan, "none", 0)?;
+    let before = measure(lab, ctx, plan, "none", 0)?;
     let mut points = Vec::new();
     for &n in &plan.rule_counts {
         // eBPF: n ingress rules on distinct ports, the bench's own last.
@@ -385,6 +385,7 @@ pub fn run(lab: &LabCtl, ctx: &super::Ctx, plan: &Plan) -> Result<Datapath> {
         let p = (|| {
             lab.apply("bench-datapath.yaml", &configs::many_rules_policy(n))?;
             super::expect_ok(lab, ctx)?;
+            std::thread::sleep(Duration::from_millis(500));
             measure(lab, ctx, plan, "ebpf", n)
         })();
         let _ = lab.delete_policies();
@@ -395,11 +396,29 @@ pub fn run(lab: &LabCtl, ctx: &super::Ctx, plan: &Plan) -> Result<Datapath> {
             let rules = configs::iptables_rules(ctx.client.ip, true, n.saturating_sub(1), false);
             super::load_firewall(lab, ctx, "iptables", &rules)?;
             super::expect_ok(lab, ctx)?;
+            std::thread::sleep(Duration::from_millis(500));
             measure(lab, ctx, plan, "iptables", n)
         })();
         super::flush_firewall(lab, ctx);
         points.push(p.unwrap_or_else(|e| failed("iptables", n, &e)));
     }
+    // The baseline again at the end: the comparison uses the mean of both, so slow drift of the
+    // machine during the run does not show up as a cost of the last rule counts.
+    eprintln!("[bench] datapath: baseline again");
+    let after = measure(lab, ctx, plan, "none", 0)?;
+    let baseline = Point {
+        rps: (before.rps + after.rps) / 2.0,
+        requests: before.requests + after.requests,
+        server_rx_packets_per_request: match (
+            before.server_rx_packets_per_request,
+            after.server_rx_packets_per_request,
+        ) {
+            (Some(a), Some(b)) => Some((a + b) / 2.0),
+            (a, b) => a.or(b),
+        },
+        bpf: before.bpf.clone().or(after.bpf.clone()),
+        ..before
+    };
     for p in &mut points {
         if p.status != "measured" || baseline.rps <= 0.0 || p.rps <= 0.0 {
             continue;

@@ -1,0 +1,617 @@
+//! The web lab in a real browser: headless Chromium driven over WebDriver (fantoccini) through
+//! the cluster view with live flows, lesson 1 step by step, an exercise graded wrong and then
+//! right, and the policy editor's located errors — measuring each page's load time and writing
+//! screenshots of the main pages to `target/screenshots/`. Chromedriver and Chromium are this
+//! test's own processes and are killed when it ends, also when it fails.
+
+use std::{
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use fantoccini::{Client, ClientBuilder, Locator, key::Key};
+use serde_json::{Value, json};
+
+use crate::harness::TestLab;
+
+/// Slowest acceptable page load (navigation start to the load event).
+const MAX_LOAD_MS: f64 = 1000.0;
+
+/// Chromedriver on a free port with a fresh Chromium profile; on drop, chromedriver and every
+/// Chromium process using this profile are killed (by pid) and the profile is removed.
+struct Browser {
+    driver: Child,
+    port: u16,
+    profile: PathBuf,
+}
+
+impl Browser {
+    fn start() -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let profile = std::env::temp_dir().join(testkit::unique_name("lab-web-chromium"));
+        std::fs::create_dir_all(&profile)?;
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so nothing of it lingers in the test runner's.
+            .process_group(0)
+            .spawn()
+            .context(
+                "starting chromedriver (Debian's chromium-driver, installed by scripts/setup.sh)",
+            )?;
+        Ok(Self {
+            driver,
+            port,
+            profile,
+        })
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let binary = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or_else(|| anyhow!("chromium is not installed (scripts/setup.sh installs it)"))?;
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": binary,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,800",
+                    format!("--user-data-dir={}", self.profile.display()),
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match ClientBuilder::native()
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("could not start a Chromium session through chromedriver: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Processes whose command line names this test's profile: the Chromium it started.
+    fn chromium_pids(&self) -> Vec<i32> {
+        let needle = format!("--user-data-dir={}", self.profile.display());
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == needle.as_bytes())
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        use nix::{sys::signal, unistd::Pid};
+        let _ = signal::kill(
+            Pid::from_raw(self.driver.id() as i32),
+            signal::Signal::SIGKILL,
+        );
+        let _ = self.driver.wait();
+        for _ in 0..20 {
+            let pids = self.chromium_pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                let _ = signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// `target/screenshots/` (beside the test's temporary directory, so a custom target dir works).
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|t| t.join("screenshots"))
+        .unwrap_or_else(|| PathBuf::from("target/screenshots"));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+async fn shot(c: &Client, name: &str) -> Result<()> {
+    let png = c.screenshot().await?;
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png)?;
+    Ok(())
+}
+
+async fn js(c: &Client, script: &str, args: Vec<Value>) -> Result<Value> {
+    Ok(c.execute(script, args).await?)
+}
+
+/// Polls a script until it returns something truthy, and returns that.
+async fn until(c: &Client, what: &str, secs: u64, script: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = js(c, script, vec![]).await?;
+        let truthy = match &v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Makes the page's viewport exactly `w`×`h` (the window is larger by the browser's frame).
+async fn viewport(c: &Client, w: u32, h: u32) -> Result<()> {
+    c.set_window_size(w, h).await?;
+    let inner = js(c, "return [window.innerWidth, window.innerHeight]", vec![]).await?;
+    let (iw, ih) = (
+        inner[0].as_u64().unwrap_or(w.into()) as u32,
+        inner[1].as_u64().unwrap_or(h.into()) as u32,
+    );
+    c.set_window_size(w + (w - iw.min(w)), h + (h - ih.min(h)))
+        .await?;
+    Ok(())
+}
+
+/// Loads a page, waits for its load event and returns how long the load took.
+async fn load(c: &Client, url: &str) -> Result<f64> {
+    c.goto(url).await?;
+    let ms = until(
+        c,
+        &format!("{url} to load"),
+        10,
+        "const n = performance.getEntriesByType('navigation')[0]; \
+         return n && n.loadEventEnd > 0 ? n.loadEventEnd - n.startTime : null;",
+    )
+    .await?;
+    ms.as_f64().ok_or_else(|| anyhow!("no load time for {url}"))
+}
+
+/// Sets the editor's text as a paste would (the editor's Enter key adds indentation, so
+/// typing YAML line by line would indent it twice).
+async fn paste(c: &Client, text: &str) -> Result<()> {
+    js(
+        c,
+        "const t = document.querySelector('textarea[data-editor]'); t.focus(); t.value = arguments[0]; \
+         t.dispatchEvent(new Event('input'));",
+        vec![json!(text)],
+    )
+    .await?;
+    Ok(())
+}
+
+fn web_address(lab: &TestLab) -> String {
+    let status = lab.ok(&["status"]);
+    status
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Web lab:"))
+        .map(|a| a.trim().trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| panic!("no web address in `lab status`:\n{status}"))
+}
+
+const RIGHT_POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: landing-rights
+spec:
+  endpointSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: \"80\"
+        protocol: TCP
+";
+
+const BAD_POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: typo
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEndpoint:
+    - {}
+";
+
+async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f64)>) -> Result<()> {
+    viewport(c, 1280, 800).await?;
+
+    // The cluster view: pods, services, and flows arriving live over server-sent events.
+    loads.push(("/".into(), load(c, &format!("{base}/")).await?));
+    until(c, "the pods table", 10, "return [...document.querySelectorAll('#pods tbody tr')].some(r => r.textContent.includes('xwing'))").await?;
+    until(
+        c,
+        "the services table",
+        10,
+        "return document.querySelector('#services tbody').textContent.includes('10.96.0.10')",
+    )
+    .await?;
+    until(
+        c,
+        "the live flow stream",
+        10,
+        "return document.getElementById('live').textContent === 'live flows'",
+    )
+    .await?;
+    let landed = lab.ship("xwing", &["land"]);
+    ensure!(landed["status"] == 200, "{landed}");
+    let row = until(c, "the xwing's flow in the live list", 10,
+        "const b = [...document.querySelectorAll('#flow-list button.flow')].find(b => b.textContent.includes('xwing → deathstar') && b.dataset.verdict === 'FORWARDED'); \
+         if (!b) return null; b.click(); return b.textContent;").await?;
+    ensure!(row.as_str().unwrap_or_default().contains(":80"), "{row}");
+    let explained = until(
+        c,
+        "the flow's detail",
+        5,
+        "const e = document.querySelector('#detail .explanation'); return e && e.textContent",
+    )
+    .await?;
+    ensure!(
+        explained
+            .as_str()
+            .unwrap_or_default()
+            .contains("no policy selects"),
+        "{explained}"
+    );
+    let detail = js(
+        c,
+        "return document.getElementById('detail').innerText",
+        vec![],
+    )
+    .await?;
+    let detail = detail.as_str().unwrap_or_default();
+    ensure!(
+        detail.contains("Destination") && !detail.contains("[object"),
+        "the detail lists the record's fields: {detail}"
+    );
+    until(
+        c,
+        "an edge in the topology",
+        5,
+        "return document.querySelectorAll('#topology .edge.v-forwarded').length > 0",
+    )
+    .await?;
+    shot(c, "cluster").await?;
+
+    // Lesson 1, step by step; the first Run button is reached with the keyboard alone.
+    loads.push((
+        "/lessons".into(),
+        load(c, &format!("{base}/lessons")).await?,
+    ));
+    shot(c, "lessons").await?;
+    loads.push((
+        "/lessons/01-l3-ingress".into(),
+        load(c, &format!("{base}/lessons/01-l3-ingress")).await?,
+    ));
+    let steps = js(
+        c,
+        "return document.querySelectorAll('button[data-run]').length",
+        vec![],
+    )
+    .await?;
+    ensure!(steps == 6, "lesson 1 has six steps");
+    let mut reached = false;
+    for _ in 0..40 {
+        c.active_element().await?.send_keys(&Key::Tab).await?;
+        let on = js(c, "return document.activeElement.dataset.run || ''", vec![]).await?;
+        if on == "1" {
+            reached = true;
+            break;
+        }
+    }
+    ensure!(reached, "Tab never reached the first Run button");
+    c.active_element().await?.send_keys(&Key::Enter).await?;
+    for n in 1..=6 {
+        if n > 1 {
+            c.find(Locator::Css(&format!("button[data-run=\"{n}\"]")))
+                .await?
+                .click()
+                .await?;
+        }
+        let badge = until(
+            c,
+            &format!("step {n}'s result"),
+            30,
+            &format!(
+                "const b = document.querySelector('#step-{n} .result .badge'); \
+             return b && !b.classList.contains('running') ? b.textContent : null;"
+            ),
+        )
+        .await?;
+        let text = js(
+            c,
+            &format!("return document.querySelector('#step-{n} .result').innerText"),
+            vec![],
+        )
+        .await?;
+        ensure!(badge == "as expected", "step {n}: {text}");
+    }
+    let step5 = js(
+        c,
+        "return document.querySelector('#step-5 .result').innerText",
+        vec![],
+    )
+    .await?;
+    let step5 = step5.as_str().unwrap_or_default();
+    ensure!(
+        step5.contains("timed out") && step5.contains("DROPPED"),
+        "{step5}"
+    );
+    let progress = js(
+        c,
+        "return document.querySelector('[data-progress]').textContent",
+        vec![],
+    )
+    .await?;
+    ensure!(
+        progress == "6 of 6 steps done in this browser.",
+        "{} is not {}",
+        progress,
+        "6 of 6 steps done in this browser."
+    );
+    js(
+        c,
+        "document.getElementById('step-5').scrollIntoView()",
+        vec![],
+    )
+    .await?;
+    shot(c, "lesson").await?;
+    // A step's flow opens its full record: the tiefighter's landing was allowed by rule1.
+    js(c, "[...document.querySelectorAll('#step-4 .result button.flow')].find(b => b.textContent.includes('allowed by policy rule1')).click()", vec![]).await?;
+    let record = until(
+        c,
+        "the flow dialog",
+        5,
+        "const d = document.getElementById('flow-dialog'); return d.open && d.innerText",
+    )
+    .await?;
+    let record = record.as_str().unwrap_or_default();
+    ensure!(
+        record.contains("allowed at ingress by")
+            && record.contains("rule1")
+            && record.contains("ingress[0]")
+            && record.contains("Destination")
+            && !record.contains("[object"),
+        "the record names the policy and rule: {record}"
+    );
+    shot(c, "lesson-flow").await?;
+    c.active_element().await?.send_keys(&Key::Escape).await?;
+    until(
+        c,
+        "the dialog to close",
+        5,
+        "return !document.getElementById('flow-dialog').open",
+    )
+    .await?;
+
+    // An exercise: the template lets the X-wing in (wrong), the right policy passes.
+    loads.push((
+        "/exercises".into(),
+        load(c, &format!("{base}/exercises")).await?,
+    ));
+    let ex = format!("{base}/exercises/1-landing-rights");
+    loads.push(("/exercises/1-landing-rights".into(), load(c, &ex).await?));
+    c.find(Locator::Id("check")).await?.click().await?;
+    let status = until(c, "the first check", 60, "const s = document.getElementById('check-status').textContent; return s.includes('expectations right') ? s : null").await?;
+    ensure!(
+        status.as_str().unwrap_or_default().starts_with("2 of 4"),
+        "{status}"
+    );
+    let wrong = js(
+        c,
+        "return [...document.querySelectorAll('#expectations tbody tr')].map(r => r.className)",
+        vec![],
+    )
+    .await?;
+    ensure!(
+        wrong == json!(["right", "right", "wrong", "wrong"]),
+        "rows graded {wrong}"
+    );
+    let cell = js(c, "return document.querySelector('#expectations tr[data-probe=\"3\"] .cell-result').innerText", vec![]).await?;
+    let cell = cell.as_str().unwrap_or_default();
+    ensure!(
+        cell.contains("FORWARDED") && cell.contains("landing-rights") && cell.contains("Hint:"),
+        "a wrong cell shows the flow that explains it and a hint: {cell}"
+    );
+    js(
+        c,
+        "document.getElementById('expectations').scrollIntoView()",
+        vec![],
+    )
+    .await?;
+    shot(c, "exercise-wrong").await?;
+    // The right policy, and Check pressed from the keyboard: Tab from the editor to Check.
+    paste(c, RIGHT_POLICY).await?;
+    until(
+        c,
+        "the editor to accept the policy",
+        10,
+        "return document.querySelector('.validity').textContent.startsWith('Valid')",
+    )
+    .await?;
+    let mut on_check = false;
+    for _ in 0..5 {
+        c.active_element().await?.send_keys(&Key::Tab).await?;
+        if js(c, "return document.activeElement.id", vec![]).await? == "check" {
+            on_check = true;
+            break;
+        }
+    }
+    ensure!(on_check, "Tab from the editor should reach Check");
+    c.active_element().await?.send_keys(&Key::Enter).await?;
+    let status = until(c, "the second check", 60, "const s = document.getElementById('check-status').textContent; return s.startsWith('4 of 4') ? s : null").await?;
+    ensure!(
+        status.as_str().unwrap_or_default().contains("goal is met"),
+        "{status}"
+    );
+    let badge = js(
+        c,
+        "return document.getElementById('ex-status').textContent",
+        vec![],
+    )
+    .await?;
+    ensure!(badge == "passed ✓", "{} is not {}", badge, "passed ✓");
+    js(
+        c,
+        "document.getElementById('expectations').scrollIntoView()",
+        vec![],
+    )
+    .await?;
+    shot(c, "exercise-right").await?;
+
+    // The policy editor: the checked policy is active; a typo is shown at its line.
+    loads.push((
+        "/policies".into(),
+        load(c, &format!("{base}/policies")).await?,
+    ));
+    until(
+        c,
+        "the active policy",
+        10,
+        "return document.getElementById('active').textContent.includes('default/landing-rights')",
+    )
+    .await?;
+    paste(c, BAD_POLICY).await?;
+    let lines = until(c, "the error at its line", 10, "const l = [...document.querySelectorAll('.gutter .err')].map(e => e.textContent); return l.length ? l : null").await?;
+    ensure!(lines == json!(["8"]), "{} is not {}", lines, json!(["8"]));
+    let msg = js(
+        c,
+        "return document.querySelector('.marks .err').textContent",
+        vec![],
+    )
+    .await?;
+    ensure!(
+        msg.as_str()
+            .unwrap_or_default()
+            .contains("unknown field `fromEndpoint`"),
+        "{msg}"
+    );
+    shot(c, "policies").await?;
+    // Audit mode from the page, then an X-wing landing shows up live as AUDIT.
+    c.find(Locator::Css("#active input[data-role=\"audit\"]"))
+        .await?
+        .click()
+        .await?;
+    until(c, "audit mode on", 10, "return document.getElementById('active').textContent.includes('audit mode') && document.querySelector('#active input[data-role=\"audit\"]').checked").await?;
+    load(c, &format!("{base}/")).await?;
+    until(
+        c,
+        "the live flow stream",
+        10,
+        "return document.getElementById('live').textContent === 'live flows'",
+    )
+    .await?;
+    let audited = lab.ship("xwing", &["land"]);
+    ensure!(audited["status"] == 200, "audit mode forwards: {audited}");
+    until(c, "an AUDIT flow in the live list", 10, "return [...document.querySelectorAll('#flow-list button.flow')].some(b => b.dataset.verdict === 'AUDIT' && b.textContent.includes('xwing'))").await?;
+    until(
+        c,
+        "an audit edge in the topology",
+        5,
+        "return document.querySelectorAll('#topology .edge.v-audit').length > 0",
+    )
+    .await?;
+    shot(c, "cluster-audit").await?;
+
+    // A narrow window: everything still fits its width.
+    viewport(c, 420, 800).await?;
+    for (name, path) in [
+        ("narrow-cluster", "/"),
+        ("narrow-lesson", "/lessons/01-l3-ingress"),
+    ] {
+        load(c, &format!("{base}{path}")).await?;
+        if path == "/" {
+            until(
+                c,
+                "the flow history",
+                10,
+                "return document.querySelectorAll('#flow-list button.flow').length > 0",
+            )
+            .await?;
+        }
+        let over = js(
+            c,
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            vec![],
+        )
+        .await?;
+        ensure!(
+            over.as_f64().unwrap_or(1.0) <= 1.0,
+            "{path} is wider than a 420px window by {over}px"
+        );
+        shot(c, name).await?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_web_lab_in_a_browser() {
+    let lab = TestLab::up();
+    let base = web_address(&lab);
+    let browser = Browser::start().expect("chromedriver");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut loads = Vec::new();
+    let outcome = rt.block_on(async {
+        let c = browser.connect().await?;
+        let r = walk(&c, &lab, &base, &mut loads).await;
+        if r.is_err() {
+            let _ = shot(&c, "failure").await;
+        }
+        let _ = c.close().await;
+        r
+    });
+    drop(browser);
+    for (page, ms) in &loads {
+        println!("page load {page}: {ms:.0} ms");
+    }
+    if let Err(e) = outcome {
+        panic!("{e:#}\n(see {}/failure.png)", screenshot_dir().display());
+    }
+    let slowest = loads.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
+    assert!(
+        slowest < MAX_LOAD_MS,
+        "a page took {slowest:.0} ms to load: {loads:?}"
+    );
+}
