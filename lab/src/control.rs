@@ -92,6 +92,8 @@ pub struct Lab {
     l7_records: tokio::sync::mpsc::Sender<L7Record>,
     /// L7 records dropped because flow processing could not keep up.
     pub l7_dropped: Arc<AtomicU64>,
+    /// Forwarded L7 records not kept (over the per-second budget).
+    pub l7_sampled_out: Arc<AtomicU64>,
 }
 
 /// Hands the proxy's records to the flow log off the proxy's hot path: a bounded channel, and
@@ -99,10 +101,30 @@ pub struct Lab {
 struct FlowObserver {
     tx: tokio::sync::mpsc::Sender<L7Record>,
     dropped: Arc<AtomicU64>,
+    sampled_out: Arc<AtomicU64>,
+    started: std::time::Instant,
+    /// The second the budget below counts for, and how much of it is used.
+    window: AtomicU64,
+    used: AtomicU64,
 }
+
+/// Forwarded HTTP requests and responses kept as flows per second; beyond that they are
+/// sampled out (counted), so flow records never eat the CPU the proxy needs under load.
+/// Denials, parse errors and upstream errors are always kept.
+pub const L7_FORWARDED_FLOWS_PER_SECOND: u64 = 500;
 
 impl Observer for FlowObserver {
     fn record(&self, rec: L7Record) {
+        if rec.verdict == enforcer::proxy::L7Verdict::Forwarded {
+            let now = self.started.elapsed().as_secs();
+            if self.window.swap(now, Ordering::Relaxed) != now {
+                self.used.store(0, Ordering::Relaxed);
+            }
+            if self.used.fetch_add(1, Ordering::Relaxed) >= L7_FORWARDED_FLOWS_PER_SECOND {
+                self.sampled_out.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         if self.tx.try_send(rec).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -219,6 +241,7 @@ impl Lab {
             proxy_stats: Arc::new(ProxyStats::new()),
             l7_records,
             l7_dropped: Arc::new(AtomicU64::new(0)),
+            l7_sampled_out: Arc::new(AtomicU64::new(0)),
         });
         lab.clone().spawn_flow_reader()?;
         lab.clone().spawn_l7_reader(l7_rx);
@@ -728,6 +751,10 @@ impl Lab {
         let observer = Arc::new(FlowObserver {
             tx: self.l7_records.clone(),
             dropped: self.l7_dropped.clone(),
+            sampled_out: self.l7_sampled_out.clone(),
+            started: std::time::Instant::now(),
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
         });
         let handle = tokio::task::block_in_place(|| {
             enforcer::l7::start(

@@ -125,6 +125,18 @@ pub fn render(lab: &Lab) -> String {
         "lab_l7_flow_records_dropped_total {}",
         lab.l7_dropped.load(std::sync::atomic::Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP lab_l7_flow_records_sampled_total Forwarded HTTP requests not kept as flows (over {} per second)",
+        crate::control::L7_FORWARDED_FLOWS_PER_SECOND
+    );
+    let _ = writeln!(out, "# TYPE lab_l7_flow_records_sampled_total counter");
+    let _ = writeln!(
+        out,
+        "lab_l7_flow_records_sampled_total {}",
+        lab.l7_sampled_out
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     crate::policies::render_metrics(lab, &mut out);
     out
 }
