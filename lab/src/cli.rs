@@ -46,7 +46,8 @@ enum Command {
         /// Where the web lab listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         web: SocketAddr,
-        /// Load lessons and exercises from this directory instead of the built-in ones.
+        /// Also load lessons and exercises from this directory (read at every page load; a file
+        /// named like a built-in one replaces it).
         #[arg(long)]
         lessons: Option<PathBuf>,
         #[arg(long, hide = true)]
