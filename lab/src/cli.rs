@@ -1278,7 +1278,7 @@ async fn observe(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "the command's flags, as parsed")]
 async fn ship(
     client: &Client,
     pod: &str,

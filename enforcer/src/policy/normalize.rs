@@ -403,7 +403,10 @@ impl Ctx<'_> {
         ));
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per direction of rule"
+    )]
     fn add(
         &mut self,
         section: &str,
