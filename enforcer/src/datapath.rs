@@ -90,6 +90,16 @@ pub enum DatapathError {
 
 type Result<T> = std::result::Result<T, DatapathError>;
 
+/// The LPM key of an IPv4 prefix; addresses are stored in network byte order.
+fn cidr_key(addr: Ipv4Addr, prefix: u8) -> Key<IpcacheKey> {
+    Key::new(
+        u32::from(prefix),
+        IpcacheKey {
+            addr: u32::from(addr).to_be(),
+        },
+    )
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
 }
@@ -294,24 +304,14 @@ impl Datapath {
 
     /// Adds a CIDR to the prefilter's deny list.
     pub fn prefilter_add(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(
-            u32::from(prefix),
-            IpcacheKey {
-                addr: u32::from(addr).to_be(),
-            },
-        );
+        let key = cidr_key(addr, prefix);
         self.prefilter
             .insert(&key, 1, 0)
             .map_err(map_err("PREFILTER"))
     }
 
     pub fn prefilter_remove(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(
-            u32::from(prefix),
-            IpcacheKey {
-                addr: u32::from(addr).to_be(),
-            },
-        );
+        let key = cidr_key(addr, prefix);
         match self.prefilter.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("PREFILTER")(e)),
@@ -512,24 +512,14 @@ impl Datapath {
     }
 
     pub fn set_ipcache(&mut self, addr: Ipv4Addr, prefix: u8, value: IpcacheValue) -> Result<()> {
-        let key = Key::new(
-            u32::from(prefix),
-            IpcacheKey {
-                addr: u32::from(addr).to_be(),
-            },
-        );
+        let key = cidr_key(addr, prefix);
         self.ipcache
             .insert(&key, value, 0)
             .map_err(map_err("IPCACHE"))
     }
 
     pub fn remove_ipcache(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<()> {
-        let key = Key::new(
-            u32::from(prefix),
-            IpcacheKey {
-                addr: u32::from(addr).to_be(),
-            },
-        );
+        let key = cidr_key(addr, prefix);
         match self.ipcache.remove(&key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("IPCACHE")(e)),

@@ -577,14 +577,7 @@ async fn get(
     let name_ok = |v: &Value| name.is_none_or(|n| v["name"].as_str() == Some(n));
     match resource {
         "pods" | "pod" | "po" => {
-            let pods = client.get("/api/pods").await?;
-            let items: Vec<Value> = pods
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| ns_ok(p) && name_ok(p))
-                .cloned()
-                .collect();
+            let items = list(client, "/api/pods", |p| ns_ok(p) && name_ok(p)).await?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(items), output);
             }
@@ -627,14 +620,7 @@ async fn get(
             table(&headers, rows);
         }
         "services" | "service" | "svc" => {
-            let svcs = client.get("/api/services").await?;
-            let items: Vec<Value> = svcs
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| ns_ok(p) && name_ok(p))
-                .cloned()
-                .collect();
+            let items = list(client, "/api/services", |p| ns_ok(p) && name_ok(p)).await?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(items), output);
             }
@@ -681,14 +667,13 @@ async fn get(
             table(&headers, rows);
         }
         "endpoints" | "ep" | "cep" => {
-            let eps = client.get("/api/endpoints").await?;
+            let pod_ok = |e: &Value| name.is_none_or(|n| e["pod"].as_str() == Some(n));
+            let eps = list(client, "/api/endpoints", |e| ns_ok(e) && pod_ok(e)).await?;
             if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&eps, output);
+                return print_structured(&Value::Array(eps), output);
             }
             let rows = eps
-                .as_array()
-                .into_iter()
-                .flatten()
+                .iter()
                 .map(|e| {
                     let flags = e["flags"].as_u64().unwrap_or(0) as u32;
                     let enf = |b: u32| {
@@ -756,14 +741,13 @@ async fn get(
         }
         "flows" => observe(client, false, None, None, None, 20, output).await?,
         "limits" | "limit" | "connectionlimits" => {
-            let limits = client.get("/api/x/limits").await?;
+            let limit_ok = |l: &Value| name.is_none_or(|n| l["limit"].as_str() == Some(n));
+            let limits = list(client, "/api/x/limits", limit_ok).await?;
             if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&limits, output);
+                return print_structured(&Value::Array(limits), output);
             }
             let rows = limits
-                .as_array()
-                .into_iter()
-                .flatten()
+                .iter()
                 .map(|l| {
                     vec![
                         s(&l["limit"]),
@@ -1134,6 +1118,18 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The items of a list endpoint that `keep` accepts.
+async fn list(client: &Client, path: &str, keep: impl Fn(&Value) -> bool) -> Result<Vec<Value>> {
+    let all = client.get(path).await?;
+    Ok(all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| keep(v))
+        .cloned()
+        .collect())
 }
 
 async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Result<()> {

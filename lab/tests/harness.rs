@@ -160,6 +160,17 @@ impl TestLab {
         out
     }
 
+    /// Applies a policy document and fails the test, with lab's error, if it is refused.
+    pub fn applied(&self, yaml: &str) {
+        let out = self.apply(yaml);
+        assert!(
+            out.status.success(),
+            "policy refused: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Flows as JSON values (most recent last).
     pub fn flows(&self, query: &[&str]) -> Vec<Value> {
         let mut args = vec!["observe", "-o", "json", "--last", "10000"];

@@ -60,15 +60,6 @@ spec:
           path: /v1
 "#;
 
-fn applied(lab: &TestLab, yaml: &str) {
-    let out = lab.apply(yaml);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn total_restarts(lab: &TestLab) -> u64 {
     lab.replicas("deathstar")
         .iter()
@@ -79,7 +70,7 @@ fn total_restarts(lab: &TestLab) -> u64 {
 #[test]
 fn the_guides_l7_outcomes() {
     let lab = TestLab::up();
-    applied(&lab, SW_L3_L4_L7);
+    lab.applied(SW_L3_L4_L7);
     assert_eq!(lab.ship("tiefighter", &["land"])["status"], 200);
     let (code, out) = lab.exec(
         "tiefighter",
@@ -138,7 +129,7 @@ fn the_guides_l7_outcomes() {
 #[test]
 fn the_papers_allow_list_and_the_servers_own_log() {
     let lab = TestLab::up();
-    applied(&lab, PAPER_ALLOW_LIST);
+    lab.applied(PAPER_ALLOW_LIST);
     for ship in ["tiefighter", "xwing"] {
         assert_eq!(lab.ship(ship, &["survey"])["status"], 200, "{ship}");
         assert_eq!(lab.ship(ship, &["land"])["status"], 200, "{ship}");
@@ -199,7 +190,7 @@ fn raw(lab: &TestLab, pod: &str, ip: Ipv4Addr, port: u16, bytes: &'static [u8]) 
 #[test]
 fn framing_attacks_are_refused_in_the_datapath() {
     let lab = TestLab::up();
-    applied(&lab, PAPER_ALLOW_LIST);
+    lab.applied(PAPER_ALLOW_LIST);
     let ds: Ipv4Addr = lab.pod(&lab.replicas("deathstar")[0])["ip"]
         .as_str()
         .unwrap()
@@ -254,7 +245,7 @@ fn framing_attacks_are_refused_in_the_datapath() {
 #[test]
 fn a_stopped_proxy_keeps_the_port_closed() {
     let lab = TestLab::up();
-    applied(&lab, PAPER_ALLOW_LIST);
+    lab.applied(PAPER_ALLOW_LIST);
     let stop: Value = lab.json(&["debug-api", "POST", "/api/x/proxy/stop"]);
     assert_eq!(stop["proxy"], "stopped");
     let fire = lab.ship("xwing", &["fire", "--timeout", "2"]);
@@ -279,7 +270,7 @@ fn a_stopped_proxy_keeps_the_port_closed() {
 #[test]
 fn ports_without_l7_rules_never_touch_the_proxy() {
     let lab = TestLab::up();
-    applied(&lab, PAPER_ALLOW_LIST);
+    lab.applied(PAPER_ALLOW_LIST);
     let before = lab.ok(&["metrics"]);
     let received = |m: &str| {
         m.lines()

@@ -28,16 +28,6 @@ spec:
         protocol: TCP
 "#;
 
-fn applied(lab: &TestLab, yaml: &str) {
-    let out = lab.apply(yaml);
-    assert!(
-        out.status.success(),
-        "apply failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The newest flow matching `pred`, waiting briefly for the event to arrive.
 fn flow(lab: &TestLab, query: &[&str], pred: impl Fn(&Value) -> bool) -> Value {
     testkit::wait_for(Duration::from_secs(5), || {
@@ -49,7 +39,7 @@ fn flow(lab: &TestLab, query: &[&str], pred: impl Fn(&Value) -> bool) -> Value {
 #[test]
 fn the_guides_l3_l4_outcomes() {
     let lab = TestLab::up();
-    applied(&lab, SW_L3_L4);
+    lab.applied(SW_L3_L4);
     let tie = lab.ship("tiefighter", &["land"]);
     assert_eq!(tie["status"], 200, "{tie}");
     let xwing = lab.ship("xwing", &["land", "--timeout", "2"]);
@@ -107,8 +97,7 @@ fn the_guides_l3_l4_outcomes() {
 #[test]
 fn the_papers_egress_policy_stops_the_log_leak() {
     let lab = TestLab::up();
-    applied(
-        &lab,
+    lab.applied(
         r#"
 apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -165,7 +154,7 @@ spec:
 #[test]
 fn a_bad_document_leaves_the_previous_policy_in_force() {
     let lab = TestLab::up();
-    applied(&lab, SW_L3_L4);
+    lab.applied(SW_L3_L4);
     let bad = format!(
         "{SW_L3_L4}---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: broken\nspec:\n  endpointSelector: {{}}\n  ingress:\n  - fromEndpoint:\n    - {{}}\n"
     );
@@ -192,7 +181,7 @@ fn a_bad_document_leaves_the_previous_policy_in_force() {
 #[test]
 fn audit_mode_per_policy_forwards_and_reports() {
     let lab = TestLab::up();
-    applied(&lab, SW_L3_L4);
+    lab.applied(SW_L3_L4);
     lab.ok(&["policy", "audit", "rule1", "on"]);
     let xwing = lab.ship("xwing", &["land"]);
     assert_eq!(xwing["status"], 200, "audit mode must forward: {xwing}");
@@ -225,7 +214,7 @@ fn connects(lab: &TestLab, pod: &str, ip: std::net::Ipv4Addr, port: u16) -> bool
 #[test]
 fn enforcement_survives_the_lab_process_and_a_restart_has_no_gap() {
     let lab = TestLab::up();
-    applied(&lab, SW_L3_L4);
+    lab.applied(SW_L3_L4);
     let ds: std::net::Ipv4Addr = lab.pod(&lab.replicas("deathstar")[0])["ip"]
         .as_str()
         .unwrap()
@@ -292,7 +281,7 @@ fn enforcement_survives_the_lab_process_and_a_restart_has_no_gap() {
 #[test]
 fn lab_wide_audit_mode_and_verdict_metrics() {
     let lab = TestLab::up();
-    applied(&lab, SW_L3_L4);
+    lab.applied(SW_L3_L4);
     lab.ok(&["policy", "audit-mode", "on"]);
     assert_eq!(
         lab.ship("xwing", &["land"])["status"],

@@ -16,15 +16,6 @@ fn playground() -> TestLab {
     TestLab::up_with(&[&data("manifests/playground.yaml")])
 }
 
-fn applied(lab: &TestLab, yaml: &str) {
-    let out = lab.apply(yaml);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn ip(lab: &TestLab, pod: &str) -> String {
     lab.pod(pod)["ip"].as_str().unwrap().to_owned()
 }
@@ -67,9 +58,7 @@ fn match_labels_and_expressions() {
         reaches(&lab, "client-a", "server") && reaches(&lab, "client-b", "server"),
         "no policy: all allowed"
     );
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "red-only",
             &format!(
                 "{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - {{key: team, operator: In, values: [red]}}"
@@ -87,9 +76,7 @@ fn match_labels_and_expressions() {
             .contains("red-only")
     );
     // NotIn flips it; Exists / DoesNotExist select by key alone.
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "red-only",
             &format!(
                 "{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - {{key: team, operator: NotIn, values: [red]}}\n      - {{key: role, operator: Exists}}\n      - {{key: admin, operator: DoesNotExist}}"
@@ -103,9 +90,7 @@ fn match_labels_and_expressions() {
 #[test]
 fn deny_rules_beat_allow_rules() {
     let lab = playground();
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "clients-but-blue",
             &format!(
                 "{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{role: client}}\n  ingressDeny:\n  - fromEndpoints:\n    - matchLabels: {{team: blue}}\n    toPorts:\n    - ports:\n      - port: \"8000\"\n        endPort: 8100\n        protocol: TCP"
@@ -129,18 +114,13 @@ fn deny_rules_beat_allow_rules() {
 #[test]
 fn a_connection_needs_the_senders_egress_and_the_receivers_ingress() {
     let lab = playground();
-    applied(
-        &lab,
-        &policy(
-            "server-from-a",
-            &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red}}"),
-        ),
-    );
+    lab.applied(&policy(
+        "server-from-a",
+        &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red}}"),
+    ));
     assert!(reaches(&lab, "client-a", "server"));
     // client-a's own egress now only allows DNS: the server's ingress allow is not enough.
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "a-dns-only",
             "endpointSelector:\n    matchLabels: {team: red, role: client}\n  egress:\n  - toEndpoints:\n    - matchLabels: {\"k8s:io.kubernetes.pod.namespace\": kube-system, k8s-app: kube-dns}\n    toPorts:\n    - ports:\n      - {port: \"53\", protocol: ANY}",
         ),
@@ -168,13 +148,10 @@ fn a_connection_needs_the_senders_egress_and_the_receivers_ingress() {
 #[test]
 fn replies_pass_although_the_server_is_in_egress_default_deny() {
     let lab = playground();
-    applied(
-        &lab,
-        &policy(
-            "server-no-egress",
-            &format!("{SERVER}\n  egress:\n  - toEndpoints:\n    - matchLabels: {{nothing: here}}"),
-        ),
-    );
+    lab.applied(&policy(
+        "server-no-egress",
+        &format!("{SERVER}\n  egress:\n  - toEndpoints:\n    - matchLabels: {{nothing: here}}"),
+    ));
     assert!(
         reaches(&lab, "client-a", "server"),
         "the reply of an allowed connection is not new egress"
@@ -196,37 +173,28 @@ fn replies_pass_although_the_server_is_in_egress_default_deny() {
 fn empty_peer_lists_select_nothing_and_ingress_of_empty_rule_denies_all() {
     let lab = playground();
     // `ingress: [{}]`: a rule with no peer: default deny with nothing allowed.
-    applied(
-        &lab,
-        &policy("deny-all", &format!("{SERVER}\n  ingress:\n  - {{}}")),
-    );
+    lab.applied(&policy(
+        "deny-all",
+        &format!("{SERVER}\n  ingress:\n  - {{}}"),
+    ));
     assert!(!reaches(&lab, "client-a", "server"));
     // An empty fromEndpoints list selects nothing either.
-    applied(
-        &lab,
-        &policy(
-            "deny-all",
-            &format!("{SERVER}\n  ingress:\n  - fromEndpoints: []"),
-        ),
-    );
+    lab.applied(&policy(
+        "deny-all",
+        &format!("{SERVER}\n  ingress:\n  - fromEndpoints: []"),
+    ));
     assert!(!reaches(&lab, "client-a", "server"));
     // No peer field at all but ports: any peer on those ports.
-    applied(
-        &lab,
-        &policy(
-            "deny-all",
-            &format!("{SERVER}\n  ingress:\n  - toPorts:\n    - ports:\n      - port: \"8080\""),
-        ),
-    );
+    lab.applied(&policy(
+        "deny-all",
+        &format!("{SERVER}\n  ingress:\n  - toPorts:\n    - ports:\n      - port: \"8080\""),
+    ));
     assert!(reaches(&lab, "client-a", "server") && reaches(&lab, "client-b", "server"));
     // `fromEndpoints: [{}]` is every pod of the policy's namespace, not other namespaces.
-    applied(
-        &lab,
-        &policy(
-            "deny-all",
-            &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - {{}}"),
-        ),
-    );
+    lab.applied(&policy(
+        "deny-all",
+        &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - {{}}"),
+    ));
     assert!(reaches(&lab, "client-a", "server"));
     assert!(!reaches(&lab, "other/client-c", "server"));
 }
@@ -234,21 +202,16 @@ fn empty_peer_lists_select_nothing_and_ingress_of_empty_rule_denies_all() {
 #[test]
 fn namespaces_scope_policies_and_clusterwide_ones_do_not() {
     let lab = playground();
-    applied(
-        &lab,
-        &policy(
-            "red",
-            &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red}}"),
-        ),
-    );
+    lab.applied(&policy(
+        "red",
+        &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red}}"),
+    ));
     assert!(reaches(&lab, "client-a", "server"));
     assert!(
         !reaches(&lab, "other/client-c", "server"),
         "a namespaced policy only sees its namespace"
     );
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "red-anywhere",
             &format!(
                 "{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red, \"k8s:io.kubernetes.pod.namespace\": other}}"
@@ -257,9 +220,7 @@ fn namespaces_scope_policies_and_clusterwide_ones_do_not() {
     );
     assert!(reaches(&lab, "other/client-c", "server"));
     lab.ok(&["policy", "delete", "--all"]);
-    applied(
-        &lab,
-        "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: red-cluster\nspec:\n  endpointSelector:\n    matchLabels:\n      role: server\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {team: red}\n",
+    lab.applied("apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: red-cluster\nspec:\n  endpointSelector:\n    matchLabels:\n      role: server\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {team: red}\n",
     );
     assert!(reaches(&lab, "other/client-c", "server") && reaches(&lab, "client-a", "server"));
     assert!(!reaches(&lab, "client-b", "server"));
@@ -268,9 +229,7 @@ fn namespaces_scope_policies_and_clusterwide_ones_do_not() {
 #[test]
 fn ports_ranges_and_protocols() {
     let lab = playground();
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "range",
             &format!(
                 "{SERVER}\n  ingress:\n  - toPorts:\n    - ports:\n      - {{port: \"8000\", endPort: 8100, protocol: TCP}}"
@@ -278,9 +237,7 @@ fn ports_ranges_and_protocols() {
         ),
     );
     assert!(reaches(&lab, "client-a", "server"));
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "range",
             &format!(
                 "{SERVER}\n  ingress:\n  - toPorts:\n    - ports:\n      - {{port: \"9000\", endPort: 9100, protocol: TCP}}"
@@ -288,9 +245,7 @@ fn ports_ranges_and_protocols() {
         ),
     );
     assert!(!reaches(&lab, "client-a", "server"));
-    applied(
-        &lab,
-        &policy(
+    lab.applied(&policy(
             "range",
             &format!(
                 "{SERVER}\n  ingress:\n  - toPorts:\n    - ports:\n      - {{port: \"8080\", protocol: UDP}}"
@@ -310,7 +265,7 @@ fn ports_ranges_and_protocols() {
             ),
         )
     };
-    applied(&lab, &dns_policy("UDP"));
+    lab.applied(&dns_policy("UDP"));
     assert_eq!(
         lab.exec(
             "client-b",
@@ -319,7 +274,7 @@ fn ports_ranges_and_protocols() {
         .0,
         0
     );
-    applied(&lab, &dns_policy("TCP"));
+    lab.applied(&dns_policy("TCP"));
     assert_ne!(
         lab.exec(
             "client-b",
@@ -354,34 +309,25 @@ fn entities_host_and_cluster() {
         })
         .unwrap()
     };
-    applied(
-        &lab,
-        &policy(
-            "host-only",
-            &format!("{SERVER}\n  ingress:\n  - fromEntities: [host]"),
-        ),
-    );
+    lab.applied(&policy(
+        "host-only",
+        &format!("{SERVER}\n  ingress:\n  - fromEntities: [host]"),
+    ));
     assert!(from_node(), "the node (host entity) is allowed");
     assert!(!reaches(&lab, "client-a", "server"));
-    applied(
-        &lab,
-        &policy(
-            "host-only",
-            &format!("{SERVER}\n  ingress:\n  - fromEntities: [cluster]"),
-        ),
-    );
+    lab.applied(&policy(
+        "host-only",
+        &format!("{SERVER}\n  ingress:\n  - fromEntities: [cluster]"),
+    ));
     assert!(
         from_node()
             && reaches(&lab, "client-a", "server")
             && reaches(&lab, "other/client-c", "server")
     );
-    applied(
-        &lab,
-        &policy(
-            "host-only",
-            &format!("{SERVER}\n  ingress:\n  - fromEntities: [world]"),
-        ),
-    );
+    lab.applied(&policy(
+        "host-only",
+        &format!("{SERVER}\n  ingress:\n  - fromEntities: [world]"),
+    ));
     assert!(
         !from_node() && !reaches(&lab, "client-a", "server"),
         "world is outside the cluster"
@@ -393,13 +339,10 @@ fn icmp_errors_of_allowed_connections_pass() {
     let lab = playground();
     // client-a accepts nothing, but sends UDP to a closed port on the server: the server's
     // "port unreachable" is related to that flow and must reach client-a.
-    applied(
-        &lab,
-        &policy(
-            "a-closed",
-            "endpointSelector:\n    matchLabels: {team: red, role: client}\n  ingress:\n  - {}",
-        ),
-    );
+    lab.applied(&policy(
+        "a-closed",
+        "endpointSelector:\n    matchLabels: {team: red, role: client}\n  ingress:\n  - {}",
+    ));
     let server_ip: Ipv4Addr = ip(&lab, "server").parse().unwrap();
     let refused = testkit::in_netns(&netns(&lab, "default", "client-a"), move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -416,13 +359,10 @@ fn icmp_errors_of_allowed_connections_pass() {
 #[test]
 fn policy_changes_keep_allowed_established_connections() {
     let lab = playground();
-    applied(
-        &lab,
-        &policy(
-            "red",
-            &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red}}"),
-        ),
-    );
+    lab.applied(&policy(
+        "red",
+        &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{team: red}}"),
+    ));
     let server_ip: Ipv4Addr = ip(&lab, "server").parse().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Vec<bool>>();
@@ -452,23 +392,15 @@ fn policy_changes_keep_allowed_established_connections() {
     });
     tx.send("request").unwrap();
     // Unrelated and widening changes: endpoints and identities come and go in the maps.
-    applied(
-        &lab,
-        &policy(
-            "other",
-            "endpointSelector:\n    matchLabels: {team: blue}\n  egress:\n  - toEntities: [cluster]",
-        ),
-    );
+    lab.applied(&policy(
+        "other",
+        "endpointSelector:\n    matchLabels: {team: blue}\n  egress:\n  - toEntities: [cluster]",
+    ));
     tx.send("request").unwrap();
-    applied(
-        &lab,
-        &policy(
-            "red",
-            &format!(
-                "{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{role: client}}"
-            ),
-        ),
-    );
+    lab.applied(&policy(
+        "red",
+        &format!("{SERVER}\n  ingress:\n  - fromEndpoints:\n    - matchLabels: {{role: client}}"),
+    ));
     tx.send("request").unwrap();
     tx.send("stop").unwrap();
     let results = done_rx.recv_timeout(Duration::from_secs(30)).unwrap();

@@ -19,15 +19,6 @@ fn inventory_policy(cidr: &str, audit: bool) -> String {
     )
 }
 
-fn applied(lab: &TestLab, yaml: &str) {
-    let out = lab.apply(yaml);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Whether a host outside the cluster gets the customer records through the NodePort.
 fn leaks(lab: &TestLab, host: &str) -> bool {
     lab.exec(host, &["curl", "-s", "-m", "1.5", NODE])
@@ -50,7 +41,7 @@ fn the_wildcard_cidr_exposes_the_nodeport_and_the_fix_closes_it() {
         leaks(&lab, "attacker") && leaks(&lab, "monitor"),
         "no policy: the NodePort is open to all"
     );
-    applied(&lab, &inventory_policy("0.0.0.0/0", false));
+    lab.applied(&inventory_policy("0.0.0.0/0", false));
     assert!(
         leaks(&lab, "attacker"),
         "fromCIDR 0.0.0.0/0 lets the internet in"
@@ -61,7 +52,7 @@ fn the_wildcard_cidr_exposes_the_nodeport_and_the_fix_closes_it() {
         "the exposure shows in the NodePort metric"
     );
 
-    applied(&lab, &inventory_policy("10.0.0.0/8", false));
+    lab.applied(&inventory_policy("10.0.0.0/8", false));
     assert!(!leaks(&lab, "attacker"), "the fix keeps the internet out");
     assert!(
         leaks(&lab, "monitor"),
@@ -137,7 +128,7 @@ fn the_prefilter_drops_listed_cidrs_at_xdp() {
 #[test]
 fn the_unsafe_bypass_skips_policy_as_in_the_story() {
     let lab = TestLab::up();
-    applied(&lab, &inventory_policy("10.0.0.0/8", false));
+    lab.applied(&inventory_policy("10.0.0.0/8", false));
     assert!(!leaks(&lab, "attacker"));
     let refused = lab.lab(&["prefilter", "bypass", "--node-port", "30007"]);
     assert!(!refused.status.success(), "the bypass needs --unsafe");
@@ -168,7 +159,7 @@ fn the_unsafe_bypass_skips_policy_as_in_the_story() {
 #[test]
 fn a_policy_in_audit_mode_can_be_watched_before_it_is_enforced() {
     let lab = TestLab::up();
-    applied(&lab, &inventory_policy("10.0.0.0/8", true));
+    lab.applied(&inventory_policy("10.0.0.0/8", true));
     assert!(leaks(&lab, "attacker"), "audit mode forwards");
     assert!(leaks(&lab, "monitor"));
     let drops = r#"lab_policy_dry_run_total{policy="default/inventory-health-checks",verdict="would_drop"}"#;
