@@ -241,9 +241,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let udp = UdpSocket::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind UDP {}: {e}", cfg.listen))?;
-    let tcp = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind TCP {}: {e}", cfg.listen))?;
+    let tcp = crate::listen::bind(cfg.listen).await?;
     serve(udp, tcp, cfg).await
 }
 
@@ -302,20 +300,13 @@ async fn serve_udp(socket: UdpSocket, zone: Arc<RwLock<Arc<Zone>>>) -> anyhow::R
 
 async fn serve_tcp(listener: TcpListener, zone: Arc<RwLock<Arc<Zone>>>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let zone = zone.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_tcp_conn(stream, &zone).await {
-                        tracing::debug!(%peer, error = %e, "DNS TCP connection ended");
-                    }
-                });
+        let (stream, peer) = crate::listen::accept(&listener).await;
+        let zone = zone.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_tcp_conn(stream, &zone).await {
+                tracing::debug!(%peer, error = %e, "DNS TCP connection ended");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        });
     }
 }
 

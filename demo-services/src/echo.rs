@@ -46,9 +46,7 @@ impl Default for Config {
 
 /// Binds `cfg.listen` and serves until the process dies.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let listener = crate::listen::bind(cfg.listen).await?;
     serve(listener, cfg).await
 }
 

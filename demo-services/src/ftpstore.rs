@@ -10,7 +10,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use libunftp::options::PassiveHost;
@@ -80,9 +79,7 @@ fn default_passive_port_max() -> u16 {
 
 /// Binds `cfg.listen` and serves until the process dies.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let listener = crate::listen::bind(cfg.listen).await?;
     serve(listener, cfg).await
 }
 
@@ -98,14 +95,7 @@ pub async fn serve(listener: TcpListener, cfg: Config) -> anyhow::Result<()> {
         "FTP store ready"
     );
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::listen::accept(&listener).await;
         tracing::info!(%peer, "FTP connection");
         // libunftp serves one control connection per Server value, so each gets its own.
         let server = store.server()?;

@@ -3,7 +3,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -33,15 +32,7 @@ where
             Some(s) => Some(s.clone().acquire_owned().await?),
             None => None,
         };
-        let (stream, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Running out of file descriptors must not end the server; wait and go on.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::listen::accept(&listener).await;
         // Small responses on kept-alive connections: Nagle would add delays of tens of ms.
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();

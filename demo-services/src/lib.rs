@@ -22,6 +22,7 @@ pub mod echo;
 mod ftp_client;
 pub mod ftpstore;
 mod http_server;
+mod listen;
 pub mod loadgen;
 pub mod logship;
 pub mod ship;
