@@ -12,7 +12,8 @@
 //!
 //! Modules: `configs` (what each configuration installs and probes), `labctl` (driving the lab),
 //! `report` (results, Markdown, goals), `plot` (SVG), `datapath` (BPF statistics, rule scaling),
-//! `progress` (JSON-lines progress and cancellation).
+//! `progress` (JSON-lines progress and cancellation), `web` (the web lab's Benchmark page: runs
+//! `lab bench --quick` in the background and serves its results).
 
 mod configs;
 mod datapath;
@@ -20,6 +21,7 @@ mod labctl;
 mod plot;
 mod progress;
 mod report;
+pub mod web;
 
 use std::{
     path::{Path, PathBuf},
