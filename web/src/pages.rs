@@ -23,6 +23,8 @@ use crate::{
     runner::Runner,
 };
 
+mod bench;
+
 #[derive(RustEmbed)]
 #[folder = "static/"]
 struct Static;
@@ -43,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         .route("/exercises", get(exercises_page))
         .route("/exercises/{id}", get(exercise_page))
         .route("/policies", get(policies_page))
+        .route("/bench", get(bench::bench_page))
+        .route("/bench/plots/{run}/{file}", get(bench::plot))
         .route("/static/{*path}", get(asset))
         .route("/favicon.ico", get(favicon))
         .route("/api/lessons", get(catalog_json))
