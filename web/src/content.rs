@@ -1074,6 +1074,7 @@ mod tests {
             "02-egress-by-labels",
             "03-l7-http",
             "04-ports-and-ranges",
+            "05-nodeport-exposure",
         ] {
             assert!(ids.contains(&want), "{ids:?}");
         }
