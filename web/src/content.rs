@@ -1075,6 +1075,7 @@ mod tests {
             "03-l7-http",
             "04-ports-and-ranges",
             "05-nodeport-exposure",
+            "06-connection-limits",
         ] {
             assert!(ids.contains(&want), "{ids:?}");
         }
