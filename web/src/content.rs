@@ -1086,7 +1086,14 @@ mod tests {
                 assert!(l.html.contains(&format!("<!--step:{}-->", s.n)));
             }
         }
-        assert!(cat.exercises.len() >= 2);
+        assert!(cat.exercises.len() >= 4);
+        let fix = cat
+            .exercises
+            .iter()
+            .find(|e| e.id == "4-incident-fix")
+            .unwrap();
+        assert_eq!(fix.audit.as_deref(), Some("medium"));
+        assert!(fix.reset_prefilter);
         for e in &cat.exercises {
             assert!(e.html.contains("<!--expectations-->"), "{}", e.id);
             assert!(e.solution.is_some(), "{} has no solution", e.id);
