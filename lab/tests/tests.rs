@@ -11,6 +11,7 @@ mod bench_page;
 mod cluster;
 mod demo;
 mod l7;
+mod lessons;
 mod limits;
 mod policy;
 mod semantics;
