@@ -761,7 +761,7 @@ impl Runner {
             if let Some(job) = jobs.get(key)
                 && job.done.borrow().is_none()
             {
-                return Ok(running_run(spec, job, true));
+                return Ok(running_run(spec, job.started, job.pod.clone(), true));
             }
             jobs.remove(key);
             jobs.values()
@@ -783,7 +783,7 @@ impl Runner {
             pod,
             done: rx.clone(),
         };
-        let answer = running_run(spec, &job, false);
+        let (started, acting) = (job.started, job.pod.clone());
         self.jobs.lock().expect("jobs").insert(key.to_owned(), job);
         let backend = self.backend.clone();
         let owned = spec.clone();
@@ -799,7 +799,7 @@ impl Runner {
         {
             return self.background_result(key).await;
         }
-        Ok(answer)
+        Ok(running_run(spec, started, acting, false))
     }
 
     /// Waits for the background step `key` to end and returns its result (once).
@@ -1013,15 +1013,12 @@ impl Runner {
 }
 
 /// What a background step says while it runs.
-fn running_run(spec: &StepSpec, job: &Job, again: bool) -> StepRun {
-    let secs = job.started.elapsed().as_secs_f64();
+fn running_run(spec: &StepSpec, started: Instant, pod: Option<String>, again: bool) -> StepRun {
+    let secs = started.elapsed().as_secs_f64();
     let summary = if again {
-        format!(
-            "still running in the background (started {secs:.0} s ago): its result shows here when it ends"
-        )
+        format!("still under way (started {secs:.0} s ago): its result shows here when it ends")
     } else {
-        "running in the background: go on with the next step; its result shows here when it ends"
-            .to_owned()
+        "under way: go on with the next step; its result shows here when it ends".to_owned()
     };
     StepRun {
         expected: spec.expected(),
@@ -1029,7 +1026,7 @@ fn running_run(spec: &StepSpec, job: &Job, again: bool) -> StepRun {
         summary,
         pass: false,
         outcome: json!({}),
-        pod: job.pod.clone(),
+        pod,
         output_check: None,
         flow_checks: Vec::new(),
         checks: Vec::new(),
@@ -1642,7 +1639,7 @@ mod tests {
         assert_eq!(started.background.as_deref(), Some("running"));
         assert!(!started.pass);
         let again = runner.run("l/3", &flood).await.unwrap();
-        assert!(again.summary.starts_with("still running"), "{again:#?}");
+        assert!(again.summary.starts_with("still under way"), "{again:#?}");
         // A step in the foreground is not held up by it.
         let t = Instant::now();
         let land = runner

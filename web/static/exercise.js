@@ -84,15 +84,17 @@
       h('code', {}, f.check), ' ', f.problem, f.yours ? '' : h('span', { class: 'muted' }, ' (elsewhere in the lab: not graded)'),
       h('div', { class: 'small' }, 'at ', h('code', {}, f.location)),
       h('div', { class: 'small' }, 'why: ' + f.why),
-      h('div', { class: 'small hint' }, 'fix: ' + f.fix));
+      h('div', { class: f.counts ? 'hint' : undefined }, 'fix: ' + f.fix));
     const counted = a.findings.filter((f) => f.counts);
     const rest = a.findings.filter((f) => !f.counts);
     const parts = [h('div', {}, (a.right ? '✓ right: ' : '✗ wrong: ') + a.summary)];
-    if (counted.length) parts.push(h('ul', { class: 'findings' }, counted.map(finding)));
+    const why = h('div', { class: 'why-wrong' });
+    if (counted.length) why.append(h('ul', { class: 'findings' }, counted.map(finding)));
     if (rest.length) {
-      parts.push(h('details', { class: 'small' }, h('summary', {}, 'other findings (' + rest.length + ', not graded)'),
+      why.append(h('details', {}, h('summary', {}, 'other findings (' + rest.length + ', not graded)'),
         h('ul', { class: 'findings' }, rest.map(finding))));
     }
+    if (counted.length || rest.length) parts.push(why);
     tr.querySelector('.cell-result').replaceChildren(...parts);
   }
 
