@@ -168,8 +168,8 @@
       lastState = 'running';
       render(st);
     } catch (err) {
-      if (err.status === 409) {
-        const d = err.details || {};
+      if (err.status === 409 && err.details) {
+        const d = err.details;
         say('notice', 'A run is already in progress (' + describe(d.progress) + ', ' + clock(d.elapsed_s)
           + ' elapsed). One run at a time: wait for it to finish, or cancel it.');
         if (lastState !== 'running') {

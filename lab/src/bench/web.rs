@@ -261,6 +261,17 @@ fn start(lab: &Arc<Lab>, body: &Value) -> Result<Value, ApiError> {
     if *lab.shutdown.borrow() {
         return Err(ApiError::new(503, "the lab is shutting down"));
     }
+    let instance = bench_instance(lab);
+    if crate::paths::Paths::new(&instance).state_file().exists() {
+        // Another run drives it (from the command line, or started before this lab process),
+        // or it was kept with --keep: two runs on one bench lab would measure each other.
+        return Err(ApiError::new(
+            409,
+            format!(
+                "the bench lab {instance:?} is already up: a run from the command line or from                  before this lab restarted is using it, or it was kept. Wait for it, or take it                  down with `lab --instance {instance} down`"
+            ),
+        ));
+    }
     let root = results_root(lab);
     let base = super::timestamp_dir();
     let (id, dir) = (1..100)
@@ -278,7 +289,6 @@ fn start(lab: &Arc<Lab>, body: &Value) -> Result<Value, ApiError> {
     std::fs::create_dir_all(&dir).map_err(|e| err500(format!("{}: {e}", dir.display())))?;
     let log = std::fs::File::create(dir.join("bench.log")).map_err(err500)?;
     let exe = lab_exe().map_err(err500)?;
-    let instance = bench_instance(lab);
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(["bench", what, "--quick", "--bench-instance", &instance])
         .arg("--out")
