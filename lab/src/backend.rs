@@ -268,6 +268,9 @@ impl web::Backend for LabBackend {
                         .collect();
                     Ok(Value::Array(entries))
                 }
+                (p, body) if p == "bench" || p.starts_with("bench/") => {
+                    crate::bench::web::route(lab, &p["bench".len()..], body).await
+                }
                 (p, _) => Err(ApiError::not_found(format!("no API route /api/x/{p}"))),
             }
         })

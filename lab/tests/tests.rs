@@ -2,13 +2,16 @@
 //! Each test has its own lab instance, so they run in parallel and clean up after themselves.
 //! Needs root.
 
+mod browser;
 mod harness;
 
 mod audit;
 mod bench;
+mod bench_page;
 mod cluster;
 mod demo;
 mod l7;
+mod lessons;
 mod limits;
 mod policy;
 mod semantics;

@@ -9,6 +9,13 @@ use serde_json::{Value, json};
 /// Time limit of a ship move when the step names none (the CLI's default too).
 pub const DEFAULT_SHIP_TIMEOUT_MS: u64 = 5000;
 
+/// `flood` without arguments, as `lab ship POD flood` does.
+const DEFAULT_FLOOD_CONNECTIONS: u32 = 100;
+const DEFAULT_FLOOD_SECONDS: f64 = 20.0;
+const MAX_FLOOD_CONNECTIONS: u32 = 1000;
+/// The CLI's limit too.
+const MAX_FLOOD_SECONDS: f64 = 50.0;
+
 /// A ship move in a pod: `POD MOVE [ARGS] [--timeout SECONDS] [--user U] [--password P]`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ShipAction {
@@ -59,7 +66,7 @@ impl ShipAction {
         }
         let (name, params) = args
             .split_first()
-            .ok_or_else(|| format!("`{pod}` needs a move: land, survey, fire, fetch-logs STORE, http METHOD URL or connect HOST:PORT"))?;
+            .ok_or_else(|| format!("`{pod}` needs a move: land, survey, fire, fetch-logs STORE, http METHOD URL, connect HOST:PORT or flood N SECONDS"))?;
         let mv = match (name.as_str(), params) {
             ("land" | "survey" | "fire", []) => json!({ "move": name }),
             ("fetch-logs", [store]) => {
@@ -77,6 +84,29 @@ impl ShipAction {
                 }
                 json!({"move": "connect", "addr": addr, "timeout_ms": timeout_ms})
             }
+            ("flood", params) if params.len() <= 2 => {
+                let n: u32 = match params.first() {
+                    None => DEFAULT_FLOOD_CONNECTIONS,
+                    Some(n) => n
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_FLOOD_CONNECTIONS).contains(n))
+                        .ok_or_else(|| {
+                            format!("flood `{n}`: give the number of connections, 1 to {MAX_FLOOD_CONNECTIONS}")
+                        })?,
+                };
+                let secs: f64 = match params.get(1) {
+                    None => DEFAULT_FLOOD_SECONDS,
+                    Some(s) => s
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s >= 0.0 && *s <= MAX_FLOOD_SECONDS)
+                        .ok_or_else(|| {
+                            format!("flood holds its connections 0 to {MAX_FLOOD_SECONDS} seconds, not `{s}`")
+                        })?,
+                };
+                json!({"move": "flood", "connections": n, "hold_ms": (secs * 1000.0).round() as u64})
+            }
             ("land" | "survey" | "fire", _) => {
                 return Err(format!("`{name}` takes no arguments"));
             }
@@ -87,9 +117,12 @@ impl ShipAction {
             ("connect", _) => {
                 return Err("connect takes HOST:PORT, e.g. `connect ftp-secure:21`".into());
             }
+            ("flood", _) => {
+                return Err("flood takes [CONNECTIONS] [SECONDS], e.g. `flood 200 15`".into());
+            }
             (other, _) => {
                 return Err(format!(
-                    "unknown move `{other}`: land, survey, fire, fetch-logs, http or connect"
+                    "unknown move `{other}`: land, survey, fire, fetch-logs, http, connect or flood"
                 ));
             }
         };
@@ -327,6 +360,8 @@ pub enum Got {
     FtpDenied,
     Rejected,
     Error,
+    /// A background step that has started and not ended yet.
+    Running,
 }
 
 impl Got {
@@ -340,6 +375,7 @@ impl Got {
             Got::FtpDenied => "FTP denied".into(),
             Got::Rejected => "rejected".into(),
             Got::Error => "error".into(),
+            Got::Running => "running in the background".into(),
         }
     }
 }
@@ -354,6 +390,11 @@ pub fn classify_ship(outcome: &Value) -> Got {
         "refused" => Got::Refused,
         "ftp_ok" => Got::FtpOk,
         "ftp_denied" => Got::FtpDenied,
+        // A flood: ok when the server took every connection, refused when it refused some (a
+        // connection limit), timeout when some got no answer.
+        "flooded" if outcome["refused"].as_u64().unwrap_or(0) > 0 => Got::Refused,
+        "flooded" if outcome["failed"].as_u64().unwrap_or(0) > 0 => Got::Timeout,
+        "flooded" => Got::Ok,
         _ => Got::Error,
     }
 }
@@ -365,6 +406,345 @@ pub fn classify_exec(exit_code: Option<i32>, timed_out: bool) -> Got {
         (Some(0), _) => Got::Ok,
         (Some(7), _) => Got::Refused,
         _ => Got::Error,
+    }
+}
+
+/// A change to (or a look at) the XDP prefilter, written like `lab prefilter`'s arguments:
+/// `update --cidr C...`, `delete --cidr C...`, `list`, `bypass --node-port P --unsafe`,
+/// `bypass --node-port P --off`, or `reset` (the lab's addition for lessons: empty the deny list
+/// and turn every bypass off, whatever they hold).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum PrefilterAction {
+    List,
+    Reset,
+    /// The body of `POST /api/x/prefilter`.
+    Change {
+        body: Value,
+    },
+}
+
+impl PrefilterAction {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let words = split_words(text)?;
+        let (verb, rest) = words.split_first().ok_or(
+            "say what to do: update --cidr C, delete --cidr C, list, bypass --node-port P --unsafe|--off, or reset",
+        )?;
+        let mut cidrs = Vec::new();
+        let mut node_port = None;
+        let (mut unsafe_ok, mut off) = (false, false);
+        let mut it = rest.iter();
+        while let Some(w) = it.next() {
+            match w.as_str() {
+                "--cidr" => cidrs.push(it.next().ok_or("`--cidr` needs a CIDR")?.clone()),
+                "--node-port" => {
+                    let v = it.next().ok_or("`--node-port` needs a port")?;
+                    node_port = Some(
+                        v.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| format!("`--node-port {v}`: give a port number"))?,
+                    );
+                }
+                "--unsafe" => unsafe_ok = true,
+                "--off" => off = true,
+                other => {
+                    return Err(format!(
+                        "unexpected `{other}`: the prefilter takes --cidr, --node-port, --unsafe, --off"
+                    ));
+                }
+            }
+        }
+        let only = |allowed: bool, what: &str| {
+            if allowed {
+                Ok(())
+            } else {
+                Err(format!("`{verb}` takes no {what}"))
+            }
+        };
+        match verb.as_str() {
+            "update" | "delete" => {
+                only(
+                    node_port.is_none() && !unsafe_ok && !off,
+                    "--node-port, --unsafe or --off",
+                )?;
+                if cidrs.is_empty() {
+                    return Err(format!(
+                        "`{verb}` needs --cidr, e.g. `{verb} --cidr 198.51.100.0/24`"
+                    ));
+                }
+                Ok(Self::Change {
+                    body: json!({"action": verb, "cidrs": cidrs}),
+                })
+            }
+            "bypass" => {
+                only(cidrs.is_empty(), "--cidr")?;
+                let port = node_port.ok_or(
+                    "`bypass` needs --node-port, e.g. `bypass --node-port 30007 --unsafe`",
+                )?;
+                if off && unsafe_ok {
+                    return Err(
+                        "give --unsafe to turn the bypass on, or --off to turn it off, not both"
+                            .into(),
+                    );
+                }
+                Ok(Self::Change {
+                    body: json!({"action": "bypass", "node_port": port, "enabled": !off, "unsafe": unsafe_ok}),
+                })
+            }
+            "list" | "reset" => {
+                only(rest.is_empty(), "arguments")?;
+                Ok(if verb == "list" {
+                    Self::List
+                } else {
+                    Self::Reset
+                })
+            }
+            other => Err(format!(
+                "unknown prefilter command `{other}`: update, delete, list, bypass or reset"
+            )),
+        }
+    }
+
+    /// The same from a terminal. `reset` has no command of its own: it is the deletes and
+    /// bypass-offs that the current state needs, shown once it ran.
+    pub fn cli(&self) -> String {
+        match self {
+            Self::List => "lab prefilter list".into(),
+            Self::Reset => "lab prefilter list   # then `lab prefilter delete --cidr C` for each CIDR listed and `lab prefilter bypass --node-port P --off` for each bypassed NodePort".into(),
+            Self::Change { body } => {
+                let action = body["action"].as_str().unwrap_or_default();
+                if action == "bypass" {
+                    let flag = match (body["enabled"] == true, body["unsafe"] == true) {
+                        (true, true) => " --unsafe",
+                        (true, false) => "",
+                        (false, _) => " --off",
+                    };
+                    format!("lab prefilter bypass --node-port {}{flag}", body["node_port"])
+                } else {
+                    let mut s = format!("lab prefilter {action}");
+                    for c in body["cidrs"].as_array().into_iter().flatten() {
+                        s.push_str(" --cidr ");
+                        s.push_str(&quote(c.as_str().unwrap_or_default()));
+                    }
+                    s
+                }
+            }
+        }
+    }
+}
+
+/// The prefilter's state (`GET /api/x/prefilter`) in one line, as `lab prefilter list` prints it.
+pub fn describe_prefilter(state: &Value) -> String {
+    let deny: Vec<&str> = state["deny"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut s = format!(
+        "XDP prefilter on {}: deny {}",
+        state["interface"].as_str().unwrap_or("ext0"),
+        if deny.is_empty() {
+            "nothing".into()
+        } else {
+            deny.join(", ")
+        }
+    );
+    for p in state["bypass_node_ports"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "; UNSAFE: NodePort {p} skips every network policy"
+        ));
+    }
+    s
+}
+
+/// Which metric lines a step shows: `NAME` or `NAME{label="value",...}` (the lines of that
+/// metric having at least those labels).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MetricQuery {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+impl MetricQuery {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let (name, labels) = match t.split_once('{') {
+            None => (t, ""),
+            Some((n, rest)) => (
+                n,
+                rest.strip_suffix('}')
+                    .ok_or_else(|| format!("`{t}`: close the labels with }}"))?,
+            ),
+        };
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_name {
+            return Err(format!(
+                "`{t}`: give a metric name, optionally with labels: lab_nodeport_connections_total{{source=\"internet\"}}"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            labels: parse_labels(labels).map_err(|e| format!("`{t}`: {e}"))?,
+        })
+    }
+
+    /// Whether a line of the Prometheus text format is a sample of this query; its value if so.
+    pub fn sample(&self, line: &str) -> Option<f64> {
+        let line = line.trim();
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (name, labels) = match series.split_once('{') {
+            None => (series, Vec::new()),
+            Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?).ok()?),
+        };
+        let hit = name == self.name && self.labels.iter().all(|want| labels.contains(want));
+        if !hit {
+            return None;
+        }
+        match value {
+            "+Inf" => Some(f64::INFINITY),
+            "-Inf" => Some(f64::NEG_INFINITY),
+            v => v.parse().ok(),
+        }
+    }
+
+    /// The same from a terminal.
+    pub fn cli(&self) -> String {
+        let mut s = format!(
+            "lab metrics | grep {}",
+            quote(&format!("^{}[{{ ]", self.name))
+        );
+        for (k, v) in &self.labels {
+            s.push_str(&format!(" | grep -F {}", quote(&format!("{k}=\"{v}\""))));
+        }
+        s
+    }
+}
+
+/// `a="x",b="y"` (values may escape `\"`, `\\` and `\n`).
+fn parse_labels(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once('=')
+            .ok_or("labels are written name=\"value\"")?;
+        let key = key.trim().trim_start_matches(',').trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`{key}` is not a label name"));
+        }
+        let mut chars = after
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or("quote label values: name=\"value\"")?
+            .char_indices();
+        let mut value = String::new();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unclosed label value".into()),
+                },
+                Some((_, c)) => value.push(c),
+                None => return Err("unclosed label value".into()),
+            }
+        };
+        let after_value = &after.trim_start()[1 + end + 1..];
+        out.push((key.to_owned(), value));
+        rest = after_value
+            .trim_start()
+            .trim_start_matches(',')
+            .trim_start();
+    }
+    Ok(out)
+}
+
+/// A comparison a metrics step expects of the sum of the lines it shows: `> 0`, `>= 3`,
+/// `< 1`, `<= 2`, `== 0` (or just `0`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ValueExpect {
+    pub op: String,
+    pub value: f64,
+}
+
+impl ValueExpect {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let (op, num) = ["==", ">=", "<=", "!=", ">", "<", "="]
+            .iter()
+            .find_map(|op| t.strip_prefix(op).map(|rest| (*op, rest)))
+            .unwrap_or(("==", t));
+        let op = if op == "=" { "==" } else { op };
+        let value: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{t}`: compare with a number, e.g. `> 0`, `>= 3`, `== 0`"))?;
+        Ok(Self {
+            op: op.to_owned(),
+            value,
+        })
+    }
+
+    pub fn holds(&self, got: f64) -> bool {
+        match self.op.as_str() {
+            ">" => got > self.value,
+            ">=" => got >= self.value,
+            "<" => got < self.value,
+            "<=" => got <= self.value,
+            "!=" => got != self.value,
+            _ => got == self.value,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.op, fmt_number(self.value))
+    }
+}
+
+/// A number as Prometheus prints it: integers without a fraction.
+pub fn fmt_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+/// What an audit step expects: no findings at all, or (at least) findings of these checks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "checks", rename_all = "snake_case")]
+pub enum FindingsExpect {
+    Clean,
+    Include(Vec<String>),
+}
+
+impl FindingsExpect {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Clean => "no findings".into(),
+            Self::Include(c) => format!("findings include {}", c.join(", ")),
+        }
+    }
+}
+
+/// How serious an audit finding is (the auditor's scale), for thresholds.
+pub fn severity_rank(s: &str) -> Option<u8> {
+    match s.to_ascii_lowercase().as_str() {
+        "low" => Some(1),
+        "medium" => Some(2),
+        "high" => Some(3),
+        "critical" => Some(4),
+        _ => None,
     }
 }
 
@@ -472,5 +852,124 @@ mod tests {
         assert_eq!(classify_exec(None, true), Got::Timeout);
         assert_eq!(classify_exec(Some(7), false), Got::Refused);
         assert_eq!(classify_exec(Some(0), false), Got::Ok);
+    }
+
+    #[test]
+    fn the_flood_move() {
+        let f = ShipAction::parse("xwing flood 200 15").unwrap();
+        assert_eq!(
+            f.mv,
+            json!({"move": "flood", "connections": 200, "hold_ms": 15000})
+        );
+        assert_eq!(f.cli(), "lab ship xwing flood 200 15");
+        assert_eq!(f.label(), "xwing: flood 200 15");
+        let d = ShipAction::parse("xwing flood").unwrap();
+        assert_eq!(d.mv["connections"], 100);
+        assert_eq!(d.mv["hold_ms"], 20000);
+        for bad in [
+            "xwing flood many",
+            "xwing flood 10 60",
+            "xwing flood 0",
+            "xwing flood 1 2 3",
+        ] {
+            assert!(ShipAction::parse(bad).is_err(), "{bad}");
+        }
+        let held = json!({"kind": "flooded", "connected": 200, "refused": 0, "failed": 0});
+        let limited = json!({"kind": "flooded", "connected": 6, "refused": 194, "failed": 0});
+        let starved = json!({"kind": "flooded", "connected": 150, "refused": 0, "failed": 50});
+        assert_eq!(classify_ship(&held), Got::Ok);
+        assert_eq!(classify_ship(&limited), Got::Refused);
+        assert_eq!(classify_ship(&starved), Got::Timeout);
+    }
+
+    #[test]
+    fn prefilter_commands_parse_like_the_cli() {
+        let on = PrefilterAction::parse("bypass --node-port 30007 --unsafe").unwrap();
+        assert_eq!(
+            on,
+            PrefilterAction::Change {
+                body: json!({"action": "bypass", "node_port": 30007, "enabled": true, "unsafe": true})
+            }
+        );
+        assert_eq!(on.cli(), "lab prefilter bypass --node-port 30007 --unsafe");
+        let off = PrefilterAction::parse("bypass --node-port 30007 --off").unwrap();
+        assert_eq!(off.cli(), "lab prefilter bypass --node-port 30007 --off");
+        let unconfirmed = PrefilterAction::parse("bypass --node-port 30007").unwrap();
+        assert_eq!(unconfirmed.cli(), "lab prefilter bypass --node-port 30007");
+        let deny =
+            PrefilterAction::parse("update --cidr 198.51.100.0/24 --cidr 192.0.2.1").unwrap();
+        assert_eq!(
+            deny.cli(),
+            "lab prefilter update --cidr 198.51.100.0/24 --cidr 192.0.2.1"
+        );
+        assert_eq!(
+            PrefilterAction::parse("list").unwrap(),
+            PrefilterAction::List
+        );
+        assert_eq!(
+            PrefilterAction::parse("reset").unwrap(),
+            PrefilterAction::Reset
+        );
+        for bad in [
+            "",
+            "update",
+            "delete --node-port 1",
+            "bypass --cidr 1.2.3.4",
+            "bypass --unsafe",
+            "bypass --node-port x",
+            "bypass --node-port 30007 --unsafe --off",
+            "list everything",
+            "flush",
+        ] {
+            assert!(PrefilterAction::parse(bad).is_err(), "{bad}");
+        }
+        let state =
+            json!({"interface": "ext0", "deny": ["198.51.100.0/24"], "bypass_node_ports": [30007]});
+        assert_eq!(
+            describe_prefilter(&state),
+            "XDP prefilter on ext0: deny 198.51.100.0/24; UNSAFE: NodePort 30007 skips every network policy"
+        );
+    }
+
+    #[test]
+    fn metric_queries_pick_lines_and_compare_totals() {
+        let q = MetricQuery::parse(r#"lab_nodeport_connections_total{source="internet"}"#).unwrap();
+        assert_eq!(q.name, "lab_nodeport_connections_total");
+        let text = "# HELP lab_nodeport_connections_total x\n\
+            lab_nodeport_connections_total{service=\"default/inventory\",node_port=\"30007\",source=\"internet\"} 3\n\
+            lab_nodeport_connections_total{service=\"default/inventory\",node_port=\"30007\",source=\"internal\"} 5\n\
+            lab_nodeport_connections_total_other{source=\"internet\"} 9\n";
+        let got: Vec<f64> = text.lines().filter_map(|l| q.sample(l)).collect();
+        assert_eq!(got, [3.0]);
+        let all = MetricQuery::parse("lab_nodeport_connections_total").unwrap();
+        assert_eq!(text.lines().filter_map(|l| all.sample(l)).sum::<f64>(), 8.0);
+        assert_eq!(
+            q.cli(),
+            r#"lab metrics | grep '^lab_nodeport_connections_total[{ ]' | grep -F 'source="internet"'"#
+        );
+        let esc = MetricQuery::parse(r#"m{a="x \"y\"", b="z"}"#).unwrap();
+        assert_eq!(
+            esc.labels,
+            [("a".into(), "x \"y\"".into()), ("b".into(), "z".into())]
+        );
+        assert_eq!(
+            MetricQuery::parse("cilium_policy")
+                .unwrap()
+                .sample("cilium_policy 2"),
+            Some(2.0)
+        );
+        for bad in ["", "{a=\"b\"}", "m{a=b}", "m{a=\"b\"", "9m", "m{a=\"b}"] {
+            assert!(MetricQuery::parse(bad).is_err(), "{bad}");
+        }
+        let v = ValueExpect::parse("> 0").unwrap();
+        assert!(v.holds(1.0) && !v.holds(0.0));
+        assert_eq!(v.describe(), "> 0");
+        assert!(ValueExpect::parse("0").unwrap().holds(0.0));
+        assert!(ValueExpect::parse(">= 3").unwrap().holds(3.0));
+        assert!(ValueExpect::parse("<2.5").unwrap().holds(2.0));
+        assert!(ValueExpect::parse("= 4").unwrap().holds(4.0));
+        assert!(ValueExpect::parse("more").is_err());
+        assert_eq!(fmt_number(6.0), "6");
+        assert_eq!(fmt_number(0.5), "0.5");
     }
 }

@@ -16,7 +16,10 @@ use pulldown_cmark::{CodeBlockKind, Event, Options as MdOptions, Parser, Tag, Ta
 use rust_embed::RustEmbed;
 use serde::{Deserialize, Serialize};
 
-use crate::actions::{ExecAction, Expect, ShipAction};
+use crate::actions::{
+    ExecAction, Expect, FindingsExpect, MetricQuery, PrefilterAction, ShipAction, ValueExpect,
+    severity_rank,
+};
 
 #[derive(RustEmbed)]
 #[folder = "../lessons/"]
@@ -86,8 +89,47 @@ pub struct StepSpec {
     pub flows: Vec<FlowExpect>,
     /// Text the output must contain.
     pub output: Option<String>,
+    /// For an audit step: the findings it must report.
+    pub findings: Option<FindingsExpect>,
+    /// For a metrics step: what the sum of the lines shown must be.
+    pub value: Option<ValueExpect>,
+    /// Run in the background: Run returns while the action goes on, and the next steps run
+    /// meanwhile; its result is shown when it ends.
+    pub background: bool,
     /// The command line that does the same.
     pub cli: String,
+}
+
+impl StepSpec {
+    /// What should happen, for people: "the step times out", "the audit reports wildcard-cidr".
+    pub fn expected(&self) -> String {
+        let what = match (&self.action, &self.expect) {
+            (Action::Audit { .. }, Expect::Ok | Expect::Any) => match &self.findings {
+                None => "runs the audit".to_owned(),
+                Some(FindingsExpect::Clean) => "finds nothing wrong".to_owned(),
+                Some(FindingsExpect::Include(c)) => format!("finds {}", c.join(", ")),
+            },
+            (Action::Metrics(_), Expect::Ok | Expect::Any) => match &self.value {
+                None => "shows the metric".to_owned(),
+                Some(v) => format!("shows a total {}", v.describe()),
+            },
+            (Action::Prefilter(_), Expect::Ok) => "changes the prefilter".to_owned(),
+            (Action::Prefilter(_), Expect::Rejected) => "is refused by the lab".to_owned(),
+            (_, e) => e.describe(),
+        };
+        if self.background {
+            format!("{what} (it runs in the background)")
+        } else {
+            what
+        }
+    }
+}
+
+/// A file for an audit step, as `POST /api/x/audit` takes it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditFile {
+    pub source: String,
+    pub text: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -105,6 +147,14 @@ pub enum Action {
         yaml: String,
     },
     Delete(DeleteWhat),
+    /// A change to the XDP prefilter (or a look at it).
+    Prefilter(PrefilterAction),
+    /// `lab audit`: the running lab, with these files applied on top (none: the lab as it is).
+    Audit {
+        files: Vec<AuditFile>,
+    },
+    /// Lines of `lab metrics`.
+    Metrics(MetricQuery),
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -142,6 +192,12 @@ pub struct Exercise {
     pub starter: String,
     /// A policy that passes, for teachers (shown folded).
     pub solution: Option<String>,
+    /// Check also runs `lab audit` on the student's policy and fails on a finding in it at or
+    /// above this severity (`low`, `medium`, `high`, `critical`).
+    pub audit: Option<String>,
+    /// Check first empties the XDP prefilter's deny list and turns every bypass off, so that
+    /// only the student's policy decides.
+    pub reset_prefilter: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -177,6 +233,56 @@ struct FrontMatter {
     title: String,
     #[serde(default)]
     summary: String,
+    /// Exercises only: `true` (medium) or the lowest severity that fails the check.
+    #[serde(default)]
+    audit: Option<AuditSwitch>,
+    /// Exercises only.
+    #[serde(default)]
+    reset_prefilter: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AuditSwitch {
+    On(bool),
+    From(String),
+}
+
+impl FrontMatter {
+    /// The severity at which an exercise's audit fails, if it has one.
+    fn audit_level(&self) -> Result<Option<String>, String> {
+        match &self.audit {
+            None | Some(AuditSwitch::On(false)) => Ok(None),
+            Some(AuditSwitch::On(true)) => Ok(Some("medium".into())),
+            Some(AuditSwitch::From(level)) => {
+                let l = level.trim().to_ascii_lowercase();
+                severity_rank(&l).map(|_| Some(l)).ok_or_else(|| {
+                    format!("audit: `{level}`: give true, or the lowest severity that fails: low, medium, high or critical")
+                })
+            }
+        }
+    }
+}
+
+/// `key:` present (even empty) versus absent: `Some(None)` is `audit:` with no value.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `findings: clean` or `findings: [wildcard-cidr, ...]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawFindings {
+    Word(String),
+    Checks(Vec<String>),
+}
+
+/// `value: "> 0"` or `value: 0`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawValue {
+    Number(f64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -194,7 +300,20 @@ struct RawStep {
     #[serde(default)]
     delete: Option<String>,
     #[serde(default)]
+    prefilter: Option<String>,
+    /// `audit:` alone audits the lab as it is; with a file (or inline YAML), the lab with it.
+    #[serde(default, deserialize_with = "present")]
+    audit: Option<Option<String>>,
+    #[serde(default)]
+    metrics: Option<String>,
+    #[serde(default)]
     expect: Option<String>,
+    #[serde(default)]
+    findings: Option<RawFindings>,
+    #[serde(default)]
+    value: Option<RawValue>,
+    #[serde(default)]
+    background: bool,
     /// Seconds, for `exec` (default 10).
     #[serde(default)]
     timeout: Option<f64>,
@@ -458,6 +577,17 @@ impl Library {
             steps.push(step);
             Some(format!("<!--step:{n}-->"))
         });
+        if let Some(fm) = &front
+            && (fm.audit.is_some() || fm.reset_prefilter.is_some())
+        {
+            problems.push(Problem {
+                file: f.shown.clone(),
+                line: 1,
+                message:
+                    "`audit` and `reset_prefilter` are for exercises (in exercises/), not lessons"
+                        .into(),
+            });
+        }
         Lesson {
             id: id.to_owned(),
             title: front
@@ -483,13 +613,51 @@ impl Library {
             raw.apply.is_some(),
             raw.policy.is_some(),
             raw.delete.is_some(),
+            raw.prefilter.is_some(),
+            raw.audit.is_some(),
+            raw.metrics.is_some(),
         ];
         if given.iter().filter(|g| **g).count() != 1 {
             return Err(
-                "a step does exactly one thing: ship, exec, apply (a file), policy (inline YAML) or delete"
+                "a step does exactly one thing: ship, exec, apply (a file), policy (inline YAML), delete, prefilter, audit or metrics"
                     .into(),
             );
         }
+        if raw.background && raw.ship.is_none() && raw.exec.is_none() {
+            return Err("only ship and exec steps can run in the background".into());
+        }
+        if raw.findings.is_some() && raw.audit.is_none() {
+            return Err("`findings` goes with an audit step".into());
+        }
+        if raw.value.is_some() && raw.metrics.is_none() {
+            return Err("`value` goes with a metrics step".into());
+        }
+        let findings = match raw.findings {
+            None => None,
+            Some(RawFindings::Word(w)) if w.trim() == "clean" => Some(FindingsExpect::Clean),
+            Some(RawFindings::Word(w))
+                if !w.trim().is_empty() && !w.contains(char::is_whitespace) =>
+            {
+                Some(FindingsExpect::Include(vec![w.trim().to_owned()]))
+            }
+            Some(RawFindings::Checks(c)) if !c.is_empty() => Some(FindingsExpect::Include(c)),
+            Some(_) => {
+                return Err(
+                    "findings: `clean`, or the checks that must be reported, e.g. [wildcard-cidr, prefilter-bypass]"
+                        .into(),
+                );
+            }
+        };
+        let value = match raw.value {
+            None => None,
+            Some(RawValue::Number(n)) => Some(ValueExpect {
+                op: "==".into(),
+                value: n,
+            }),
+            Some(RawValue::Text(t)) => Some(ValueExpect::parse(&t)?),
+        };
+        // Steps that send no traffic have no flows to wait for.
+        let mut quiet = false;
         let (action, cli, default_expect) = if let Some(s) = raw.ship {
             if raw.timeout.is_some() {
                 return Err(
@@ -526,8 +694,7 @@ impl Library {
                 cli,
                 Some(Expect::Ok),
             )
-        } else {
-            let what = raw.delete.unwrap_or_default();
+        } else if let Some(what) = raw.delete {
             let what = what.trim();
             let (d, cli) = if what == "all" {
                 (DeleteWhat::All, "lab policy delete --all".to_owned())
@@ -552,6 +719,42 @@ impl Library {
                 return Err("delete takes `all`, a policy name, or a policy file".into());
             };
             (Action::Delete(d), cli, Some(Expect::Ok))
+        } else if let Some(p) = raw.prefilter {
+            quiet = true;
+            let p = PrefilterAction::parse(&p)?;
+            let cli = p.cli();
+            (Action::Prefilter(p), cli, Some(Expect::Ok))
+        } else if let Some(m) = raw.metrics {
+            quiet = true;
+            let q = MetricQuery::parse(&m)?;
+            let cli = q.cli();
+            (Action::Metrics(q), cli, Some(Expect::Ok))
+        } else {
+            quiet = true;
+            let what = raw.audit.flatten().unwrap_or_default();
+            let what = what.trim_end();
+            let (files, cli) = if what.is_empty() || what == "lab" {
+                (Vec::new(), "lab audit".to_owned())
+            } else if what.contains('\n') {
+                (
+                    vec![AuditFile {
+                        source: format!("lesson {lesson} step {n}"),
+                        text: with_newline(what),
+                    }],
+                    format!("lab audit -f - <<'EOF'\n{}EOF", with_newline(what)),
+                )
+            } else {
+                let (shown, text) = self.policy_file(what, from_dir)?;
+                let cli = format!("lab audit -f {}", crate::actions::quote(&shown));
+                (
+                    vec![AuditFile {
+                        source: shown,
+                        text,
+                    }],
+                    cli,
+                )
+            };
+            (Action::Audit { files }, cli, Some(Expect::Ok))
         };
         let expect = match (raw.expect, default_expect) {
             (Some(e), _) => Expect::parse(&e)?,
@@ -571,18 +774,32 @@ impl Library {
         {
             return Err("an exec step knows only the exit status: expect ok, timeout, refused or any (and `output:` for the text)".into());
         }
-        if matches!(action, Action::Apply { .. } | Action::Delete(_))
-            && !matches!(expect, Expect::Ok | Expect::Rejected | Expect::Any)
+        if matches!(
+            action,
+            Action::Apply { .. } | Action::Delete(_) | Action::Prefilter(_) | Action::Audit { .. }
+        ) && !matches!(expect, Expect::Ok | Expect::Rejected | Expect::Any)
         {
-            return Err("a policy step expects ok (applied/deleted) or rejected".into());
+            return Err(
+                "a policy, prefilter or audit step expects ok (done) or rejected (refused by the lab)"
+                    .into(),
+            );
+        }
+        if matches!(action, Action::Metrics(_)) && !matches!(expect, Expect::Ok | Expect::Any) {
+            return Err(
+                "a metrics step expects ok; say what the value must be with `value: \"> 0\"`"
+                    .into(),
+            );
         }
         Ok(StepSpec {
             action,
             expect,
             watch: raw.watch,
-            settle_ms: seconds_ms(raw.settle, DEFAULT_SETTLE_MS)?,
+            settle_ms: seconds_ms(raw.settle, if quiet { 0 } else { DEFAULT_SETTLE_MS })?,
             flows: raw.flows,
             output: raw.output,
+            findings,
+            value,
+            background: raw.background,
             cli,
         })
     }
@@ -651,6 +868,22 @@ impl Library {
             });
             return None;
         }
+        let audit = match front.as_ref().map(FrontMatter::audit_level) {
+            None => None,
+            Some(Ok(level)) => level,
+            Some(Err(e)) => {
+                problems.push(Problem {
+                    file: f.shown.clone(),
+                    line: 1,
+                    message: e,
+                });
+                return None;
+            }
+        };
+        let reset_prefilter = front
+            .as_ref()
+            .and_then(|f| f.reset_prefilter)
+            .unwrap_or(false);
         Some(Exercise {
             id: id.to_owned(),
             title: front
@@ -662,6 +895,8 @@ impl Library {
             probes,
             starter: starter.unwrap_or_default(),
             solution,
+            audit,
+            reset_prefilter,
         })
     }
 }
@@ -839,6 +1074,8 @@ mod tests {
             "02-egress-by-labels",
             "03-l7-http",
             "04-ports-and-ranges",
+            "05-nodeport-exposure",
+            "06-connection-limits",
         ] {
             assert!(ids.contains(&want), "{ids:?}");
         }
@@ -849,7 +1086,14 @@ mod tests {
                 assert!(l.html.contains(&format!("<!--step:{}-->", s.n)));
             }
         }
-        assert!(cat.exercises.len() >= 2);
+        assert!(cat.exercises.len() >= 4);
+        let fix = cat
+            .exercises
+            .iter()
+            .find(|e| e.id == "4-incident-fix")
+            .unwrap();
+        assert_eq!(fix.audit.as_deref(), Some("medium"));
+        assert!(fix.reset_prefilter);
         for e in &cat.exercises {
             assert!(e.html.contains("<!--expectations-->"), "{}", e.id);
             assert!(e.solution.is_some(), "{} has no solution", e.id);
@@ -935,5 +1179,160 @@ mod tests {
             Library::default().parse_exercise("f", &file("---\ntitle: F\n---\n"), &mut problems);
         assert!(none.is_none());
         assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn prefilter_audit_metrics_and_background_steps() {
+        let text = r#"---
+title: T
+---
+```step
+title: Bypass
+prefilter: bypass --node-port 30007 --unsafe
+```
+```step
+title: Refused
+prefilter: bypass --node-port 30007
+expect: rejected
+```
+```step
+title: Live audit
+audit:
+findings: [prefilter-bypass, wildcard-cidr]
+```
+```step
+title: File audit
+audit: policies/sw_l3_l4.yaml
+findings: clean
+```
+```step
+title: Inline audit
+audit: |
+  apiVersion: cilium.io/v2
+  kind: CiliumNetworkPolicy
+findings: wildcard-cidr
+```
+```step
+title: Metric
+metrics: lab_nodeport_connections_total{source="internet"}
+value: "> 0"
+```
+```step
+title: Zero
+metrics: lab_connection_limit_connections
+value: 0
+```
+```step
+title: Flood
+ship: xwing flood 200 15
+background: true
+expect: ok
+```
+"#;
+        let mut problems = Vec::new();
+        let l = Library::default().parse_lesson("t", &file(text), &mut problems);
+        assert!(problems.is_empty(), "{problems:#?}");
+        let spec = |i: usize| l.steps[i].spec.clone().unwrap();
+        assert_eq!(
+            spec(0).cli,
+            "lab prefilter bypass --node-port 30007 --unsafe"
+        );
+        assert_eq!(spec(0).expect, Expect::Ok);
+        assert_eq!(spec(0).settle_ms, 0);
+        assert_eq!(spec(1).expected(), "is refused by the lab");
+        let live = spec(2);
+        assert!(matches!(&live.action, Action::Audit { files } if files.is_empty()));
+        assert_eq!(live.cli, "lab audit");
+        assert_eq!(live.expected(), "finds prefilter-bypass, wildcard-cidr");
+        let file_audit = spec(3);
+        assert_eq!(
+            file_audit.cli,
+            "lab audit -f lessons/policies/sw_l3_l4.yaml"
+        );
+        assert_eq!(file_audit.findings, Some(FindingsExpect::Clean));
+        let inline = spec(4);
+        assert!(inline.cli.starts_with("lab audit -f - <<'EOF'\napiVersion"));
+        let Action::Audit { files } = &inline.action else {
+            panic!()
+        };
+        assert_eq!(files[0].source, "lesson t step 5");
+        assert_eq!(
+            inline.findings,
+            Some(FindingsExpect::Include(vec!["wildcard-cidr".into()]))
+        );
+        assert_eq!(spec(5).expected(), "shows a total > 0");
+        assert!(spec(5).cli.starts_with("lab metrics | grep"));
+        assert_eq!(spec(6).value.as_ref().map(|v| v.holds(0.0)), Some(true));
+        let flood = spec(7);
+        assert!(flood.background);
+        assert_eq!(flood.settle_ms, DEFAULT_SETTLE_MS);
+        assert_eq!(flood.expected(), "succeeds (it runs in the background)");
+        assert_eq!(flood.cli, "lab ship xwing flood 200 15");
+    }
+
+    #[test]
+    fn new_step_keys_are_checked() {
+        for (step, wrong) in [
+            (
+                "apply: policies/sw_l3_l4.yaml\nbackground: true",
+                "background",
+            ),
+            ("ship: xwing land\nexpect: ok\nfindings: clean", "findings"),
+            ("audit:\nvalue: 1", "value"),
+            ("audit:\nfindings: []", "findings"),
+            ("audit:\nfindings: two words", "findings"),
+            ("metrics: m\nexpect: timeout", "metrics step"),
+            ("metrics: m{a=b}", "quote"),
+            ("metrics: m\nvalue: lots", "compare"),
+            ("prefilter: flush", "unknown prefilter"),
+            ("prefilter: list\nexpect: timeout", "expects ok"),
+            ("audit: policies/nope.yaml", "no policy file"),
+            ("prefilter: list\nmetrics: m", "exactly one"),
+        ] {
+            let text = format!("---\ntitle: T\n---\n```step\ntitle: s\n{step}\n```\n");
+            let mut problems = Vec::new();
+            let l = Library::default().parse_lesson("t", &file(&text), &mut problems);
+            let err = l.steps[0].spec.clone().unwrap_err();
+            assert!(err.contains(wrong), "{step}: {err}");
+            assert_eq!(problems.len(), 1);
+        }
+        let mut problems = Vec::new();
+        Library::default().parse_lesson(
+            "t",
+            &file("---\ntitle: T\naudit: true\n---\n```step\ntitle: s\ndelete: all\n```\n"),
+            &mut problems,
+        );
+        assert!(
+            problems[0].message.contains("for exercises"),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn an_exercise_may_ask_for_an_audit_and_a_clean_prefilter() {
+        let body = "```expect\n- says: x\n  ship: attacker http GET http://203.0.113.10:30007/\n  expect: blocked\n```\n";
+        let parse = |front: &str| {
+            let mut problems = Vec::new();
+            let e = Library::default().parse_exercise(
+                "e",
+                &file(&format!("---\ntitle: E\n{front}---\n{body}")),
+                &mut problems,
+            );
+            (e, problems)
+        };
+        let (e, p) = parse("audit: true\nreset_prefilter: true\n");
+        let e = e.unwrap();
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(e.audit.as_deref(), Some("medium"));
+        assert!(e.reset_prefilter);
+        let (e, _) = parse("audit: High\n");
+        assert_eq!(e.unwrap().audit.as_deref(), Some("high"));
+        let (e, _) = parse("audit: false\n");
+        let e = e.unwrap();
+        assert_eq!(e.audit, None);
+        assert!(!e.reset_prefilter);
+        let (e, p) = parse("audit: severe\n");
+        assert!(e.is_none());
+        assert!(p[0].message.contains("severity"), "{p:#?}");
     }
 }

@@ -23,6 +23,8 @@ use crate::{
     runner::Runner,
 };
 
+mod bench;
+
 #[derive(RustEmbed)]
 #[folder = "static/"]
 struct Static;
@@ -43,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         .route("/exercises", get(exercises_page))
         .route("/exercises/{id}", get(exercise_page))
         .route("/policies", get(policies_page))
+        .route("/bench", get(bench::bench_page))
+        .route("/bench/plots/{run}/{file}", get(bench::plot))
         .route("/static/{*path}", get(asset))
         .route("/favicon.ico", get(favicon))
         .route("/api/lessons", get(catalog_json))
@@ -173,6 +177,7 @@ impl StepCard<'_> {
         match &self.step.spec {
             Ok(s) => match &s.action {
                 crate::content::Action::Apply { yaml, .. } => Some(yaml),
+                crate::content::Action::Audit { files } => files.first().map(|f| f.text.as_str()),
                 _ => None,
             },
             Err(_) => None,
@@ -395,10 +400,18 @@ async fn lesson_json(
         .ok_or_else(|| ApiError::not_found(format!("no lesson {id:?}")))
 }
 
+/// Runs a step; `?wait` instead waits for the step started in the background and returns its
+/// result.
 async fn run_step(
     State(s): State<AppState>,
     Path((id, n)): Path<(String, usize)>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let key = format!("{id}/{n}");
+    if q.is_some_and(|q| q.split('&').any(|p| p == "wait" || p.starts_with("wait="))) {
+        let run = s.runner.background_result(&key).await?;
+        return Ok(Json(serde_json::to_value(run).unwrap_or_default()));
+    }
     let lesson = s
         .library
         .lesson(&id)
@@ -412,7 +425,7 @@ async fn run_step(
         .spec
         .as_ref()
         .map_err(|e| ApiError::new(422, format!("step {n} cannot run: {e}")))?;
-    let run = s.runner.run_step(spec).await?;
+    let run = s.runner.run(&key, spec).await?;
     Ok(Json(serde_json::to_value(run).unwrap_or_default()))
 }
 

@@ -1,19 +1,30 @@
 //! Doing lesson steps and exercise probes for real, through the [`Backend`]: the action (a ship
-//! move, a program in a pod, a policy applied or deleted), the outcome graded against the
-//! expectation, and the flows it caused (those recorded since the action started, filtered to
-//! the pods involved), with the pods that restarted meanwhile.
+//! move, a program in a pod, a policy applied or deleted, a prefilter change, an audit, a look
+//! at the metrics), the outcome graded against the expectation, and the flows it caused (those
+//! recorded since the action started, filtered to the pods involved), with the pods that
+//! restarted meanwhile.
 //!
 //! One action runs at a time (a lock), so two students' clicks or a check and a step never
-//! mix their flows or policies.
+//! mix their flows or policies. A step marked `background` is the exception: it runs beside the
+//! others (a flood that must go on while the next step shows its effect), and its result is
+//! collected when it ends.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::{
     SharedBackend,
-    actions::{Expect, Got, ShipAction, classify_exec, classify_ship},
+    actions::{
+        Expect, FindingsExpect, Got, PrefilterAction, ShipAction, classify_exec, classify_ship,
+        describe_prefilter, fmt_number, severity_rank,
+    },
     api::{ApiError, ApplyRequest, DeleteRequest, ExecRequest, FlowFilter},
     content::{Action, DeleteWhat, Exercise, FlowExpect, StepSpec},
 };
@@ -22,39 +33,58 @@ use crate::{
 const MAX_FLOWS: usize = 120;
 /// How long a probe keeps collecting flows after its move.
 const PROBE_SETTLE_MS: u64 = 300;
+/// How long Run waits for a background step before answering that it is under way (so that,
+/// say, a flood has opened its connections when the next step starts).
+const HEAD_START: Duration = Duration::from_secs(2);
+
+/// The result of a background step, once it ended (an error as status and message).
+type JobResult = Option<Result<StepRun, (u16, String)>>;
+
+struct Job {
+    started: Instant,
+    pod: Option<String>,
+    done: watch::Receiver<JobResult>,
+}
 
 pub struct Runner {
     backend: SharedBackend,
     busy: tokio::sync::Mutex<()>,
+    /// Background steps by key (`lesson/step`), running or ended and not yet collected.
+    jobs: std::sync::Mutex<HashMap<String, Job>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct StepRun {
     pub expected: String,
     pub got: Got,
     /// One line: `200 Ship landed`, `timed out after 5.0s`, `created cnp/default/rule1`.
     pub summary: String,
     pub pass: bool,
-    /// The full answer: the ship's outcome, the program's output, the API's answer or error.
+    /// The full answer: the ship's outcome, the program's output, the API's answer or error;
+    /// for prefilter, audit and metrics steps also `text`, what the command line would print.
     pub outcome: Value,
     /// The pod that acted, as `namespace/name`.
     pub pod: Option<String>,
     pub output_check: Option<OutputCheck>,
     pub flow_checks: Vec<FlowCheck>,
+    /// Other checks: the findings an audit must report, the value a metric must have.
+    pub checks: Vec<FlowCheck>,
     pub flows: Vec<Arc<Value>>,
     /// "default/deathstar-…: restarts 0 → 1".
     pub restarts: Vec<String>,
     pub cli: String,
     pub elapsed_ms: u64,
+    /// For a background step: `running` (Run answered while it goes on) or `done`.
+    pub background: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct OutputCheck {
     pub want: String,
     pub found: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct FlowCheck {
     pub want: String,
     pub found: bool,
@@ -64,9 +94,13 @@ pub struct FlowCheck {
 pub struct CheckRun {
     /// Policies removed before the student's was applied.
     pub removed: Vec<String>,
+    /// What the prefilter reset did, for exercises with `reset_prefilter`.
+    pub prefilter: Option<String>,
     /// What applying the student's policy did (`null` when the editor was empty).
     pub applied: Value,
     pub probes: Vec<ProbeRun>,
+    /// The audit of the student's policy, for exercises with `audit`.
+    pub audit: Option<AuditRun>,
     pub right: usize,
     pub total: usize,
     pub passed: bool,
@@ -90,13 +124,36 @@ pub struct ProbeRun {
     pub flows: Vec<Arc<Value>>,
 }
 
-/// The cluster's pods, to resolve names written in lessons: a pod, `namespace/pod`, or a
-/// Deployment (its pods).
+/// `lab audit` of the student's policy, graded: findings located in it at or above `level`
+/// make it wrong; findings elsewhere in the lab are shown, not graded.
+#[derive(Debug, Serialize)]
+pub struct AuditRun {
+    pub says: String,
+    pub cli: String,
+    pub expected: String,
+    pub level: String,
+    /// Every finding, each with `yours` (located in the student's policy) and `counts`
+    /// (yours and at or above the level).
+    pub findings: Vec<Value>,
+    pub summary: String,
+    pub right: bool,
+}
+
+/// The cluster's pods and the hosts outside it (the attacker, the monitor), to resolve names
+/// written in lessons: a pod, `namespace/pod`, a Deployment (its pods), or a host.
 struct Pods(Vec<Value>);
 
 impl Pods {
-    fn load(backend: &SharedBackend) -> Self {
-        Self(backend.pods().as_array().cloned().unwrap_or_default())
+    async fn load(backend: &SharedBackend) -> Self {
+        let mut all = backend.pods().as_array().cloned().unwrap_or_default();
+        if let Ok(Value::Array(hosts)) = backend.extension("hosts", None).await {
+            for mut h in hosts {
+                h["host"] = Value::Bool(true);
+                h["ready"] = Value::Bool(true);
+                all.push(h);
+            }
+        }
+        Self(all)
     }
 
     fn key(p: &Value) -> String {
@@ -142,7 +199,7 @@ impl Pods {
             .or(members.first());
         pick.map(|p| Self::key(p)).ok_or_else(|| {
             ApiError::not_found(format!(
-                "no pod or Deployment named {name:?} in this cluster"
+                "no pod, Deployment or outside host named {name:?} in this lab"
             ))
         })
     }
@@ -150,19 +207,32 @@ impl Pods {
     fn restarts(&self) -> BTreeMap<String, u64> {
         self.0
             .iter()
+            .filter(|p| p["host"] != true)
             .map(|p| (Self::key(p), p["restarts"].as_u64().unwrap_or(0)))
             .collect()
     }
 
-    /// Whether a flow's side (`source` or `destination`) is one of the pods `name` stands for.
-    fn side_is(&self, name: &str, side: &Value) -> bool {
-        let Some(pod) = side["pod_name"].as_str().filter(|p| !p.is_empty()) else {
-            return false;
+    /// Whether a flow's source (or destination) is one of the pods `name` stands for; a host
+    /// outside the cluster is recognised by its address.
+    fn side_is(&self, name: &str, flow: &Value, source: bool) -> bool {
+        let (side, ip) = if source {
+            (&flow["source"], &flow["IP"]["source"])
+        } else {
+            (&flow["destination"], &flow["IP"]["destination"])
         };
+        let pod = side["pod_name"].as_str().filter(|p| !p.is_empty());
         let ns = side["namespace"].as_str().unwrap_or_default();
-        self.members(name)
-            .iter()
-            .any(|p| p["name"] == pod && p["namespace"] == ns)
+        self.members(name).iter().any(|p| {
+            if p["host"] == true {
+                pod.is_none() && ip.is_string() && p["ip"] == *ip
+            } else {
+                pod.is_some_and(|pod| p["name"] == pod && p["namespace"] == ns)
+            }
+        })
+    }
+
+    fn involves(&self, name: &str, flow: &Value) -> bool {
+        self.side_is(name, flow, true) || self.side_is(name, flow, false)
     }
 }
 
@@ -196,7 +266,7 @@ fn resolve_connect(ship: &ShipAction, pods: &Pods, services: &Value, acting: &st
         let members = pods.members(&format!("{ns}/{name}"));
         let p = members
             .iter()
-            .find(|p| p["ready"] == true)
+            .find(|p| p["ready"] == true && p["host"] != true)
             .or(members.first())?;
         p["ip"].as_str().map(str::to_owned)
     });
@@ -246,11 +316,8 @@ impl FlowExpect {
     fn matches(&self, pods: &Pods, f: &Value) -> bool {
         self.from
             .as_deref()
-            .is_none_or(|n| pods.side_is(n, &f["source"]))
-            && self
-                .to
-                .as_deref()
-                .is_none_or(|n| pods.side_is(n, &f["destination"]))
+            .is_none_or(|n| pods.side_is(n, f, true))
+            && self.to.as_deref().is_none_or(|n| pods.side_is(n, f, false))
             && self.verdict.as_deref().is_none_or(|v| {
                 f["verdict"]
                     .as_str()
@@ -260,222 +327,510 @@ impl FlowExpect {
     }
 }
 
+/// The time of the newest flow: flows after it were caused by what comes next.
+fn mark(backend: &SharedBackend) -> Option<String> {
+    backend
+        .flows(&FlowFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .last()
+        .and_then(|f| f["time"].as_str().map(str::to_owned))
+}
+
+fn flows_since(backend: &SharedBackend, mark: &Option<String>) -> Vec<Arc<Value>> {
+    backend.flows(&FlowFilter {
+        since: mark.clone(),
+        ..Default::default()
+    })
+}
+
+/// What an action did: the outcome in the expectation's vocabulary, one line, the full answer,
+/// the pod that acted, the other checks, and the command line it really ran.
+struct Done {
+    got: Got,
+    summary: String,
+    outcome: Value,
+    pod: Option<String>,
+    checks: Vec<FlowCheck>,
+    cli: Option<String>,
+}
+
+impl Done {
+    fn new(got: Got, summary: impl Into<String>, outcome: Value) -> Self {
+        Self {
+            got,
+            summary: summary.into(),
+            outcome,
+            pod: None,
+            checks: Vec::new(),
+            cli: None,
+        }
+    }
+
+    /// An API error: refused by the lab (4xx) or failed (5xx).
+    fn refused(e: &ApiError) -> Self {
+        let got = if (400..500).contains(&e.status) {
+            Got::Rejected
+        } else {
+            Got::Error
+        };
+        let first = e.error.lines().next().unwrap_or_default().to_owned();
+        Self::new(got, first, serde_json::to_value(e).unwrap_or_default())
+    }
+}
+
+/// Does a step: the action, then `settle`, then the flows, checks and restarts. Takes no lock.
+async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, ApiError> {
+    let started = Instant::now();
+    let before = Pods::load(backend).await;
+    let mark = mark(backend);
+    let mut involved: Vec<String> = spec.watch.clone();
+    let done = match &spec.action {
+        Action::Ship(ship) => {
+            let pod = before.resolve(&ship.pod)?;
+            involved.push(pod.clone());
+            let ship = resolve_connect(ship, &before, &backend.services(), &pod);
+            let (got, summary, outcome) = do_ship(backend, &pod, &ship).await;
+            Done {
+                pod: Some(pod),
+                cli: (ship.move_name() == "connect").then(|| ship.cli()),
+                ..Done::new(got, summary, outcome)
+            }
+        }
+        Action::Exec { exec, timeout_ms } => {
+            let pod = before.resolve(&exec.pod)?;
+            involved.push(pod.clone());
+            let req = ExecRequest {
+                argv: exec.argv.clone(),
+                timeout_ms: Some(*timeout_ms),
+            };
+            let d = match backend.exec(&pod, req).await {
+                Ok(r) => {
+                    let got = classify_exec(r.exit_code, r.timed_out);
+                    let summary = match (r.exit_code, r.timed_out) {
+                        (_, true) => {
+                            format!("killed after {:.1}s", r.elapsed_ms as f64 / 1000.0)
+                        }
+                        (Some(28), _) => "curl: timed out (exit 28)".to_owned(),
+                        (Some(7), _) => "curl: connection refused (exit 7)".to_owned(),
+                        (Some(c), _) => {
+                            let first = r.stdout.lines().next().unwrap_or_default();
+                            format!(
+                                "exit {c}{}{first}",
+                                if first.is_empty() { "" } else { ": " }
+                            )
+                        }
+                        (None, _) => "killed by a signal".to_owned(),
+                    };
+                    Done::new(got, summary, serde_json::to_value(&r).unwrap_or_default())
+                }
+                Err(e) => Done::new(Got::Error, e.error.clone(), json!({"error": e.error})),
+            };
+            Done {
+                pod: Some(pod),
+                ..d
+            }
+        }
+        Action::Apply { source, yaml } => {
+            let req = ApplyRequest {
+                source: source.clone(),
+                text: yaml.clone(),
+                dry_run: false,
+            };
+            match backend.apply_policies(req).await {
+                Ok(v) => Done::new(Got::Ok, describe_apply(&v), v),
+                Err(e) if e.status == 422 => Done::refused(&e),
+                Err(e) => Done {
+                    got: Got::Error,
+                    ..Done::refused(&e)
+                },
+            }
+        }
+        Action::Delete(what) => {
+            let req = match what {
+                DeleteWhat::All => DeleteRequest {
+                    all: true,
+                    ..Default::default()
+                },
+                DeleteWhat::Name { name } => DeleteRequest {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                DeleteWhat::File { source, yaml } => DeleteRequest {
+                    text: Some(yaml.clone()),
+                    source: Some(source.clone()),
+                    ..Default::default()
+                },
+            };
+            match backend.delete_policies(req).await {
+                Ok(v) => Done::new(Got::Ok, describe_deleted(&v), v),
+                // The state the step wants (no such policy) already holds.
+                Err(e) if e.status == 404 => Done::new(
+                    Got::Ok,
+                    format!("nothing to delete: {}", e.error),
+                    serde_json::to_value(&e).unwrap_or_default(),
+                ),
+                Err(e) => Done::new(
+                    Got::Error,
+                    e.error.clone(),
+                    serde_json::to_value(&e).unwrap_or_default(),
+                ),
+            }
+        }
+        Action::Prefilter(p) => prefilter(backend, p).await,
+        Action::Audit { files } => {
+            let body = json!({ "files": files });
+            match backend.extension("audit", Some(body)).await {
+                Ok(v) => {
+                    let findings = v.as_array().cloned().unwrap_or_default();
+                    let checks = match &spec.findings {
+                        None => Vec::new(),
+                        Some(FindingsExpect::Clean) => vec![FlowCheck {
+                            want: "the audit reports no findings".into(),
+                            found: findings.is_empty(),
+                        }],
+                        Some(FindingsExpect::Include(want)) => want
+                            .iter()
+                            .map(|c| FlowCheck {
+                                want: format!("the audit reports {c}"),
+                                found: findings.iter().any(|f| f["check"] == c.as_str()),
+                            })
+                            .collect(),
+                    };
+                    Done {
+                        checks,
+                        ..Done::new(
+                            Got::Ok,
+                            describe_findings(&findings),
+                            json!({"findings": findings, "text": render_findings(&findings)}),
+                        )
+                    }
+                }
+                Err(e) => Done::refused(&e),
+            }
+        }
+        Action::Metrics(q) => {
+            let text = backend.metrics();
+            let lines: Vec<&str> = text.lines().filter(|l| q.sample(l).is_some()).collect();
+            let total: f64 = lines.iter().filter_map(|l| q.sample(l)).sum();
+            let summary = match lines.as_slice() {
+                [] => format!("no line of {} yet (counts as 0)", q.name),
+                [one] => (*one).to_owned(),
+                many => format!("{} lines, total {}", many.len(), fmt_number(total)),
+            };
+            let checks = spec
+                .value
+                .iter()
+                .map(|v| FlowCheck {
+                    want: format!(
+                        "the total is {} (it is {})",
+                        v.describe(),
+                        fmt_number(total)
+                    ),
+                    found: v.holds(total),
+                })
+                .collect();
+            Done {
+                checks,
+                ..Done::new(
+                    Got::Ok,
+                    summary,
+                    json!({"lines": lines, "total": total, "text": lines.join("\n")}),
+                )
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(spec.settle_ms)).await;
+    let after = Pods::load(backend).await;
+    let all = flows_since(backend, &mark);
+    let flow_checks: Vec<FlowCheck> = spec
+        .flows
+        .iter()
+        .map(|want| FlowCheck {
+            want: want.describe(),
+            found: all.iter().any(|f| want.matches(&after, f)),
+        })
+        .collect();
+    let flows: Vec<Arc<Value>> = all
+        .into_iter()
+        .filter(|f| {
+            involved.iter().any(|n| after.involves(n, f))
+                || spec.flows.iter().any(|w| w.matches(&after, f))
+        })
+        .collect();
+    let outcome = done.outcome;
+    let output_check = spec.output.as_ref().map(|want| {
+        let text = [
+            &outcome["body"],
+            &outcome["content"],
+            &outcome["stdout"],
+            &outcome["error"],
+            &outcome["text"],
+            &outcome["summary"],
+        ]
+        .iter()
+        .filter_map(|v| v.as_str())
+        .chain([done.summary.as_str()])
+        .collect::<Vec<_>>()
+        .join("\n");
+        OutputCheck {
+            want: want.clone(),
+            found: text.contains(want.as_str()),
+        }
+    });
+    let restarts = restarted(&before, &after);
+    let pass = spec.expect.matches(&done.got)
+        && output_check.as_ref().is_none_or(|c| c.found)
+        && flow_checks.iter().all(|c| c.found)
+        && done.checks.iter().all(|c| c.found);
+    Ok(StepRun {
+        expected: spec.expected(),
+        got: done.got,
+        summary: done.summary,
+        pass,
+        outcome,
+        pod: done.pod,
+        output_check,
+        flow_checks,
+        checks: done.checks,
+        flows: newest(flows),
+        restarts,
+        cli: done.cli.unwrap_or_else(|| spec.cli.clone()),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        background: spec.background.then(|| "done".to_owned()),
+    })
+}
+
+async fn do_ship(backend: &SharedBackend, pod: &str, ship: &ShipAction) -> (Got, String, Value) {
+    match backend.ship(pod, ship.body()).await {
+        Ok(v) => {
+            let got = classify_ship(&v);
+            let summary = v["summary"].as_str().unwrap_or_default().to_owned();
+            (got, summary, v)
+        }
+        Err(e) => (Got::Error, e.error.clone(), json!({"error": e.error})),
+    }
+}
+
+/// A prefilter step: a change or a look through `/api/x/prefilter`; `reset` lists the state and
+/// undoes each entry, and shows the commands that did it.
+async fn prefilter(backend: &SharedBackend, p: &PrefilterAction) -> Done {
+    let with_text = |mut state: Value| {
+        let text = describe_prefilter(&state);
+        state["text"] = Value::String(text.clone());
+        (text, state)
+    };
+    match p {
+        PrefilterAction::List => match backend.extension("prefilter", None).await {
+            Ok(v) => {
+                let (text, state) = with_text(v);
+                Done::new(Got::Ok, text, state)
+            }
+            Err(e) => Done::refused(&e),
+        },
+        PrefilterAction::Change { body } => {
+            match backend.extension("prefilter", Some(body.clone())).await {
+                Ok(v) => {
+                    let (text, state) = with_text(v);
+                    Done::new(Got::Ok, text, state)
+                }
+                Err(e) => Done::refused(&e),
+            }
+        }
+        PrefilterAction::Reset => {
+            let state = match backend.extension("prefilter", None).await {
+                Ok(v) => v,
+                Err(e) => return Done::refused(&e),
+            };
+            let mut commands = Vec::new();
+            let mut last = state.clone();
+            let deny: Vec<Value> = state["deny"].as_array().cloned().unwrap_or_default();
+            if !deny.is_empty() {
+                let change = PrefilterAction::Change {
+                    body: json!({"action": "delete", "cidrs": deny}),
+                };
+                if let PrefilterAction::Change { body } = &change {
+                    match backend.extension("prefilter", Some(body.clone())).await {
+                        Ok(v) => last = v,
+                        Err(e) => return Done::refused(&e),
+                    }
+                }
+                commands.push(change.cli());
+            }
+            for port in state["bypass_node_ports"].as_array().into_iter().flatten() {
+                let change = PrefilterAction::Change {
+                    body: json!({"action": "bypass", "node_port": port, "enabled": false}),
+                };
+                if let PrefilterAction::Change { body } = &change {
+                    match backend.extension("prefilter", Some(body.clone())).await {
+                        Ok(v) => last = v,
+                        Err(e) => return Done::refused(&e),
+                    }
+                }
+                commands.push(change.cli());
+            }
+            let (text, out) = with_text(last);
+            let summary = if commands.is_empty() {
+                format!("nothing to undo: {text}")
+            } else {
+                format!("reset: {text}")
+            };
+            Done {
+                cli: Some(if commands.is_empty() {
+                    "lab prefilter list".into()
+                } else {
+                    commands.join(" && ")
+                }),
+                ..Done::new(Got::Ok, summary, out)
+            }
+        }
+    }
+}
+
+/// "2 findings: 1 critical, 1 high" or "no findings".
+fn describe_findings(findings: &[Value]) -> String {
+    if findings.is_empty() {
+        return "lab audit: no findings".into();
+    }
+    let mut by: Vec<String> = Vec::new();
+    for level in ["critical", "high", "medium", "low"] {
+        let n = findings.iter().filter(|f| f["severity"] == level).count();
+        if n > 0 {
+            by.push(format!("{n} {level}"));
+        }
+    }
+    let checks: Vec<&str> = findings
+        .iter()
+        .filter_map(|f| f["check"].as_str())
+        .collect();
+    format!(
+        "{} finding{}: {} ({})",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" },
+        by.join(", "),
+        checks.join(", ")
+    )
+}
+
+/// The findings as `lab audit` prints them.
+fn render_findings(findings: &[Value]) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out = String::new();
+    for f in findings {
+        out.push_str(&format!(
+            "{} [{}] {}\n  at:   {}\n  why:  {}\n  fix:  {}\n\n",
+            s(&f["severity"]).to_uppercase(),
+            s(&f["check"]),
+            s(&f["problem"]),
+            s(&f["location"]),
+            s(&f["why"]),
+            s(&f["fix"]),
+        ));
+    }
+    out.push_str(&describe_findings(findings));
+    out
+}
+
 impl Runner {
     pub fn new(backend: SharedBackend) -> Self {
         Self {
             backend,
             busy: tokio::sync::Mutex::new(()),
+            jobs: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The time of the newest flow: flows after it were caused by what comes next.
-    fn mark(&self) -> Option<String> {
-        self.backend
-            .flows(&FlowFilter {
-                limit: Some(1),
-                ..Default::default()
-            })
-            .last()
-            .and_then(|f| f["time"].as_str().map(str::to_owned))
-    }
-
-    fn flows_since(&self, mark: &Option<String>) -> Vec<Arc<Value>> {
-        self.backend.flows(&FlowFilter {
-            since: mark.clone(),
-            ..Default::default()
-        })
-    }
-
+    /// Does a step now (one at a time), or starts it in the background (see [`Self::run`]).
     pub async fn run_step(&self, spec: &StepSpec) -> Result<StepRun, ApiError> {
-        let _busy = self.busy.lock().await;
-        let started = Instant::now();
-        let before = Pods::load(&self.backend);
-        let mark = self.mark();
-        let mut involved: Vec<String> = spec.watch.clone();
-        let mut cli = spec.cli.clone();
-        let (got, summary, outcome, pod) = match &spec.action {
-            Action::Ship(ship) => {
-                let pod = before.resolve(&ship.pod)?;
-                involved.push(pod.clone());
-                let ship = resolve_connect(ship, &before, &self.backend.services(), &pod);
-                if ship.move_name() == "connect" {
-                    cli = ship.cli();
-                }
-                let (got, summary, outcome) = self.ship(&pod, &ship).await;
-                (got, summary, outcome, Some(pod))
-            }
-            Action::Exec { exec, timeout_ms } => {
-                let pod = before.resolve(&exec.pod)?;
-                involved.push(pod.clone());
-                let req = ExecRequest {
-                    argv: exec.argv.clone(),
-                    timeout_ms: Some(*timeout_ms),
-                };
-                match self.backend.exec(&pod, req).await {
-                    Ok(r) => {
-                        let got = classify_exec(r.exit_code, r.timed_out);
-                        let summary = match (r.exit_code, r.timed_out) {
-                            (_, true) => {
-                                format!("killed after {:.1}s", r.elapsed_ms as f64 / 1000.0)
-                            }
-                            (Some(28), _) => "curl: timed out (exit 28)".to_owned(),
-                            (Some(7), _) => "curl: connection refused (exit 7)".to_owned(),
-                            (Some(c), _) => {
-                                let first = r.stdout.lines().next().unwrap_or_default();
-                                format!(
-                                    "exit {c}{}{first}",
-                                    if first.is_empty() { "" } else { ": " }
-                                )
-                            }
-                            (None, _) => "killed by a signal".to_owned(),
-                        };
-                        (
-                            got,
-                            summary,
-                            serde_json::to_value(&r).unwrap_or_default(),
-                            Some(pod),
-                        )
-                    }
-                    Err(e) => (
-                        Got::Error,
-                        e.error.clone(),
-                        json!({"error": e.error}),
-                        Some(pod),
-                    ),
-                }
-            }
-            Action::Apply { source, yaml } => {
-                let req = ApplyRequest {
-                    source: source.clone(),
-                    text: yaml.clone(),
-                    dry_run: false,
-                };
-                match self.backend.apply_policies(req).await {
-                    Ok(v) => {
-                        let summary = describe_apply(&v);
-                        (Got::Ok, summary, v, None)
-                    }
-                    Err(e) => {
-                        let got = if e.status == 422 {
-                            Got::Rejected
-                        } else {
-                            Got::Error
-                        };
-                        let first = e.error.lines().next().unwrap_or_default().to_owned();
-                        (
-                            got,
-                            first,
-                            serde_json::to_value(&e).unwrap_or_default(),
-                            None,
-                        )
-                    }
-                }
-            }
-            Action::Delete(what) => {
-                let req = match what {
-                    DeleteWhat::All => DeleteRequest {
-                        all: true,
-                        ..Default::default()
-                    },
-                    DeleteWhat::Name { name } => DeleteRequest {
-                        name: Some(name.clone()),
-                        ..Default::default()
-                    },
-                    DeleteWhat::File { source, yaml } => DeleteRequest {
-                        text: Some(yaml.clone()),
-                        source: Some(source.clone()),
-                        ..Default::default()
-                    },
-                };
-                match self.backend.delete_policies(req).await {
-                    Ok(v) => {
-                        let summary = describe_deleted(&v);
-                        (Got::Ok, summary, v, None)
-                    }
-                    // The state the step wants (no such policy) already holds.
-                    Err(e) if e.status == 404 => (
-                        Got::Ok,
-                        format!("nothing to delete: {}", e.error),
-                        serde_json::to_value(&e).unwrap_or_default(),
-                        None,
-                    ),
-                    Err(e) => (
-                        Got::Error,
-                        e.error.clone(),
-                        serde_json::to_value(&e).unwrap_or_default(),
-                        None,
-                    ),
-                }
-            }
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(spec.settle_ms)).await;
-        let after = Pods::load(&self.backend);
-        let all = self.flows_since(&mark);
-        let flow_checks: Vec<FlowCheck> = spec
-            .flows
-            .iter()
-            .map(|want| FlowCheck {
-                want: want.describe(),
-                found: all.iter().any(|f| want.matches(&after, f)),
-            })
-            .collect();
-        let flows: Vec<Arc<Value>> =
-            all.into_iter()
-                .filter(|f| {
-                    involved.iter().any(|n| {
-                        after.side_is(n, &f["source"]) || after.side_is(n, &f["destination"])
-                    }) || spec.flows.iter().any(|w| w.matches(&after, f))
-                })
-                .collect();
-        let output_check = spec.output.as_ref().map(|want| {
-            let text = [
-                &outcome["body"],
-                &outcome["content"],
-                &outcome["stdout"],
-                &outcome["error"],
-            ]
-            .iter()
-            .filter_map(|v| v.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-            OutputCheck {
-                want: want.clone(),
-                found: text.contains(want.as_str()),
-            }
-        });
-        let restarts = restarted(&before, &after);
-        let pass = spec.expect.matches(&got)
-            && output_check.as_ref().is_none_or(|c| c.found)
-            && flow_checks.iter().all(|c| c.found);
-        Ok(StepRun {
-            expected: spec.expect.describe(),
-            got,
-            summary,
-            pass,
-            outcome,
-            pod,
-            output_check,
-            flow_checks,
-            flows: newest(flows),
-            restarts,
-            cli,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        })
+        self.run(&spec.cli, spec).await
     }
 
-    async fn ship(&self, pod: &str, ship: &ShipAction) -> (Got, String, Value) {
-        match self.backend.ship(pod, ship.body()).await {
-            Ok(v) => {
-                let got = classify_ship(&v);
-                let summary = v["summary"].as_str().unwrap_or_default().to_owned();
-                (got, summary, v)
+    /// Does a step. A background step (`key` names it, e.g. `lesson/3`) starts beside the
+    /// others; the answer comes when it ends or after [`HEAD_START`], whichever is first, and in
+    /// the second case says it is running: [`Self::background_result`] waits for the end. Run
+    /// again while it runs, it only says so; a new background step first waits for those still
+    /// running (one flood at a time).
+    pub async fn run(&self, key: &str, spec: &StepSpec) -> Result<StepRun, ApiError> {
+        if !spec.background {
+            let _busy = self.busy.lock().await;
+            return perform(&self.backend, spec).await;
+        }
+        let running: Vec<watch::Receiver<JobResult>> = {
+            let mut jobs = self.jobs.lock().expect("jobs");
+            if let Some(job) = jobs.get(key)
+                && job.done.borrow().is_none()
+            {
+                return Ok(running_run(spec, job.started, job.pod.clone(), true));
             }
-            Err(e) => (Got::Error, e.error.clone(), json!({"error": e.error})),
+            jobs.remove(key);
+            jobs.values()
+                .filter(|j| j.done.borrow().is_none())
+                .map(|j| j.done.clone())
+                .collect()
+        };
+        for mut rx in running {
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+        let pod = match &spec.action {
+            Action::Ship(s) => Some(s.pod.clone()),
+            Action::Exec { exec, .. } => Some(exec.pod.clone()),
+            _ => None,
+        };
+        let (tx, mut rx) = watch::channel(None);
+        let job = Job {
+            started: Instant::now(),
+            pod,
+            done: rx.clone(),
+        };
+        let (started, acting) = (job.started, job.pod.clone());
+        self.jobs.lock().expect("jobs").insert(key.to_owned(), job);
+        let backend = self.backend.clone();
+        let owned = spec.clone();
+        tokio::spawn(async move {
+            let r = perform(&backend, &owned)
+                .await
+                .map_err(|e| (e.status, e.error));
+            let _ = tx.send(Some(r));
+        });
+        if tokio::time::timeout(HEAD_START, rx.wait_for(Option::is_some))
+            .await
+            .is_ok()
+        {
+            return self.background_result(key).await;
+        }
+        Ok(running_run(spec, started, acting, false))
+    }
+
+    /// Waits for the background step `key` to end and returns its result (once).
+    pub async fn background_result(&self, key: &str) -> Result<StepRun, ApiError> {
+        let rx = self
+            .jobs
+            .lock()
+            .expect("jobs")
+            .get(key)
+            .map(|j| j.done.clone());
+        let Some(mut rx) = rx else {
+            return Err(ApiError::not_found(
+                "this step is not running in the background: run it first",
+            ));
+        };
+        let result = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ApiError::new(500, "the background step was lost"))?
+            .clone();
+        self.jobs.lock().expect("jobs").remove(key);
+        match result {
+            Some(Ok(run)) => Ok(run),
+            Some(Err((status, error))) => Err(ApiError::new(status, error)),
+            None => Err(ApiError::new(500, "the background step was lost")),
         }
     }
 
-    /// An exercise check: the student's policy replaces the lab's policy set, then every
-    /// expectation is probed with real traffic.
+    /// An exercise check: the student's policy replaces the lab's policy set (and, if the
+    /// exercise says so, the prefilter is emptied), then every expectation is probed with real
+    /// traffic, and the policy is audited if the exercise asks for it.
     pub async fn check(&self, ex: &Exercise, policy: &str) -> Result<CheckRun, ApiError> {
         let _busy = self.busy.lock().await;
         let source = format!("exercise {}", ex.id);
@@ -504,10 +859,25 @@ impl Runner {
                     .collect()
             })
             .unwrap_or_default();
+        let prefilter = if ex.reset_prefilter {
+            let done = prefilter(&self.backend, &PrefilterAction::Reset).await;
+            if matches!(done.got, Got::Rejected | Got::Error) {
+                return Err(ApiError::new(
+                    500,
+                    format!("resetting the prefilter failed: {}", done.summary),
+                ));
+            }
+            Some(match done.cli {
+                Some(cli) if cli != "lab prefilter list" => format!("{} ({cli})", done.summary),
+                _ => done.summary,
+            })
+        } else {
+            None
+        };
         let applied = if has_policy {
             self.backend
                 .apply_policies(ApplyRequest {
-                    source,
+                    source: source.clone(),
                     text: policy.to_owned(),
                     dry_run: false,
                 })
@@ -517,16 +887,15 @@ impl Runner {
         };
         let mut probes = Vec::new();
         for p in &ex.probes {
-            let pods = Pods::load(&self.backend);
+            let pods = Pods::load(&self.backend).await;
             let pod = pods.resolve(&p.ship.pod)?;
             let ship = resolve_connect(&p.ship, &pods, &self.backend.services(), &pod);
-            let mark = self.mark();
-            let (got, summary, _) = self.ship(&pod, &ship).await;
-            tokio::time::sleep(std::time::Duration::from_millis(PROBE_SETTLE_MS)).await;
-            let flows: Vec<Arc<Value>> = self
-                .flows_since(&mark)
+            let mark = mark(&self.backend);
+            let (got, summary, _) = do_ship(&self.backend, &pod, &ship).await;
+            tokio::time::sleep(Duration::from_millis(PROBE_SETTLE_MS)).await;
+            let flows: Vec<Arc<Value>> = flows_since(&self.backend, &mark)
                 .into_iter()
-                .filter(|f| pods.side_is(&pod, &f["source"]))
+                .filter(|f| pods.side_is(&pod, f, true))
                 .collect();
             let right = p.expect.matches(&got);
             let (explain, advice) = if right {
@@ -550,16 +919,122 @@ impl Runner {
                 flows: newest(flows),
             });
         }
-        let right = probes.iter().filter(|p| p.right).count();
-        let total = probes.len();
+        let audit = match &ex.audit {
+            Some(level) => Some(self.audit_policy(&source, policy, level).await?),
+            None => None,
+        };
+        let right = probes.iter().filter(|p| p.right).count()
+            + usize::from(audit.as_ref().is_some_and(|a| a.right));
+        let total = probes.len() + usize::from(audit.is_some());
         Ok(CheckRun {
             removed,
+            prefilter,
             applied,
             probes,
+            audit,
             right,
             total,
             passed: right == total,
         })
+    }
+
+    /// `lab audit` of the lab with the student's policy: wrong if a finding located in the
+    /// policy is at or above `level`.
+    async fn audit_policy(
+        &self,
+        source: &str,
+        policy: &str,
+        level: &str,
+    ) -> Result<AuditRun, ApiError> {
+        let threshold = severity_rank(level).unwrap_or(2);
+        let says =
+            format!("Your policy passes lab audit: no finding of {level} severity or above in it");
+        let expected = format!("no finding at {level} or above in your policy");
+        let cli = "lab audit -f my-policy.yaml".to_owned();
+        if policy.trim().is_empty() {
+            return Ok(AuditRun {
+                says,
+                cli,
+                expected,
+                level: level.to_owned(),
+                findings: Vec::new(),
+                summary: "the editor is empty: there is no policy to audit".into(),
+                right: false,
+            });
+        }
+        let body = json!({"files": [{"source": source, "text": policy}]});
+        let found = self.backend.extension("audit", Some(body)).await?;
+        let prefix = format!("{source}:");
+        let findings: Vec<Value> = found
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut f| {
+                let yours = f["location"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(&prefix));
+                let counts = yours
+                    && f["severity"]
+                        .as_str()
+                        .and_then(severity_rank)
+                        .is_some_and(|r| r >= threshold);
+                f["yours"] = Value::Bool(yours);
+                f["counts"] = Value::Bool(counts);
+                f
+            })
+            .collect();
+        let counted: Vec<&str> = findings
+            .iter()
+            .filter(|f| f["counts"] == true)
+            .filter_map(|f| f["check"].as_str())
+            .collect();
+        let others = findings.iter().filter(|f| f["yours"] != true).count();
+        let mut summary = if counted.is_empty() {
+            format!("no finding at {level} or above in your policy")
+        } else {
+            format!("{} in your policy: {}", counted.len(), counted.join(", "))
+        };
+        if others > 0 {
+            summary.push_str(&format!(
+                " ({others} about the rest of the lab, not graded)"
+            ));
+        }
+        Ok(AuditRun {
+            says,
+            cli,
+            expected,
+            level: level.to_owned(),
+            right: counted.is_empty(),
+            findings,
+            summary,
+        })
+    }
+}
+
+/// What a background step says while it runs.
+fn running_run(spec: &StepSpec, started: Instant, pod: Option<String>, again: bool) -> StepRun {
+    let secs = started.elapsed().as_secs_f64();
+    let summary = if again {
+        format!("still under way (started {secs:.0} s ago): its result shows here when it ends")
+    } else {
+        "under way: go on with the next step; its result shows here when it ends".to_owned()
+    };
+    StepRun {
+        expected: spec.expected(),
+        got: Got::Running,
+        summary,
+        pass: false,
+        outcome: json!({}),
+        pod,
+        output_check: None,
+        flow_checks: Vec::new(),
+        checks: Vec::new(),
+        flows: Vec::new(),
+        restarts: Vec::new(),
+        cli: spec.cli.clone(),
+        elapsed_ms: (secs * 1000.0) as u64,
+        background: Some("running".into()),
     }
 }
 
@@ -644,12 +1119,15 @@ fn explaining(flows: &[Arc<Value>], got: &Got) -> Vec<Arc<Value>> {
                 })
                 .map(|f| Arc::clone(f))
                 .collect();
-            // The decision that names a policy first, then the receiver's before the sender's.
+            // The decision that names a policy first, then one taken at a pod (not the
+            // NodePort translation on the node), then the receiver's before the sender's.
             first.sort_by_key(|f| {
                 let named = ["ingress_allowed_by", "egress_allowed_by"]
                     .iter()
                     .any(|k| f[*k].as_array().is_some_and(|a| !a.is_empty()));
-                (!named, f["traffic_direction"] != "INGRESS")
+                let at_pod =
+                    f["destination"]["pod_name"].is_string() || f["source"]["pod_name"].is_string();
+                (!named, !at_pod, f["traffic_direction"] != "INGRESS")
             });
             first
         }
@@ -757,6 +1235,8 @@ mod tests {
         flows: Mutex<Vec<Arc<Value>>>,
         tick: Mutex<u64>,
         restarts: Mutex<u64>,
+        /// The prefilter: denied CIDRs and bypassed NodePorts.
+        prefilter: Mutex<(Vec<String>, Vec<u64>)>,
     }
 
     impl Fake {
@@ -785,6 +1265,7 @@ mod tests {
                 {"namespace": "default", "name": "tiefighter", "owner": null, "restarts": 0, "ready": true},
                 {"namespace": "default", "name": "deathstar-b", "owner": "deathstar", "restarts": *self.restarts.lock().unwrap(), "ready": true},
                 {"namespace": "default", "name": "deathstar-a", "owner": "deathstar", "restarts": 0, "ready": true},
+                {"namespace": "default", "name": "inventory-a", "owner": "inventory", "restarts": 0, "ready": true},
             ])
         }
         fn pod(&self, _: &str, _: &str) -> Option<Value> {
@@ -843,7 +1324,7 @@ mod tests {
             tokio::sync::broadcast::channel(1).1
         }
         fn metrics(&self) -> String {
-            String::new()
+            "# TYPE lab_nodeport_connections_total counter\nlab_nodeport_connections_total{source=\"internet\"} 3\nlab_nodeport_connections_total{source=\"internal\"} 2\n".into()
         }
         fn ship(&self, pod: &str, body: Value) -> BoxFut<'_, Result<Value, ApiError>> {
             let pod = pod.to_owned();
@@ -852,6 +1333,29 @@ mod tests {
                 let who = pod.trim_start_matches("default/");
                 if body["move"]["move"] == "fire" {
                     *self.restarts.lock().unwrap() += 1;
+                }
+                if body["move"]["move"] == "flood" {
+                    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+                    return Ok(
+                        json!({"kind": "flooded", "connected": 6, "refused": 194, "failed": 0, "summary": "flood: 6 connections held, 194 refused, 0 failed"}),
+                    );
+                }
+                if pod == "world/attacker" {
+                    let mut t = self.tick.lock().unwrap();
+                    *t += 1;
+                    self.flows.lock().unwrap().push(Arc::new(json!({
+                        "time": format!("2026-01-01T00:00:{:02}.000000000Z", *t),
+                        "verdict": "FORWARDED", "Type": "L3_L4", "is_reply": false,
+                        "traffic_direction": "INGRESS",
+                        "IP": {"source": "198.51.100.66", "destination": "10.244.0.9"},
+                        "source": {"identity": 2, "labels": ["reserved:world"]},
+                        "destination": {"pod_name": "inventory-a", "namespace": "default"},
+                        "l4": {"TCP": {"source_port": 40000 + *t, "destination_port": 8080}},
+                        "policy_explanation": "allowed",
+                    })));
+                    return Ok(
+                        json!({"kind": "ok", "status": 200, "body": "Leia Organa", "summary": "200 Leia Organa"}),
+                    );
                 }
                 if who == "xwing" && policy {
                     self.flow(
@@ -880,8 +1384,59 @@ mod tests {
                 })
             })
         }
-        fn extension(&self, _: &str, _: Option<Value>) -> BoxFut<'_, Result<Value, ApiError>> {
-            Box::pin(async { Err(ApiError::not_found("x")) })
+        fn extension(
+            &self,
+            path: &str,
+            body: Option<Value>,
+        ) -> BoxFut<'_, Result<Value, ApiError>> {
+            let path = path.to_owned();
+            Box::pin(async move {
+                let state = |pf: &(Vec<String>, Vec<u64>)| json!({"interface": "ext0", "deny": pf.0, "bypass_node_ports": pf.1});
+                match (path.as_str(), body) {
+                    ("hosts", None) => Ok(
+                        json!([{"namespace": "world", "name": "attacker", "ip": "198.51.100.66"}]),
+                    ),
+                    ("prefilter", None) => Ok(state(&self.prefilter.lock().unwrap())),
+                    ("prefilter", Some(b)) => {
+                        let mut pf = self.prefilter.lock().unwrap();
+                        let cidrs = || {
+                            b["cidrs"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|c| c.as_str().unwrap().to_owned())
+                        };
+                        match b["action"].as_str().unwrap() {
+                            "update" => pf.0.extend(cidrs()),
+                            "delete" => {
+                                let gone: Vec<String> = cidrs().collect();
+                                pf.0.retain(|c| !gone.contains(c));
+                            }
+                            _ if b["enabled"] == true && b["unsafe"] != true => {
+                                return Err(ApiError::new(400, "confirm with --unsafe"));
+                            }
+                            _ if b["enabled"] == true => {
+                                pf.1.push(b["node_port"].as_u64().unwrap())
+                            }
+                            _ => pf.1.retain(|p| *p != b["node_port"]),
+                        }
+                        Ok(state(&pf))
+                    }
+                    ("audit", Some(b)) => {
+                        let mut out = Vec::new();
+                        for p in &self.prefilter.lock().unwrap().1 {
+                            out.push(json!({"severity": "critical", "check": "prefilter-bypass", "location": format!("prefilter on ext0, NodePort {p}"), "problem": "p", "why": "w", "fix": "f"}));
+                        }
+                        for f in b["files"].as_array().unwrap() {
+                            if f["text"].as_str().unwrap().contains("0.0.0.0/0") {
+                                out.push(json!({"severity": "high", "check": "wildcard-cidr", "location": format!("{}:12 (spec.ingress[0].fromCIDR)", f["source"].as_str().unwrap()), "problem": "p", "why": "w", "fix": "f"}));
+                            }
+                        }
+                        Ok(Value::Array(out))
+                    }
+                    _ => Err(ApiError::not_found("x")),
+                }
+            })
         }
     }
 
@@ -988,5 +1543,156 @@ mod tests {
         let bad = runner.check(&ex, "fromEndpoint:\n").await.unwrap_err();
         assert_eq!(bad.status, 422);
         assert!(bad.details.is_some());
+    }
+
+    #[tokio::test]
+    async fn prefilter_audit_and_metrics_steps() {
+        let fake = Arc::new(Fake::default());
+        fake.prefilter.lock().unwrap().0.push("192.0.2.0/24".into());
+        let runner = Runner::new(fake.clone());
+        let refused = runner
+            .run_step(&spec(
+                "prefilter: bypass --node-port 30007\nexpect: rejected\noutput: --unsafe",
+            ))
+            .await
+            .unwrap();
+        assert!(refused.pass, "{refused:#?}");
+        assert_eq!(refused.got, Got::Rejected);
+        let on = runner
+            .run_step(&spec(
+                "prefilter: bypass --node-port 30007 --unsafe\noutput: UNSAFE",
+            ))
+            .await
+            .unwrap();
+        assert!(on.pass, "{on:#?}");
+        let audit = runner
+            .run_step(&spec(
+                "audit: policies/sw_l3_l4.yaml\nfindings: [prefilter-bypass]",
+            ))
+            .await
+            .unwrap();
+        assert!(audit.pass, "{audit:#?}");
+        assert_eq!(audit.checks.len(), 1);
+        assert!(
+            audit.outcome["text"]
+                .as_str()
+                .unwrap()
+                .contains("CRITICAL [prefilter-bypass]")
+        );
+        let not_clean = runner
+            .run_step(&spec("audit:\nfindings: clean"))
+            .await
+            .unwrap();
+        assert!(!not_clean.pass);
+        let reset = runner.run_step(&spec("prefilter: reset")).await.unwrap();
+        assert!(reset.pass);
+        assert_eq!(
+            reset.cli,
+            "lab prefilter delete --cidr 192.0.2.0/24 && lab prefilter bypass --node-port 30007 --off"
+        );
+        assert_eq!(*fake.prefilter.lock().unwrap(), (vec![], vec![]));
+        let clean = runner
+            .run_step(&spec("audit:\nfindings: clean"))
+            .await
+            .unwrap();
+        assert!(clean.pass, "{clean:#?}");
+        let internet = runner
+            .run_step(&spec(
+                "metrics: lab_nodeport_connections_total{source=\"internet\"}\nvalue: \"> 0\"",
+            ))
+            .await
+            .unwrap();
+        assert!(internet.pass, "{internet:#?}");
+        assert_eq!(
+            internet.summary,
+            "lab_nodeport_connections_total{source=\"internet\"} 3"
+        );
+        let total = runner
+            .run_step(&spec("metrics: lab_nodeport_connections_total\nvalue: 4"))
+            .await
+            .unwrap();
+        assert!(!total.pass);
+        assert_eq!(total.summary, "2 lines, total 5");
+        assert_eq!(total.checks[0].want, "the total is == 4 (it is 5)");
+    }
+
+    #[tokio::test]
+    async fn hosts_outside_the_cluster_act_and_are_found_in_flows() {
+        let fake = Arc::new(Fake::default());
+        let runner = Runner::new(fake.clone());
+        let run = runner
+            .run_step(&spec("ship: attacker http GET http://203.0.113.10:30007/\nexpect: ok\nsettle: 0\noutput: Leia\nflows:\n- {from: attacker, to: inventory, verdict: FORWARDED, port: 8080}"))
+            .await
+            .unwrap();
+        assert!(run.pass, "{run:#?}");
+        assert_eq!(run.pod.as_deref(), Some("world/attacker"));
+        assert_eq!(run.flows.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_background_step_runs_beside_the_next_ones() {
+        let fake = Arc::new(Fake::default());
+        let runner = Arc::new(Runner::new(fake.clone()));
+        let flood = spec("ship: xwing flood 200 15\nbackground: true\nexpect: refused\nsettle: 0");
+        let started = runner.run("l/3", &flood).await.unwrap();
+        assert_eq!(started.got, Got::Running);
+        assert_eq!(started.background.as_deref(), Some("running"));
+        assert!(!started.pass);
+        let again = runner.run("l/3", &flood).await.unwrap();
+        assert!(again.summary.starts_with("still under way"), "{again:#?}");
+        // A step in the foreground is not held up by it.
+        let t = Instant::now();
+        let land = runner
+            .run("l/4", &spec("ship: tiefighter land\nexpect: ok\nsettle: 0"))
+            .await
+            .unwrap();
+        assert!(land.pass && t.elapsed() < Duration::from_secs(1));
+        let done = runner.background_result("l/3").await.unwrap();
+        assert!(done.pass, "{done:#?}");
+        assert_eq!(done.background.as_deref(), Some("done"));
+        assert_eq!(
+            done.summary,
+            "flood: 6 connections held, 194 refused, 0 failed"
+        );
+        assert_eq!(
+            runner.background_result("l/3").await.unwrap_err().status,
+            404
+        );
+    }
+
+    #[tokio::test]
+    async fn a_check_can_reset_the_prefilter_and_audit_the_policy() {
+        let fake = Arc::new(Fake::default());
+        fake.prefilter.lock().unwrap().1.push(30007);
+        let runner = Runner::new(fake.clone());
+        let text = "---\ntitle: E\naudit: true\nreset_prefilter: true\n---\n```expect\n- says: the attacker gets in\n  ship: attacker http GET http://203.0.113.10:30007/\n  expect: ok\n```\n";
+        let dir = std::env::temp_dir().join(format!("web-runner-ex-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("exercises")).unwrap();
+        std::fs::write(dir.join("exercises/e.md"), text).unwrap();
+        let ex = crate::content::Library::new(Some(dir.clone()))
+            .exercise("e")
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let wide = runner
+            .check(&ex, "kind: CiliumNetworkPolicy\nfromCIDR: [0.0.0.0/0]\n")
+            .await
+            .unwrap();
+        assert_eq!(fake.prefilter.lock().unwrap().1, Vec::<u64>::new());
+        assert!(
+            wide.prefilter.as_deref().unwrap().contains("--off"),
+            "{wide:#?}"
+        );
+        assert_eq!((wide.right, wide.total), (1, 2));
+        let audit = wide.audit.unwrap();
+        assert!(!audit.right);
+        assert_eq!(audit.findings[0]["yours"], true);
+        assert!(audit.summary.contains("wildcard-cidr"));
+        let narrow = runner
+            .check(&ex, "kind: CiliumNetworkPolicy\nfromCIDR: [10.0.0.0/8]\n")
+            .await
+            .unwrap();
+        assert!(narrow.passed, "{narrow:#?}");
+        let empty = runner.check(&ex, "").await.unwrap();
+        assert!(!empty.audit.unwrap().right);
     }
 }

@@ -71,6 +71,31 @@
         h('pre', {}, p.cli), p.flows.length ? Lab.flowList(p.flows) : h('p', { class: 'muted' }, 'No flows.')));
       cell.replaceChildren(...parts);
     }
+    if (run.audit) fillAudit(run.audit);
+  }
+
+  /** The audit row: the findings in the student's policy (graded) and the others (shown). */
+  function fillAudit(a) {
+    const tr = document.querySelector('#expectations tr[data-probe="audit"]');
+    if (!tr) return;
+    tr.className = a.right ? 'right' : 'wrong';
+    const finding = (f) => h('li', {},
+      h('span', { class: 'sev sev-' + f.severity }, String(f.severity).toUpperCase()), ' ',
+      h('code', {}, f.check), ' ', f.problem, f.yours ? '' : h('span', { class: 'muted' }, ' (elsewhere in the lab: not graded)'),
+      h('div', { class: 'small' }, 'at ', h('code', {}, f.location)),
+      h('div', { class: 'small' }, 'why: ' + f.why),
+      h('div', { class: f.counts ? 'hint' : undefined }, 'fix: ' + f.fix));
+    const counted = a.findings.filter((f) => f.counts);
+    const rest = a.findings.filter((f) => !f.counts);
+    const parts = [h('div', {}, (a.right ? '✓ right: ' : '✗ wrong: ') + a.summary)];
+    const why = h('div', { class: 'why-wrong' });
+    if (counted.length) why.append(h('ul', { class: 'findings' }, counted.map(finding)));
+    if (rest.length) {
+      why.append(h('details', {}, h('summary', {}, 'other findings (' + rest.length + ', not graded)'),
+        h('ul', { class: 'findings' }, rest.map(finding))));
+    }
+    if (counted.length || rest.length) parts.push(why);
+    tr.querySelector('.cell-result').replaceChildren(...parts);
   }
 
   checkButton.addEventListener('click', async () => {
@@ -88,6 +113,7 @@
       resultBody.replaceChildren(
         h('p', {}, h('span', { class: 'badge ' + (run.passed ? 'pass' : 'fail') }, run.passed ? 'goal met' : 'not yet'), ' ', run.right + ' of ' + run.total + ' right.'),
         h('p', { class: 'small' }, run.removed.length ? 'Before checking, the lab removed: ' + run.removed.join(', ') + '.' : 'There were no other policies in the lab.'),
+        run.prefilter ? h('p', { class: 'small' }, 'The XDP prefilter: ' + run.prefilter + '.') : '',
         h('p', { class: 'small' }, run.applied ? 'Then it applied: ' + (run.applied.results || []).map((r) => r.name + ' (' + r.action + ')').join(', ') + '. It stays applied: see it on the cluster view and the policies page.' : 'The editor was empty: the lab was checked with no policy at all.'));
     } catch (e) {
       if (e.details) {

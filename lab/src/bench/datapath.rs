@@ -372,16 +372,46 @@ fn failed(filter: &str, rules: usize, e: &anyhow::Error) -> Point {
     }
 }
 
+/// Measurements of a datapath run (the progress bar's steps): the baseline before and after,
+/// and both filters at each rule count.
+pub fn steps(plan: &Plan) -> usize {
+    2 + 2 * plan.rule_counts.len()
+}
+
+/// Announces the next measurement to the progress file; fails if the run was cancelled.
+fn announce(plan: &Plan, point: &mut usize, filter: &str, rules: usize) -> Result<()> {
+    if super::progress::cancelled() {
+        bail!("cancelled");
+    }
+    *point += 1;
+    let what = match filter {
+        "none" => "baseline: no policy, no firewall".to_string(),
+        "ebpf" => format!("lab eBPF with {rules} rules"),
+        _ => format!("{filter} with {rules} rules"),
+    };
+    super::progress::step(
+        "datapath",
+        serde_json::json!({
+            "point": *point, "points": steps(plan), "filter": filter, "rules": rules,
+            "message": format!("datapath figures: {what} (measurement {} of {})", *point, steps(plan)),
+        }),
+    );
+    Ok(())
+}
+
 pub fn run(lab: &LabCtl, ctx: &super::Ctx, plan: &Plan) -> Result<Datapath> {
     let _stats = enable_stats()?;
     lab.delete_policies()?;
     super::flush_firewall(lab, ctx);
+    let mut point = 0;
     eprintln!("[bench] datapath: baseline (no policy, no firewall)");
+    announce(plan, &mut point, "none", 0)?;
     let before = measure(lab, ctx, plan, "none", 0)?;
     let mut points = Vec::new();
     for &n in &plan.rule_counts {
         // eBPF: n ingress rules on distinct ports, the bench's own last.
         eprintln!("[bench] datapath: lab eBPF with {n} rules");
+        announce(plan, &mut point, "ebpf", n)?;
         let p = (|| {
             lab.apply("bench-datapath.yaml", &configs::many_rules_policy(n))?;
             super::expect_ok(lab, ctx)?;
@@ -392,6 +422,7 @@ pub fn run(lab: &LabCtl, ctx: &super::Ctx, plan: &Plan) -> Result<Datapath> {
         points.push(p.unwrap_or_else(|e| failed("ebpf", n, &e)));
         // iptables: n − 1 rules that never match, then the allow rule, every packet walks all.
         eprintln!("[bench] datapath: iptables with {n} rules");
+        announce(plan, &mut point, "iptables", n)?;
         let p = (|| {
             let rules = configs::iptables_rules(ctx.client.ip, true, n.saturating_sub(1), false);
             super::load_firewall(lab, ctx, "iptables", &rules)?;
@@ -405,6 +436,7 @@ pub fn run(lab: &LabCtl, ctx: &super::Ctx, plan: &Plan) -> Result<Datapath> {
     // The baseline again at the end: the comparison uses the mean of both, so slow drift of the
     // machine during the run does not show up as a cost of the last rule counts.
     eprintln!("[bench] datapath: baseline again");
+    announce(plan, &mut point, "none", 0)?;
     let after = measure(lab, ctx, plan, "none", 0)?;
     let baseline = Point {
         rps: (before.rps + after.rps) / 2.0,

@@ -196,6 +196,22 @@ impl LabCtl {
 
     /// Runs `argv` in `pod`, capturing its output, killed after `timeout`.
     pub fn exec(&self, pod: &Pod, argv: &[String], timeout: Duration) -> Result<Ran> {
+        self.exec_until(pod, argv, timeout, false)
+    }
+
+    /// Like [`LabCtl::exec`], but also killed as soon as the run is cancelled (for the load
+    /// generator, which may run for minutes).
+    pub fn exec_cancellable(&self, pod: &Pod, argv: &[String], timeout: Duration) -> Result<Ran> {
+        self.exec_until(pod, argv, timeout, true)
+    }
+
+    fn exec_until(
+        &self,
+        pod: &Pod,
+        argv: &[String],
+        timeout: Duration,
+        cancellable: bool,
+    ) -> Result<Ran> {
         let mut child = self
             .command(pod, argv)?
             .stdin(Stdio::null())
@@ -220,7 +236,7 @@ impl LabCtl {
             if let Some(status) = child.try_wait()? {
                 break (status.code(), false);
             }
-            if Instant::now() > deadline {
+            if Instant::now() > deadline || (cancellable && super::progress::cancelled()) {
                 let _ = child.kill();
                 let _ = child.wait();
                 break (None, true);

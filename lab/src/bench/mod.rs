@@ -11,13 +11,17 @@
 //! `lab load-gen --json CONFIG`, entered like `lab exec` does.
 //!
 //! Modules: `configs` (what each configuration installs and probes), `labctl` (driving the lab),
-//! `report` (results, Markdown, goals), `plot` (SVG), `datapath` (BPF statistics, rule scaling).
+//! `report` (results, Markdown, goals), `plot` (SVG), `datapath` (BPF statistics, rule scaling),
+//! `progress` (JSON-lines progress and cancellation), `web` (the web lab's Benchmark page: runs
+//! `lab bench --quick` in the background and serves its results).
 
 mod configs;
 mod datapath;
 mod labctl;
 mod plot;
+mod progress;
 mod report;
+pub mod web;
 
 use std::{
     path::{Path, PathBuf},
@@ -86,6 +90,10 @@ pub struct BenchArgs {
     /// Leave the bench lab up afterwards (it is reused by the next run).
     #[arg(long)]
     keep: bool,
+    /// Append progress to FILE as JSON lines, one per step (the web lab's progress bar; the
+    /// format is in docs/benchmarks.md).
+    #[arg(long, value_name = "FILE")]
+    progress_json: Option<PathBuf>,
 }
 
 /// The settings of one run, from a preset and the flags.
@@ -254,7 +262,10 @@ pub(crate) fn run_load(
         "--json".into(),
         serde_json::to_string(&cfg)?,
     ];
-    let ran = lab.exec(&ctx.client, &argv, limit)?;
+    let ran = lab.exec_cancellable(&ctx.client, &argv, limit)?;
+    if ran.timed_out && progress::cancelled() {
+        bail!("cancelled");
+    }
     if ran.timed_out {
         bail!("the load generator did not finish in {limit:?}");
     }
@@ -592,9 +603,27 @@ pub fn run(_paths: &Paths, args: BenchArgs) -> Result<i32> {
     let manifest = tmp.join("bench.yaml");
     std::fs::write(&manifest, configs::MANIFEST)?;
 
+    let steps = if http {
+        plan.rounds * selected.len()
+    } else {
+        0
+    } + if dp {
+        datapath::steps(&plan.datapath)
+    } else {
+        0
+    };
+    progress::init(args.progress_json.as_deref(), steps)?;
+    progress::emit(
+        "lab",
+        serde_json::json!({"message": format!("bringing up the bench lab {:?}", args.bench_instance)}),
+    );
+
     let mut lab = LabCtl::new(&args.bench_instance)?;
-    lab.ensure_up(&manifest, &["server", "loadgen", "outsider"])?;
-    let result = (|| {
+    let up = lab.ensure_up(&manifest, &["server", "loadgen", "outsider"]);
+    let result = up.and_then(|()| {
+        if progress::cancelled() {
+            bail!("cancelled");
+        }
         let ctx = Ctx {
             server: lab.pod("server")?,
             client: lab.pod("loadgen")?,
@@ -603,15 +632,34 @@ pub fn run(_paths: &Paths, args: BenchArgs) -> Result<i32> {
             probe_timeout: plan.probe_timeout,
         };
         measure_all(&lab, &ctx, &plan, &selected, http, dp, &out)
-    })();
+    });
     if lab.started_here && !args.keep {
         eprintln!("[bench] taking the bench lab down");
+        progress::emit(
+            "cleanup",
+            serde_json::json!({"message": format!("taking the bench lab {:?} down", args.bench_instance)}),
+        );
         if let Err(e) = lab.down() {
             eprintln!("[bench] warning: lab down: {e:#}");
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    let results = result?;
+    let results = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let phase = if progress::cancelled() {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            progress::emit(phase, serde_json::json!({"error": format!("{e:#}")}));
+            return Err(e);
+        }
+    };
+    progress::emit(
+        "done",
+        serde_json::json!({"out": out.display().to_string(), "message": "results written"}),
+    );
     println!("{}", report::markdown(&results));
     println!("Results: {}", out.display());
     Ok(0)
@@ -655,8 +703,20 @@ fn measure_all(
         for r in 0..plan.rounds {
             eprintln!("[bench] round {}/{}", r + 1, plan.rounds);
             for k in 0..n {
+                if progress::cancelled() {
+                    bail!("cancelled");
+                }
                 // Rotate the order each round: no configuration always runs first or last.
                 let i = (k + r) % n;
+                progress::step(
+                    "http",
+                    serde_json::json!({
+                        "round": r + 1, "rounds": plan.rounds, "config": k + 1, "configs": n,
+                        "id": selected[i].id, "title": selected[i].title,
+                        "message": format!("{} (configuration {} of {n}, round {} of {})",
+                            selected[i].title, k + 1, r + 1, plan.rounds),
+                    }),
+                );
                 if results[i].status == "not_in_effect" {
                     continue;
                 }
