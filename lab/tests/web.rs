@@ -1,7 +1,8 @@
 //! The web lab in a real browser: headless Chromium driven over WebDriver (fantoccini) through
 //! the cluster view with live flows, lesson 1 step by step, an exercise graded wrong and then
-//! right, and the policy editor's located errors — measuring each page's load time and writing
-//! screenshots of the main pages to `target/screenshots/`. Chromedriver and Chromium are this
+//! right, and the policy editor's located errors. It prints each page's load time (navigation
+//! start to the load event) as a figure, not a pass/fail: timing goals belong in benchmarks.
+//! Screenshots of the main pages go to `target/screenshots/`. Chromedriver and Chromium are this
 //! test's own processes (see `browser.rs`) and are killed when it ends, also when it fails.
 
 use anyhow::{Result, ensure};
@@ -10,9 +11,6 @@ use serde_json::json;
 
 use crate::browser::{js, load, screenshot_dir, session, shot, until, viewport, web_address};
 use crate::harness::TestLab;
-
-/// Slowest acceptable page load (navigation start to the load event).
-const MAX_LOAD_MS: f64 = 1000.0;
 
 /// Sets the editor's text as a paste would (the editor's Enter key adds indentation, so
 /// typing YAML line by line would indent it twice).
@@ -399,9 +397,4 @@ fn the_web_lab_in_a_browser() {
     if let Err(e) = outcome {
         panic!("{e:#}\n(see {}/failure.png)", screenshot_dir().display());
     }
-    let slowest = loads.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
-    assert!(
-        slowest < MAX_LOAD_MS,
-        "a page took {slowest:.0} ms to load: {loads:?}"
-    );
 }
