@@ -321,6 +321,15 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
         Command::Bench(args) => crate::bench::run(paths, args),
         Command::LoadGen { json } => crate::bench::load_gen(&json),
         other => {
+            // Like kubectl, a client command piped into `head` ends quietly when the pipe
+            // closes, instead of failing to print (Rust ignores SIGPIPE by default).
+            // SAFETY: no other thread exists yet, and SIG_DFL needs no handler code.
+            let _ = unsafe {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGPIPE,
+                    nix::sys::signal::SigHandler::SigDfl,
+                )
+            };
             let rt = runtime()?;
             rt.block_on(client_command(paths, other))
         }
@@ -578,6 +587,7 @@ async fn get(
     match resource {
         "pods" | "pod" | "po" => {
             let items = list(client, "/api/pods", |p| ns_ok(p) && name_ok(p)).await?;
+            found("pods", name, &items)?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(items), output);
             }
@@ -621,6 +631,7 @@ async fn get(
         }
         "services" | "service" | "svc" => {
             let items = list(client, "/api/services", |p| ns_ok(p) && name_ok(p)).await?;
+            found("services", name, &items)?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(items), output);
             }
@@ -669,6 +680,7 @@ async fn get(
         "endpoints" | "ep" | "cep" => {
             let pod_ok = |e: &Value| name.is_none_or(|n| e["pod"].as_str() == Some(n));
             let eps = list(client, "/api/endpoints", |e| ns_ok(e) && pod_ok(e)).await?;
+            found("endpoints", name, &eps)?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(eps), output);
             }
@@ -741,8 +753,15 @@ async fn get(
         }
         "flows" => observe(client, false, None, None, None, 20, output).await?,
         "limits" | "limit" | "connectionlimits" => {
-            let limit_ok = |l: &Value| name.is_none_or(|n| l["limit"].as_str() == Some(n));
+            // Limits are listed as NAMESPACE/NAME; either form selects one.
+            let limit_ok = |l: &Value| {
+                name.is_none_or(|n| {
+                    let full = l["limit"].as_str().unwrap_or_default();
+                    full == n || full.rsplit('/').next() == Some(n)
+                })
+            };
             let limits = list(client, "/api/x/limits", limit_ok).await?;
+            found("connectionlimits", name, &limits)?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&Value::Array(limits), output);
             }
@@ -1118,6 +1137,14 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// A named `get` that matches nothing is an error, as in kubectl.
+fn found(kind: &str, name: Option<&str>, items: &[Value]) -> Result<()> {
+    match name {
+        Some(n) if items.is_empty() => bail!("{kind} \"{n}\" not found"),
+        _ => Ok(()),
+    }
 }
 
 /// The items of a list endpoint that `keep` accepts.

@@ -33,8 +33,9 @@ pub struct UpOptions {
     pub fresh: bool,
 }
 
-/// Checks that need nothing created: privileges, kernel features, the web port.
-pub fn preflight(web: SocketAddr) -> Result<std::net::TcpListener> {
+/// Checks that need nothing created: privileges, kernel features, that this lab is not
+/// already running, the web port.
+pub fn preflight(paths: &Paths, web: SocketAddr) -> Result<std::net::TcpListener> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!(
             "`lab up` needs root: it creates network namespaces and veth pairs and loads eBPF \
@@ -63,6 +64,8 @@ pub fn preflight(web: SocketAddr) -> Result<std::net::TcpListener> {
     if !Path::new("/proc/self/ns/net").exists() {
         bail!("this kernel has no network namespaces (CONFIG_NET_NS)");
     }
+    // Said before the web port, which a running lab of this name holds too.
+    drop(lock(paths)?);
     std::net::TcpListener::bind(web).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!(
@@ -136,7 +139,7 @@ fn clean_leftovers(paths: &Paths) -> Result<()> {
 }
 
 pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
-    let listener = preflight(opts.web)?;
+    let listener = preflight(paths, opts.web)?;
     // Parse everything before creating anything.
     let mut topo = topology::load(&opts.files)?;
     let digest = topology::digest(&opts.files)?;

@@ -58,6 +58,15 @@ fn custom_manifest_with_its_own_labels() {
         .collect();
     assert_eq!(web.len(), 3, "{pods:#?}");
     assert!(web.iter().all(|p| p["namespace"] == "shop"));
+    // `get` by name looks in the namespace given, as kubectl does, and a miss is an error.
+    let client = lab.json(&["get", "pods", "client", "-n", "shop", "-o", "json"]);
+    assert_eq!(client.as_array().map(Vec::len), Some(1), "{client}");
+    let miss = lab.lab(&["get", "pods", "client"]);
+    assert!(!miss.status.success());
+    assert!(
+        String::from_utf8_lossy(&miss.stderr).contains("pods \"client\" not found"),
+        "{miss:?}"
+    );
     let (code, out) = lab.exec(
         "shop/client",
         &[
@@ -192,7 +201,9 @@ fn an_invalid_manifest_creates_nothing() {
 #[test]
 fn a_second_up_of_the_same_lab_is_refused() {
     let lab = TestLab::up();
-    let out = lab.lab(&["up", "--web", "127.0.0.1:0"]);
+    // The same web address as the running lab: being up already is the reason to give.
+    let web = crate::browser::web_address(&lab);
+    let out = lab.lab(&["up", "--web", web.trim_start_matches("http://")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running"), "{err}");
