@@ -37,13 +37,14 @@ pub async fn exec_captured(
     let prepared = ctx
         .prepare()
         .map_err(|e| ApiError::new(500, format!("{e:#}")))?;
-    let mut cmd = tokio::process::Command::new(if program == "lab" {
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| program.clone())
+    let mut cmd = if program == "lab" {
+        // The lab's own moves (ships, load generator) run the very program serving this call.
+        let mut cmd = tokio::process::Command::new(crate::paths::SELF_EXE);
+        cmd.arg0(crate::paths::LAB_ARG0);
+        cmd
     } else {
-        program.clone()
-    });
+        tokio::process::Command::new(program)
+    };
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

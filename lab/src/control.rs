@@ -592,7 +592,7 @@ impl Lab {
         let spec = pod.spec.clone();
         let data = self.paths.data();
         let records = self.paths.dns_records();
-        let exe = std::env::current_exe().context("locating the lab binary")?;
+        let exe = PathBuf::from(crate::paths::SELF_EXE);
         let builder = Box::new(move || -> Result<(PathBuf, Vec<String>)> {
             let lab = lab.upgrade().context("the lab is shutting down")?;
             let resolve = |ns: &str, svc: &str| lab.service_addr(ns, svc);

@@ -3,6 +3,13 @@
 
 use std::path::PathBuf;
 
+/// The running lab's own program, for what it starts in pods. Unlike `current_exe()`, this
+/// stays valid when a rebuild replaces the file on disk, and it keeps workloads on the same
+/// version as the lab that supervises them. Started with argv[0] `lab` (see [`LAB_ARG0`]).
+pub const SELF_EXE: &str = "/proc/self/exe";
+/// What `ps` shows for processes started from [`SELF_EXE`].
+pub const LAB_ARG0: &str = "lab";
+
 /// The default instance name. Tests use their own unique names so labs can run side by side.
 pub const DEFAULT_INSTANCE: &str = "lab";
 

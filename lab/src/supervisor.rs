@@ -170,7 +170,10 @@ async fn run_once(
             .open(log_file)?;
         let log2 = log.try_clone()?;
         let prepared = ctx.prepare()?;
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = tokio::process::Command::new(&program);
+        if program == std::path::Path::new(crate::paths::SELF_EXE) {
+            cmd.arg0(crate::paths::LAB_ARG0);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
