@@ -65,7 +65,7 @@ pub fn preflight(paths: &Paths, web: SocketAddr) -> Result<std::net::TcpListener
         bail!("this kernel has no network namespaces (CONFIG_NET_NS)");
     }
     // Said before the web port, which a running lab of this name holds too.
-    drop(lock(paths)?);
+    ensure_not_running(paths)?;
     std::net::TcpListener::bind(web).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!(
@@ -107,6 +107,15 @@ fn lock(paths: &Paths) -> Result<Flock<std::fs::File>> {
             paths.instance
         )
     })
+}
+
+/// Fails if a lab of this name holds its lock; creates nothing (a refused `up` leaves no trace).
+fn ensure_not_running(paths: &Paths) -> Result<()> {
+    match std::fs::File::open(lock_path(paths)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("opening {}", lock_path(paths).display())),
+        Ok(_) => lock(paths).map(drop),
+    }
 }
 
 /// Whether a dead run's cluster is intact enough to take over.
