@@ -123,7 +123,18 @@ fn can_take_over(old: &Record) -> bool {
     old.topology.is_some()
         && !old.netns.is_empty()
         && old.netns.iter().all(|n| crate::sys::netns_alive(n))
-        && !Path::new(&format!("/proc/{}", old.pid)).exists()
+        && !process_alive(old.pid)
+}
+
+/// Whether `pid` runs (a zombie does not: a run killed a moment ago may not be reaped yet).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may contain spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// Removes a previous run's leftovers by its record (after a crash or `kill -9`).
