@@ -1,8 +1,9 @@
-//! Connection limits. A `sock_ops` program counts established server-side connections exactly
-//! (opened when the handshake completes, closed when the socket reaches CLOSE, however it
-//! dies); `to_pod` refuses a new connection past the limit at the earliest point the node sees
-//! it, by turning the SYN into a TCP reset sent back to the client, so it fails at once instead
-//! of retrying.
+//! Connection limits, exact under concurrent connects. `to_pod` admits a new connection at its
+//! SYN by atomically taking a slot in the bucket's count (refusing it past the limit, by turning
+//! the SYN into a TCP reset sent back to the client, so it fails at once instead of retrying);
+//! the handshake holds that slot in `CONN_PENDING`. The `sock_ops` program hands the slot to the
+//! socket when the handshake completes and frees it when the socket reaches CLOSE, however it
+//! dies. A reset in either direction before that frees the slot of the handshake it ends.
 
 use aya_ebpf::{
     bindings::{
@@ -17,7 +18,7 @@ use aya_ebpf::{
 use enforcer_common::*;
 
 use crate::{
-    maps::{CONN_COUNTS, CONN_LIMITS, CONN_SOCKS, IPCACHE},
+    maps::{CONN_COUNTS, CONN_LIMITS, CONN_PENDING, CONN_SOCKS, IPCACHE},
     packet::{ETH_HLEN, Packet},
 };
 
@@ -71,27 +72,78 @@ fn opened(ctx: &SockOpsContext) {
     if local.ep_id == 0 {
         return;
     }
+    let handshake = PendingKey {
+        client_addr: ctx.remote_ip4(),
+        server_addr: ctx.local_ip4(),
+        client_port: remote_port(ctx.remote_port()),
+        server_port: (ctx.local_port() as u16).to_be(),
+    };
+    let reserved = take_pending(&handshake);
     let peer = ipcache(ctx.remote_ip4()).identity;
     let Some((key, _, _)) = bucket(local.ep_id, ctx.local_port() as u16, peer) else {
+        // The limit went away during the handshake.
+        if let Some(old) = reserved {
+            release(old);
+        }
         return;
     };
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut _) };
-    if CONN_SOCKS.insert(cookie, key, 0).is_err() {
-        return;
-    }
-    match CONN_COUNTS.get_ptr_mut(key) {
-        Some(c) => atomic_add(c, 1),
-        None => {
-            // BPF_NOEXIST: if another CPU created it meanwhile, add to that one.
-            if CONN_COUNTS.insert(key, 1, 1).is_err()
-                && let Some(c) = CONN_COUNTS.get_ptr_mut(key)
-            {
-                atomic_add(c, 1);
+    match reserved {
+        Some(old) if old == key => {}
+        other => {
+            // Admitted before this limit existed (or under another one): count it now.
+            if let Some(old) = other {
+                release(old);
+            }
+            match CONN_COUNTS.get_ptr_mut(key) {
+                Some(c) => atomic_add(c, 1),
+                None => {
+                    // BPF_NOEXIST: if another CPU created it meanwhile, add to that one.
+                    if CONN_COUNTS.insert(key, 1, 1).is_err()
+                        && let Some(c) = CONN_COUNTS.get_ptr_mut(key)
+                    {
+                        atomic_add(c, 1);
+                    }
+                }
             }
         }
     }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut _) };
+    if CONN_SOCKS.insert(cookie, key, 0).is_err() {
+        release(key);
+        return;
+    }
     // Be told when this socket closes.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
+}
+
+/// `bpf_sock_ops.remote_port` holds the port in network order, in the upper 16 bits on older
+/// kernels and the lower 16 on newer ones; a port is never 0, so take the half that is set.
+#[inline(always)]
+fn remote_port(raw: u32) -> u16 {
+    if raw >> 16 != 0 {
+        (raw >> 16) as u16
+    } else {
+        raw as u16
+    }
+}
+
+/// Removes the handshake's reservation and returns its bucket, if this CPU is the one that
+/// removed it (a delete succeeds once, so a slot is never handed over or freed twice).
+#[inline(always)]
+fn take_pending(handshake: &PendingKey) -> Option<LimitKey> {
+    let bucket = unsafe { CONN_PENDING.get(handshake) }.copied()?;
+    CONN_PENDING.remove(handshake).ok().map(|_| bucket)
+}
+
+/// Gives a slot back.
+#[inline(always)]
+fn release(key: LimitKey) {
+    if let Some(c) = CONN_COUNTS.get_ptr_mut(key) {
+        // Every slot is given back once; the check only guards counts user space reset.
+        if unsafe { core::ptr::read_volatile(c) } > 0 {
+            atomic_add(c, u64::MAX);
+        }
+    }
 }
 
 /// An atomic add (BPF_ATOMIC): several CPUs open and close connections at once.
@@ -111,21 +163,69 @@ fn closed(ctx: &SockOpsContext) {
         return;
     };
     let _ = CONN_SOCKS.remove(cookie);
-    if let Some(c) = CONN_COUNTS.get_ptr_mut(key) {
-        // Every counted socket closes once; the check only guards counts user space reset.
-        if unsafe { core::ptr::read_volatile(c) } > 0 {
-            atomic_add(c, u64::MAX);
-        }
-    }
+    release(key);
 }
 
-/// Whether a new connection to `ep_id:port` from `peer` must be refused; returns the limit's
-/// reference when so.
+/// Admits the SYN `pkt` of a new connection from `peer` to `ep_id:port`: takes a slot if a
+/// limit applies and one is free. Returns the limit's reference when the SYN must be refused.
+/// Concurrent SYNs never overshoot the limit.
 #[inline(always)]
-pub fn over_limit(ep_id: u32, port: u16, peer: u32) -> Option<u32> {
+pub fn admit(ep_id: u32, port: u16, peer: u32, pkt: &Packet) -> Option<u32> {
     let (key, max, limit_ref) = bucket(ep_id, port, peer)?;
-    let count = unsafe { CONN_COUNTS.get(key) }.copied().unwrap_or(0);
-    (count >= u64::from(max)).then_some(limit_ref)
+    let handshake = PendingKey {
+        client_addr: pkt.saddr,
+        server_addr: pkt.daddr,
+        client_port: pkt.sport,
+        server_port: pkt.dport,
+    };
+    if unsafe { CONN_PENDING.get(handshake) }.is_some() {
+        // A retransmitted SYN: its handshake holds a slot already.
+        return None;
+    }
+    let count = match CONN_COUNTS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            let _ = CONN_COUNTS.insert(key, 0, 1);
+            CONN_COUNTS.get_ptr_mut(key)?
+        }
+    };
+    // Take a slot, then look: the count read includes every slot taken before it, so no two
+    // SYNs can both see room for one. (SYNs racing near the limit may all be refused; the
+    // generic BPF CPU has no fetching add that would tell each its own position.)
+    atomic_add(count, 1);
+    if unsafe { core::ptr::read_volatile(count) } > u64::from(max) {
+        atomic_add(count, u64::MAX);
+        return Some(limit_ref);
+    }
+    if CONN_PENDING.insert(handshake, key, 1).is_err() {
+        // Full, or an identical SYN on another CPU won: this one holds no slot.
+        atomic_add(count, u64::MAX);
+    }
+    None
+}
+
+/// A reset between `pkt`'s endpoints ends a handshake in progress: free its slot.
+/// `toward_server`: the packet goes from client to server (it is entering the server's pod).
+#[inline(always)]
+pub fn reset_seen(pkt: &Packet, toward_server: bool) {
+    let handshake = if toward_server {
+        PendingKey {
+            client_addr: pkt.saddr,
+            server_addr: pkt.daddr,
+            client_port: pkt.sport,
+            server_port: pkt.dport,
+        }
+    } else {
+        PendingKey {
+            client_addr: pkt.daddr,
+            server_addr: pkt.saddr,
+            client_port: pkt.dport,
+            server_port: pkt.sport,
+        }
+    };
+    if let Some(key) = take_pending(&handshake) {
+        release(key);
+    }
 }
 
 /// Rewrites the SYN in `ctx` into a RST|ACK from the server and sends it back through the

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use enforcer_common::{
     CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, LimitKey, LimitValue, METRICS_LEN,
-    NatValue, PolicyKey, PolicyValue, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
+    NatValue, PendingKey, PolicyKey, PolicyValue, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
 };
 
 /// Pods by the ifindex of the node side of their veth.
@@ -67,9 +67,15 @@ pub static PREFILTER_BYPASS: HashMap<u32, u32> = HashMap::with_max_entries(1024,
 #[map(name = "CONN_LIMITS")]
 pub static CONN_LIMITS: HashMap<LimitKey, LimitValue> = HashMap::with_max_entries(65536, 0);
 
-/// Established connections per bucket, counted exactly by the sock_ops program.
+/// Connections per bucket: established ones (counted by the sock_ops program) plus handshakes
+/// in progress (a slot reserved by the SYN, see `CONN_PENDING`).
 #[map(name = "CONN_COUNTS")]
 pub static CONN_COUNTS: HashMap<LimitKey, u64> = HashMap::with_max_entries(65536, 0);
+
+/// Handshakes holding a slot in `CONN_COUNTS`: reserved when `to_pod` admits the SYN, handed to
+/// the socket when the handshake completes, released when a reset ends it.
+#[map(name = "CONN_PENDING")]
+pub static CONN_PENDING: HashMap<PendingKey, LimitKey> = HashMap::with_max_entries(65536, 0);
 
 /// Which bucket each counted socket (by cookie) is in, to count its close.
 #[map(name = "CONN_SOCKS")]

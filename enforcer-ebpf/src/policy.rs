@@ -77,6 +77,10 @@ pub fn enforce(ctx: &TcContext, hook: Hook) -> i32 {
         // A reset the datapath sends for this pod (connection limit): not the pod's own traffic.
         return TC_ACT_OK;
     }
+    if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & TCP_RST != 0 {
+        // A reset ends a handshake that may hold a connection-limit slot.
+        crate::limits::reset_seen(&pkt, hook == Hook::ToPod);
+    }
     match hook {
         Hook::FromPod => {
             if pkt.saddr != ep.ipv4 {
@@ -310,7 +314,7 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
     if existing.is_none() && is_new_syn(pkt) {
         // Past the connection limit: refuse with a reset before the pod sees anything.
         if let Some(limit_ref) =
-            crate::limits::over_limit(ep.ep_id, u16::from_be(pkt.dport), src.identity)
+            crate::limits::admit(ep.ep_id, u16::from_be(pkt.dport), src.identity, pkt)
         {
             count(METRIC_DROPPED, DROP_CONN_LIMIT, DIR_INGRESS);
             emit(
@@ -340,6 +344,8 @@ fn ingress(ctx: &TcContext, pkt: &Packet, ep: &EndpointInfo, now: u64) -> i32 {
         Some(ct) => ct_touch(ct, pkt, now, false),
         None => {
             if !ct_create(&key, pkt, now, ct_flags, d.rule_ref) {
+                // The SYN goes no further: give back the slot it may have taken.
+                crate::limits::reset_seen(pkt, true);
                 return drop_packet(
                     ctx,
                     pkt,

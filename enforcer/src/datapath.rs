@@ -8,8 +8,13 @@
 
 use std::{
     collections::BTreeMap,
+    ffi::CString,
     io,
     net::Ipv4Addr,
+    os::{
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+        unix::ffi::OsStrExt,
+    },
     path::{Path, PathBuf},
 };
 
@@ -34,7 +39,7 @@ pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
 
 /// Maps pinned (and reused across restarts) under `<dir>/maps/`.
-const PINNED_MAPS: [&str; 13] = [
+const PINNED_MAPS: [&str; 17] = [
     "ENDPOINTS",
     "IPCACHE",
     "POLICY",
@@ -48,6 +53,10 @@ const PINNED_MAPS: [&str; 13] = [
     "NODEPORT_RNAT",
     "PREFILTER",
     "PF_BYPASS",
+    "CONN_LIMITS",
+    "CONN_COUNTS",
+    "CONN_SOCKS",
+    "CONN_PENDING",
 ];
 
 /// The socket-level load-balancing programs, attached to the cgroup of all pods.
@@ -354,8 +363,9 @@ impl Datapath {
             .collect()
     }
 
-    /// Attaches the socket load balancer to the cgroup holding every pod's processes and pins the
-    /// links. After a restart the pinned links stay as they are (same programs, same maps).
+    /// Attaches the socket load balancer and the connection counter to the cgroup holding every
+    /// pod's processes and pins the links. After a restart the pinned links get the freshly
+    /// loaded programs atomically, so no connect or close goes unseen in between.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<()> {
         let attach_err = |detail: String| DatapathError::Attach {
             iface: cgroup.display().to_string(),
@@ -364,16 +374,23 @@ impl Datapath {
         let file = std::fs::File::open(cgroup)
             .map_err(|e| attach_err(format!("opening the cgroup: {e}")))?;
         let pin = self.dir.join("links").join("conn_counter");
-        if !pin.exists() {
-            let program: &mut SockOps = self
-                .ebpf
-                .program_mut("conn_counter")
-                .ok_or(DatapathError::Missing("conn_counter"))?
-                .try_into()
-                .map_err(|source| DatapathError::Program {
-                    name: "conn_counter",
-                    source,
-                })?;
+        let program: &mut SockOps = self
+            .ebpf
+            .program_mut("conn_counter")
+            .ok_or(DatapathError::Missing("conn_counter"))?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                name: "conn_counter",
+                source,
+            })?;
+        if pin.exists() {
+            let fd = program.fd().map_err(|source| DatapathError::Program {
+                name: "conn_counter",
+                source,
+            })?;
+            update_pinned_link(&pin, fd.as_fd())
+                .map_err(|e| attach_err(format!("conn_counter: {e}")))?;
+        } else {
             let id = program
                 .attach(&file, CgroupAttachMode::Single)
                 .map_err(|e| attach_err(format!("conn_counter: {e:?}")))?;
@@ -385,10 +402,15 @@ impl Datapath {
         }
         for name in SOCK_PROGRAMS {
             let pin = self.dir.join("links").join(name);
+            let program = sock_program(&mut self.ebpf, name)?;
             if pin.exists() {
+                let fd = program
+                    .fd()
+                    .map_err(|source| DatapathError::Program { name, source })?;
+                update_pinned_link(&pin, fd.as_fd())
+                    .map_err(|e| attach_err(format!("{name}: {e}")))?;
                 continue;
             }
-            let program = sock_program(&mut self.ebpf, name)?;
             // Cgroup BPF links always coexist with other programs; the kernel wants no flags.
             let id = program
                 .attach(&file, CgroupAttachMode::Single)
@@ -478,7 +500,7 @@ impl Datapath {
         self.conn_limits.iter().filter_map(|r| r.ok()).collect()
     }
 
-    /// Established connections per bucket.
+    /// Connections per bucket: established ones plus handshakes holding a slot.
     pub fn conn_counts(&self) -> BTreeMap<LimitKey, u64> {
         self.conn_counts.iter().filter_map(|r| r.ok()).collect()
     }
@@ -613,6 +635,72 @@ impl Datapath {
     pub fn pin_dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Points the link pinned at `pin` to `program` (`BPF_LINK_UPDATE`; the kernel swaps it
+/// atomically). aya offers this for TC and XDP links only, not for cgroup ones.
+fn update_pinned_link(pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        // Explicit, so the tail the kernel checks for zero is not uninitialised padding.
+        _pad: u32,
+    }
+    #[repr(C)]
+    struct LinkUpdateAttr {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let path = CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let get = ObjGetAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: the attribute is a valid, fully initialised prefix of `union bpf_attr`; the
+    // kernel treats the bytes past its size as zero.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: BPF_OBJ_GET returned a new file descriptor that nothing else owns.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let update = LinkUpdateAttr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: program.as_raw_fd() as u32,
+        flags: 0,
+        old_prog_fd: 0,
+    };
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_UPDATE,
+            &update as *const LinkUpdateAttr,
+            std::mem::size_of::<LinkUpdateAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn sock_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr> {

@@ -320,6 +320,7 @@ impl Engine {
                 removed += 1;
             }
         }
+        removed += self.remove_conn_counts_of_gone_pods();
         let mut wanted: BTreeSet<(Ipv4Addr, u8)> =
             self.endpoints.values().map(|e| (e.ip, 32)).collect();
         wanted.extend(self.node_ips.iter().map(|ip| (*ip, 32)));
@@ -345,7 +346,24 @@ impl Engine {
         let ip = u32::from(ep.ip).to_be();
         self.dp.flush_conntrack(|k| k.saddr == ip || k.daddr == ip);
         self.identities.release_pod(ep.identity);
+        self.remove_conn_counts_of_gone_pods();
         self.sync()
+    }
+
+    /// Connection counts stay while their pod exists, also without a limit: every counted
+    /// socket still gives its slot back when it closes, so a limit applied again (or the same
+    /// limit after a restart) starts from the exact count.
+    fn remove_conn_counts_of_gone_pods(&mut self) -> usize {
+        let gone: Vec<LimitKey> = self
+            .dp
+            .conn_counts()
+            .into_keys()
+            .filter(|k| !self.endpoints.contains_key(&k.ep_id))
+            .collect();
+        for k in &gone {
+            self.dp.remove_conn_count(*k);
+        }
+        gone.len()
     }
 
     /// Replaces the rules in force. The caller has validated them; this only resolves and
@@ -442,22 +460,6 @@ impl Engine {
             if !limits.contains_key(k) {
                 self.dp.remove_limit(*k)?;
             }
-        }
-        let buckets: BTreeSet<LimitKey> = limits
-            .iter()
-            .map(|(k, v)| LimitKey {
-                identity: v.bucket,
-                ..*k
-            })
-            .collect();
-        let stale: Vec<LimitKey> = self
-            .dp
-            .conn_counts()
-            .into_keys()
-            .filter(|k| !buckets.contains(k))
-            .collect();
-        for k in stale {
-            self.dp.remove_conn_count(k);
         }
         self.limit_entries = limits;
         for k in self.resolved.map.keys() {

@@ -205,3 +205,119 @@ fn a_flood_keeps_ships_from_landing_until_a_limit_restores_service() {
     assert!(second["refused"].as_u64().unwrap() > 150, "{second}");
     assert!(second["connected"].as_u64().unwrap() <= 6, "{second}");
 }
+
+/// Connects from `pod` to `ip:port` with `n` threads released at the same instant; returns the
+/// connections that were accepted (the others must have been refused, not timed out).
+fn burst(lab: &TestLab, pod: &str, ip: Ipv4Addr, port: u16, n: usize) -> Vec<TcpStream> {
+    testkit::in_netns(&ns(lab, pod), move || {
+        // Threads inherit the network namespace of the thread that creates them.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(3))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .filter_map(|t| match t.join().unwrap() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+                    None
+                }
+            })
+            .collect()
+    })
+    .unwrap()
+}
+
+#[test]
+fn concurrent_connects_never_overshoot_the_limit() {
+    let lab = TestLab::up();
+    lab.applied(LIMIT);
+    let ds = deathstar(&lab);
+    for round in 0..10 {
+        let mut held = burst(&lab, "xwing", ds, 80, 40);
+        assert!(
+            held.len() <= 3,
+            "round {round}: {} of 40 simultaneous connects got in with a limit of 3",
+            held.len()
+        );
+        // Racing SYNs may all be refused near the limit; the free slots are still there.
+        while held.len() < 3 {
+            held.push(connect(&lab, "xwing", ds, 80).expect("a free slot"));
+        }
+        assert_eq!(
+            connect(&lab, "xwing", ds, 80).unwrap_err().kind(),
+            ErrorKind::ConnectionRefused
+        );
+        wait_counted(&lab, 3);
+        drop(held);
+        wait_counted(&lab, 0);
+    }
+}
+
+#[test]
+fn a_handshake_ended_by_a_reset_gives_its_slot_back() {
+    let lab = TestLab::up();
+    // Nothing listens on port 81: every SYN gets the server's reset, after taking a slot.
+    lab.applied(
+        "apiVersion: lab.dev/v1\nkind: ConnectionLimit\nmetadata:\n  name: closed-port\nspec:\n  endpointSelector:\n    matchLabels: {class: deathstar}\n  port: 81\n  maxConnections: 1\n",
+    );
+    let ds = deathstar(&lab);
+    for i in 0..5 {
+        let err = connect(&lab, "xwing", ds, 81).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::ConnectionRefused,
+            "attempt {i}: {err}"
+        );
+    }
+    wait_counted(&lab, 0);
+    // Each SYN reached the pod: none was refused by the limit, whose one slot a leaked
+    // reservation would have kept.
+    let refusals = lab
+        .flows(&["--verdict", "DROPPED"])
+        .into_iter()
+        .filter(|f| f["drop_reason_desc"] == "CONNECTION_LIMIT_EXCEEDED")
+        .count();
+    assert_eq!(refusals, 0);
+}
+
+#[test]
+fn limits_keep_counting_after_a_restart_takes_over() {
+    let lab = TestLab::up();
+    lab.applied(LIMIT);
+    let pid = lab.daemon_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    testkit::wait_for(Duration::from_secs(5), || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    let out = lab.lab(&["up", "-d", "--web", "127.0.0.1:0"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("Taking over"),
+        "{said}"
+    );
+    lab.wait_ready(Duration::from_secs(30));
+    // The restarted lab's programs and the counter it left in the kernel share one count.
+    let ds = deathstar(&lab);
+    let held: Vec<TcpStream> = (0..3)
+        .map(|i| connect(&lab, "xwing", ds, 80).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    wait_counted(&lab, 3);
+    assert_eq!(
+        connect(&lab, "xwing", ds, 80).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
+    drop(held);
+    wait_counted(&lab, 0);
+}

@@ -375,6 +375,17 @@ pub struct LimitValue {
     pub limit_ref: u32,
 }
 
+/// A TCP handshake in progress towards a limited port, client to server, all network order.
+/// Key of `CONN_PENDING` (whose value is the bucket holding the handshake's slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    pub client_addr: u32,
+    pub server_addr: u32,
+    pub client_port: u16,
+    pub server_port: u16,
+}
+
 /// Set on the resets the datapath sends on behalf of a pod (connection limit): they leave the
 /// pod's veth without a policy lookup.
 pub const MARK_CONN_RST: u32 = 0x0000_0d00;
@@ -398,6 +409,7 @@ mod pod_impls {
     unsafe impl aya::Pod for NatValue {}
     unsafe impl aya::Pod for LimitKey {}
     unsafe impl aya::Pod for LimitValue {}
+    unsafe impl aya::Pod for PendingKey {}
 }
 
 // Layout checks: a size change here is a change of the kernel ABI of the maps.
@@ -406,6 +418,7 @@ const _: () = assert!(core::mem::size_of::<IpcacheValue>() == 12);
 const _: () = assert!(core::mem::size_of::<PolicyKey>() == 12);
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 12);
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+const _: () = assert!(core::mem::size_of::<PendingKey>() == 12);
 const _: () = assert!(core::mem::size_of::<CtEntry>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 12);
