@@ -22,8 +22,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, SockOps, TcAttachType, Xdp,
-        XdpMode,
+        CgroupAttachMode, CgroupSockAddr, LinkOrder, Program, ProgramError, SchedClassifier,
+        SockOps, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
@@ -151,38 +151,23 @@ impl Datapath {
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         for name in ["from_pod", "to_pod", "from_world", "to_world"] {
-            classifier(&mut ebpf, name)?
+            program::<SchedClassifier>(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DatapathError::Program { name, source })?;
         }
-        let xdp: &mut Xdp = ebpf
-            .program_mut("xdp_prefilter")
-            .ok_or(DatapathError::Missing("xdp_prefilter"))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: "xdp_prefilter",
-                source,
-            })?;
-        xdp.load().map_err(|source| DatapathError::Program {
-            name: "xdp_prefilter",
-            source,
-        })?;
-        let sock_ops: &mut SockOps = ebpf
-            .program_mut("conn_counter")
-            .ok_or(DatapathError::Missing("conn_counter"))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: "conn_counter",
-                source,
-            })?;
-        sock_ops.load().map_err(|source| DatapathError::Program {
-            name: "conn_counter",
-            source,
-        })?;
+        let loaded = |name, result: std::result::Result<(), ProgramError>| {
+            result.map_err(|source| DatapathError::Program { name, source })
+        };
+        loaded(
+            "xdp_prefilter",
+            program::<Xdp>(&mut ebpf, "xdp_prefilter")?.load(),
+        )?;
+        loaded(
+            "conn_counter",
+            program::<SockOps>(&mut ebpf, "conn_counter")?.load(),
+        )?;
         for name in SOCK_PROGRAMS {
-            sock_program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DatapathError::Program { name, source })?;
+            loaded(name, program::<CgroupSockAddr>(&mut ebpf, name)?.load())?;
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
         let endpoints = HashMap::try_from(take("ENDPOINTS")?).map_err(map_err("ENDPOINTS"))?;
@@ -243,7 +228,7 @@ impl Datapath {
             iface: iface.into(),
             detail,
         };
-        let program = classifier(&mut self.ebpf, prog)?;
+        let program = program::<SchedClassifier>(&mut self.ebpf, prog)?;
         let link_id = if pin.exists() {
             let old = PinnedLink::from_pin(&pin)
                 .map_err(|e| attach_err(format!("reading pinned link {}: {e}", pin.display())))?;
@@ -290,15 +275,7 @@ impl Datapath {
                 iface: iface.into(),
                 detail,
             };
-            let xdp: &mut Xdp = self
-                .ebpf
-                .program_mut("xdp_prefilter")
-                .ok_or(DatapathError::Missing("xdp_prefilter"))?
-                .try_into()
-                .map_err(|source| DatapathError::Program {
-                    name: "xdp_prefilter",
-                    source,
-                })?;
+            let xdp = program::<Xdp>(&mut self.ebpf, "xdp_prefilter")?;
             let id = xdp
                 .attach(iface, XdpMode::Skb)
                 .map_err(|e| attach_err(format!("XDP (generic mode): {e}")))?;
@@ -367,58 +344,41 @@ impl Datapath {
     /// pod's processes and pins the links. After a restart the pinned links get the freshly
     /// loaded programs atomically, so no connect or close goes unseen in between.
     pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<()> {
-        let attach_err = |detail: String| DatapathError::Attach {
+        let attach_err = |name: &str, detail: String| DatapathError::Attach {
             iface: cgroup.display().to_string(),
-            detail,
+            detail: format!("{name}: {detail}"),
         };
         let file = std::fs::File::open(cgroup)
-            .map_err(|e| attach_err(format!("opening the cgroup: {e}")))?;
-        let pin = self.dir.join("links").join("conn_counter");
-        let program: &mut SockOps = self
-            .ebpf
-            .program_mut("conn_counter")
-            .ok_or(DatapathError::Missing("conn_counter"))?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                name: "conn_counter",
-                source,
-            })?;
-        if pin.exists() {
-            let fd = program.fd().map_err(|source| DatapathError::Program {
-                name: "conn_counter",
-                source,
-            })?;
-            update_pinned_link(&pin, fd.as_fd())
-                .map_err(|e| attach_err(format!("conn_counter: {e}")))?;
-        } else {
-            let id = program
-                .attach(&file, CgroupAttachMode::Single)
-                .map_err(|e| attach_err(format!("conn_counter: {e:?}")))?;
-            let link = program
-                .take_link(id)
-                .map_err(|e| attach_err(e.to_string()))?;
-            let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
-            Self::pin_links(vec![(pin, link)])?;
-        }
-        for name in SOCK_PROGRAMS {
+            .map_err(|e| attach_err("opening the cgroup", e.to_string()))?;
+        for name in std::iter::once("conn_counter").chain(SOCK_PROGRAMS) {
             let pin = self.dir.join("links").join(name);
-            let program = sock_program(&mut self.ebpf, name)?;
             if pin.exists() {
-                let fd = program
+                let fd = self
+                    .ebpf
+                    .program(name)
+                    .ok_or(DatapathError::Missing(name))?
                     .fd()
                     .map_err(|source| DatapathError::Program { name, source })?;
                 update_pinned_link(&pin, fd.as_fd())
-                    .map_err(|e| attach_err(format!("{name}: {e}")))?;
+                    .map_err(|e| attach_err(name, e.to_string()))?;
                 continue;
             }
             // Cgroup BPF links always coexist with other programs; the kernel wants no flags.
-            let id = program
-                .attach(&file, CgroupAttachMode::Single)
-                .map_err(|e| attach_err(format!("{name}: {e:?}")))?;
-            let link = program
-                .take_link(id)
-                .map_err(|e| attach_err(e.to_string()))?;
-            let link = FdLink::try_from(link).map_err(|e| attach_err(e.to_string()))?;
+            let link = if name == "conn_counter" {
+                let p = program::<SockOps>(&mut self.ebpf, name)?;
+                let id = p
+                    .attach(&file, CgroupAttachMode::Single)
+                    .map_err(|e| attach_err(name, format!("{e:?}")))?;
+                p.take_link(id).map(FdLink::try_from)
+            } else {
+                let p = program::<CgroupSockAddr>(&mut self.ebpf, name)?;
+                let id = p
+                    .attach(&file, CgroupAttachMode::Single)
+                    .map_err(|e| attach_err(name, format!("{e:?}")))?;
+                p.take_link(id).map(FdLink::try_from)
+            }
+            .map_err(|e| attach_err(name, e.to_string()))?
+            .map_err(|e| attach_err(name, e.to_string()))?;
             Self::pin_links(vec![(pin, link)])?;
         }
         Ok(())
@@ -703,14 +663,11 @@ fn update_pinned_link(pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-fn sock_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSockAddr> {
-    ebpf.program_mut(name)
-        .ok_or(DatapathError::Missing(name))?
-        .try_into()
-        .map_err(|source| DatapathError::Program { name, source })
-}
-
-fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+/// The program `name` of the object, as its type `T` (`SchedClassifier`, `SockOps`, ...).
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
     ebpf.program_mut(name)
         .ok_or(DatapathError::Missing(name))?
         .try_into()
