@@ -15,7 +15,9 @@ use anyhow::{Result, bail, ensure};
 use fantoccini::{Client, Locator, key::Key};
 use serde_json::{Value, json};
 
-use crate::browser::{js, load, screenshot_dir, session, shot, until, viewport, web_address};
+use crate::browser::{
+    fits_window_width, js, load, screenshot_dir, session, shot, until, viewport, web_address,
+};
 use crate::harness::{LAB, TestLab, leftovers};
 
 /// The configurations ticked for the run.
@@ -296,16 +298,7 @@ async fn walk(c: &Client, base: &str) -> Result<()> {
         "return document.querySelectorAll('.plot img').length === 4",
     )
     .await?;
-    let over = js(
-        c,
-        "return document.documentElement.scrollWidth - window.innerWidth",
-        vec![],
-    )
-    .await?;
-    ensure!(
-        over.as_f64().unwrap_or(1.0) <= 1.0,
-        "/bench is wider than a 420px window by {over}px"
-    );
+    fits_window_width(c, "/bench").await?;
     js(
         c,
         "document.getElementById('results-title').scrollIntoView()",

@@ -203,6 +203,20 @@ pub async fn viewport(c: &Client, w: u32, h: u32) -> Result<()> {
     Ok(())
 }
 
+/// Fails if the page scrolls sideways (`page` names it in the error).
+pub async fn fits_window_width(c: &Client, page: &str) -> Result<()> {
+    let over = js(
+        c,
+        "return document.documentElement.scrollWidth - window.innerWidth",
+        vec![],
+    )
+    .await?;
+    if over.as_f64().unwrap_or(1.0) > 1.0 {
+        bail!("{page} is wider than the window by {over}px");
+    }
+    Ok(())
+}
+
 /// Loads a page, waits for its load event and returns how long the load took.
 pub async fn load(c: &Client, url: &str) -> Result<f64> {
     c.goto(url).await?;

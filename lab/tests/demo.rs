@@ -77,17 +77,7 @@ fn the_secure_store_refuses_anonymous_access() {
     // The Deathstar's own account sees only its own logs.
     lab.ship("tiefighter", &["land"]);
     let own = testkit::wait_for(Duration::from_secs(15), || {
-        let out = lab.ship(
-            "tiefighter",
-            &[
-                "fetch-logs",
-                "ftp-secure",
-                "--user",
-                "deathstar",
-                "--password",
-                "darkside",
-            ],
-        );
+        let out = lab.secure_store_logs();
         (out["kind"] == "ftp_ok"
             && out["content"]
                 .as_str()

@@ -148,6 +148,22 @@ impl TestLab {
         })
     }
 
+    /// The tiefighter fetches the Deathstar's logs from the secure store with the Deathstar's
+    /// own account (the outcome of the `fetch-logs` move).
+    pub fn secure_store_logs(&self) -> Value {
+        self.ship(
+            "tiefighter",
+            &[
+                "fetch-logs",
+                "ftp-secure",
+                "--user",
+                "deathstar",
+                "--password",
+                "darkside",
+            ],
+        )
+    }
+
     pub fn apply(&self, yaml: &str) -> Output {
         let dir = std::env::temp_dir().join(format!(
             "{}-{}.yaml",

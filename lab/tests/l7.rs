@@ -150,17 +150,7 @@ fn the_papers_allow_list_and_the_servers_own_log() {
     // The Deathstar's own API log (shipped to the secure store) has the allowed requests and
     // none of the denied ones.
     let log = testkit::wait_for(Duration::from_secs(15), || {
-        let out = lab.ship(
-            "tiefighter",
-            &[
-                "fetch-logs",
-                "ftp-secure",
-                "--user",
-                "deathstar",
-                "--password",
-                "darkside",
-            ],
-        );
+        let out = lab.secure_store_logs();
         let c = out["content"].as_str().unwrap_or_default().to_owned();
         (c.matches("POST /v1/request-landing").count() >= 2).then_some(c)
     })

@@ -119,17 +119,7 @@ spec:
         lab.ship("tiefighter", &["land"]);
     }
     let secure = testkit::wait_for(Duration::from_secs(15), || {
-        let out = lab.ship(
-            "tiefighter",
-            &[
-                "fetch-logs",
-                "ftp-secure",
-                "--user",
-                "deathstar",
-                "--password",
-                "darkside",
-            ],
-        );
+        let out = lab.secure_store_logs();
         (out["kind"] == "ftp_ok" && out["content"].as_str().unwrap_or_default().contains(marker))
             .then_some(out)
     });

@@ -9,7 +9,9 @@ use anyhow::{Result, ensure};
 use fantoccini::{Client, Locator, key::Key};
 use serde_json::json;
 
-use crate::browser::{js, load, screenshot_dir, session, shot, until, viewport, web_address};
+use crate::browser::{
+    fits_window_width, js, load, screenshot_dir, session, shot, until, viewport, web_address,
+};
 use crate::harness::TestLab;
 
 /// Sets the editor's text as a paste would (the editor's Enter key adds indentation, so
@@ -370,16 +372,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
             )
             .await?;
         }
-        let over = js(
-            c,
-            "return document.documentElement.scrollWidth - window.innerWidth",
-            vec![],
-        )
-        .await?;
-        ensure!(
-            over.as_f64().unwrap_or(1.0) <= 1.0,
-            "{path} is wider than a 420px window by {over}px"
-        );
+        fits_window_width(c, path).await?;
         shot(c, name).await?;
     }
     Ok(())
