@@ -172,12 +172,7 @@ fn closed(ctx: &SockOpsContext) {
 #[inline(always)]
 pub fn admit(ep_id: u32, port: u16, peer: u32, pkt: &Packet) -> Option<u32> {
     let (key, max, limit_ref) = bucket(ep_id, port, peer)?;
-    let handshake = PendingKey {
-        client_addr: pkt.saddr,
-        server_addr: pkt.daddr,
-        client_port: pkt.sport,
-        server_port: pkt.dport,
-    };
+    let handshake = handshake_of(pkt, true);
     if unsafe { CONN_PENDING.get(handshake) }.is_some() {
         // A retransmitted SYN: its handshake holds a slot already.
         return None;
@@ -208,7 +203,15 @@ pub fn admit(ep_id: u32, port: u16, peer: u32, pkt: &Packet) -> Option<u32> {
 /// `toward_server`: the packet goes from client to server (it is entering the server's pod).
 #[inline(always)]
 pub fn reset_seen(pkt: &Packet, toward_server: bool) {
-    let handshake = if toward_server {
+    if let Some(key) = take_pending(&handshake_of(pkt, toward_server)) {
+        release(key);
+    }
+}
+
+/// The handshake `pkt` belongs to; `toward_server`: the packet goes from client to server.
+#[inline(always)]
+fn handshake_of(pkt: &Packet, toward_server: bool) -> PendingKey {
+    if toward_server {
         PendingKey {
             client_addr: pkt.saddr,
             server_addr: pkt.daddr,
@@ -222,9 +225,6 @@ pub fn reset_seen(pkt: &Packet, toward_server: bool) {
             client_port: pkt.dport,
             server_port: pkt.sport,
         }
-    };
-    if let Some(key) = take_pending(&handshake) {
-        release(key);
     }
 }
 

@@ -126,17 +126,7 @@ fn down_leaves_nothing_behind() {
 #[test]
 fn after_kill_9_of_the_lab_up_takes_over_or_cleans_up() {
     let mut lab = TestLab::up();
-    let kill = |pid: i32| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        testkit::wait_for(Duration::from_secs(5), || {
-            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-        });
-    };
-    kill(lab.daemon_pid());
+    lab.kill_daemon();
     assert!(
         !lab.leftovers().is_empty(),
         "a killed lab leaves its cluster running"
@@ -153,7 +143,7 @@ fn after_kill_9_of_the_lab_up_takes_over_or_cleans_up() {
     lab.wait_ready(Duration::from_secs(30));
     assert_eq!(lab.ship("xwing", &["land"])["status"], 200);
     // `--fresh` removes the previous run's leftovers by its record and starts anew.
-    kill(lab.daemon_pid());
+    lab.kill_daemon();
     let out = lab.lab(&["up", "-d", "--fresh", "--web", "127.0.0.1:0"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -167,7 +157,7 @@ fn after_kill_9_of_the_lab_up_takes_over_or_cleans_up() {
     );
     lab.wait_ready(Duration::from_secs(30));
     // And `lab down` after another kill -9 removes everything.
-    kill(lab.daemon_pid());
+    lab.kill_daemon();
     lab.down();
 }
 

@@ -197,6 +197,20 @@ impl TestLab {
             .collect()
     }
 
+    /// Kills the lab's own process with SIGKILL (a crash) and waits until it is gone; the
+    /// cluster it ran stays behind.
+    pub fn kill_daemon(&self) {
+        let pid = self.daemon_pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        testkit::wait_for(Duration::from_secs(5), || {
+            (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        });
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         let s: Value =
             serde_json::from_str(&std::fs::read_to_string(self.state_file()).unwrap()).unwrap();

@@ -292,15 +292,7 @@ fn a_handshake_ended_by_a_reset_gives_its_slot_back() {
 fn limits_keep_counting_after_a_restart_takes_over() {
     let lab = TestLab::up();
     lab.applied(LIMIT);
-    let pid = lab.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    testkit::wait_for(Duration::from_secs(5), || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
+    lab.kill_daemon();
     let out = lab.lab(&["up", "-d", "--web", "127.0.0.1:0"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(

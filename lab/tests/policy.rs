@@ -210,15 +210,7 @@ fn enforcement_survives_the_lab_process_and_a_restart_has_no_gap() {
         .unwrap()
         .parse()
         .unwrap();
-    let pid = lab.daemon_pid();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    testkit::wait_for(Duration::from_secs(5), || {
-        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
-    });
+    lab.kill_daemon();
     // The lab is dead; its pinned programs and maps still enforce rule1.
     assert!(
         connects(&lab, "tiefighter", ds, 80),
