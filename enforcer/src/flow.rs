@@ -216,6 +216,10 @@ impl Clock {
             offset_ns: wall - mono,
         }
     }
+    /// A clock with a fixed offset from monotonic to wall-clock time (for tests).
+    pub fn with_offset_ns(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
     pub fn wall(&self, mono_ns: u64) -> SystemTime {
         let ns = (mono_ns as i128 + self.offset_ns).max(0) as u128;
         SystemTime::UNIX_EPOCH + Duration::from_nanos(ns as u64)
