@@ -34,6 +34,9 @@ use enforcer_common::{
 };
 use thiserror::Error;
 
+pub mod events;
+pub use events::{Clock, Event, EventReader};
+
 /// The compiled kernel programs (`enforcer-ebpf`), built by this crate's build script.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
@@ -587,9 +590,9 @@ impl Datapath {
         }
     }
 
-    /// The flow-event ring buffer; can be taken once (by the event reader task).
-    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
+    /// The reader of the flow-event ring buffer; can be taken once (by the flow recorder).
+    pub fn take_events(&mut self) -> Option<io::Result<EventReader>> {
+        self.events.take().map(EventReader::new)
     }
 
     pub fn pin_dir(&self) -> &Path {
