@@ -332,3 +332,30 @@ impl Finding {
         )
     }
 }
+
+/// One problem of a refused document, at its place: shown as `file:line:column: field:
+/// message` (and `hint: ...`), and by the web editor at its line. Lines and columns are
+/// 1-based; `field` is a path like `spec.ingress[0].fromEndpoints` (`""` for the root and for
+/// syntax errors).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LocatedError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+    pub hint: Option<String>,
+    pub kind: ErrorKind,
+}
+
+/// What kind of problem a [`LocatedError`] reports.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// The text is not valid YAML.
+    Syntax,
+    /// The document is not a valid object: wrong type, unknown field, bad value.
+    Invalid,
+    /// Valid upstream (Cilium or Kubernetes) but not implemented by the lab yet.
+    Unsupported,
+}

@@ -3,26 +3,18 @@
 //! [`Backend`](crate::Backend) takes, with the equivalent `lab` command line, and the
 //! outcome vocabulary (`ok`, `http 403`, `timeout`, `blocked`, ...) graded against what happened.
 
+use model::{Move, Outcome, PrefilterChange, ShipCommand, ShipRequest, moves};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 /// Time limit of a ship move when the step names none (the CLI's default too).
-pub const DEFAULT_SHIP_TIMEOUT_MS: u64 = 5000;
-
-/// `flood` without arguments, as `lab ship POD flood` does.
-const DEFAULT_FLOOD_CONNECTIONS: u32 = 100;
-const DEFAULT_FLOOD_SECONDS: f64 = 20.0;
-const MAX_FLOOD_CONNECTIONS: u32 = 1000;
-/// The CLI's limit too.
-const MAX_FLOOD_SECONDS: f64 = 50.0;
+pub const DEFAULT_SHIP_TIMEOUT_MS: u64 = moves::DEFAULT_TIMEOUT_MS;
 
 /// A ship move in a pod: `POD MOVE [ARGS] [--timeout SECONDS] [--user U] [--password P]`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ShipAction {
     /// As written: a pod, `NAMESPACE/POD`, or a Deployment name (its first ready pod).
     pub pod: String,
-    /// The move's JSON (`{"move": "land"}`...), as `demo_services::ship::Move` reads it.
-    pub mv: Value,
+    pub mv: Move,
     pub timeout_ms: u64,
     /// The words after the pod, for the command line.
     words: Vec<String>,
@@ -34,127 +26,45 @@ impl ShipAction {
         let (pod, rest) = words
             .split_first()
             .ok_or("a ship move needs a pod and a move, e.g. `xwing land`")?;
-        let mut args = Vec::new();
-        let mut timeout_ms = DEFAULT_SHIP_TIMEOUT_MS;
-        let (mut user, mut password) = (None, None);
-        let mut it = rest.iter();
-        while let Some(w) = it.next() {
-            let mut value = |flag: &str| {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("`{flag}` needs a value"))
-            };
-            match w.as_str() {
-                "--timeout" => {
-                    let v = value("--timeout")?;
-                    let secs: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| *s > 0.0 && *s <= 120.0)
-                        .ok_or_else(|| format!("`--timeout {v}`: give seconds, 0 to 120"))?;
-                    timeout_ms = (secs * 1000.0).round() as u64;
-                }
-                "--user" => user = Some(value("--user")?),
-                "--password" => password = Some(value("--password")?),
-                flag if flag.starts_with("--") => {
-                    return Err(format!(
-                        "unknown option `{flag}`: a ship move takes --timeout, --user, --password"
-                    ));
-                }
-                _ => args.push(w.clone()),
-            }
+        if rest.iter().all(|w| w.starts_with("--")) {
+            return Err(format!(
+                "`{pod}` needs a move: land, survey, fire, fetch-logs STORE, http METHOD URL, connect HOST:PORT or flood N SECONDS"
+            ));
         }
-        let (name, params) = args
-            .split_first()
-            .ok_or_else(|| format!("`{pod}` needs a move: land, survey, fire, fetch-logs STORE, http METHOD URL, connect HOST:PORT or flood N SECONDS"))?;
-        let mv = match (name.as_str(), params) {
-            ("land" | "survey" | "fire", []) => json!({ "move": name }),
-            ("fetch-logs", [store]) => {
-                let store = if store.contains(':') {
-                    store.clone()
-                } else {
-                    format!("{store}:21")
-                };
-                json!({"move": "fetch-logs", "store": store, "user": user, "password": password})
-            }
-            ("http", [method, url]) => json!({"move": "http", "method": method, "url": url}),
-            ("connect", [addr]) => {
-                if !addr.contains(':') {
-                    return Err(format!("connect needs HOST:PORT, not `{addr}`"));
-                }
-                json!({"move": "connect", "addr": addr, "timeout_ms": timeout_ms})
-            }
-            ("flood", params) if params.len() <= 2 => {
-                let n: u32 = match params.first() {
-                    None => DEFAULT_FLOOD_CONNECTIONS,
-                    Some(n) => n
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_FLOOD_CONNECTIONS).contains(n))
-                        .ok_or_else(|| {
-                            format!("flood `{n}`: give the number of connections, 1 to {MAX_FLOOD_CONNECTIONS}")
-                        })?,
-                };
-                let secs: f64 = match params.get(1) {
-                    None => DEFAULT_FLOOD_SECONDS,
-                    Some(s) => s
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| *s >= 0.0 && *s <= MAX_FLOOD_SECONDS)
-                        .ok_or_else(|| {
-                            format!("flood holds its connections 0 to {MAX_FLOOD_SECONDS} seconds, not `{s}`")
-                        })?,
-                };
-                json!({"move": "flood", "connections": n, "hold_ms": (secs * 1000.0).round() as u64})
-            }
-            ("land" | "survey" | "fire", _) => {
-                return Err(format!("`{name}` takes no arguments"));
-            }
-            ("fetch-logs", _) => {
-                return Err("fetch-logs takes one store, e.g. `fetch-logs ftp-vulnerable`".into());
-            }
-            ("http", _) => return Err("http takes METHOD URL, e.g. `http GET /v1`".into()),
-            ("connect", _) => {
-                return Err("connect takes HOST:PORT, e.g. `connect ftp-secure:21`".into());
-            }
-            ("flood", _) => {
-                return Err("flood takes [CONNECTIONS] [SECONDS], e.g. `flood 200 15`".into());
-            }
-            (other, _) => {
-                return Err(format!(
-                    "unknown move `{other}`: land, survey, fire, fetch-logs, http, connect or flood"
-                ));
-            }
-        };
-        if (user.is_some() || password.is_some()) && name != "fetch-logs" {
-            return Err("--user and --password go with fetch-logs".into());
-        }
+        let cmd = ShipCommand::parse(rest)?;
         Ok(Self {
             pod: pod.clone(),
-            mv,
-            timeout_ms,
+            mv: cmd.mv,
+            timeout_ms: cmd.timeout_ms,
             words: rest.to_vec(),
         })
     }
 
-    /// The request body for `POST /api/pods/{ns}/{name}/ship`.
-    pub fn body(&self) -> Value {
-        json!({"move": self.mv, "options": {"timeout_ms": self.timeout_ms}})
+    /// The request for `POST /api/pods/{ns}/{name}/ship`.
+    pub fn request(&self) -> ShipRequest {
+        ShipCommand {
+            mv: self.mv.clone(),
+            timeout_ms: self.timeout_ms,
+        }
+        .request()
     }
 
     pub fn move_name(&self) -> &str {
-        self.mv["move"].as_str().unwrap_or_default()
+        self.mv.name()
     }
 
     /// The same move from a terminal. `connect` has no `lab ship` word, so it is shown as the
     /// hidden `ship-move` command that `lab ship` runs inside the pod.
     pub fn cli(&self) -> String {
-        if self.move_name() == "connect" {
-            let body = json!({"move": self.mv});
+        if let Move::Connect { .. } = self.mv {
+            let req = ShipRequest {
+                mv: self.mv.clone(),
+                options: Default::default(),
+            };
             format!(
                 "lab exec {} -- lab ship-move --json '{}'",
                 quote(&self.pod),
-                body
+                serde_json::to_string(&req).unwrap_or_default()
             )
         } else {
             let mut s = format!("lab ship {}", quote(&self.pod));
@@ -203,69 +113,14 @@ impl ExecAction {
     }
 }
 
-/// Splits a command line into words: spaces separate, '...' and "..." quote, `\` escapes.
+/// Splits a command line into words as a POSIX shell does (quotes and backslashes).
 pub fn split_words(text: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = text.trim().chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err(format!("unclosed ' in `{text}`")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => cur.push(chars.next().unwrap_or('\\')),
-                        Some(c) => cur.push(c),
-                        None => return Err(format!("unclosed \" in `{text}`")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.push(chars.next().unwrap_or('\\'));
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Ok(words)
+    shell_words::split(text).map_err(|_| format!("a quote is not closed in `{text}`"))
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub fn quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | '@' | ',' | '%' | '+')
-        });
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+    shell_words::quote(word).into_owned()
 }
 
 /// What a step or probe should produce.
@@ -380,22 +235,21 @@ impl Got {
     }
 }
 
-/// Classifies a ship outcome (`{"kind": "ok", "status": 200, ...}`).
-pub fn classify_ship(outcome: &Value) -> Got {
-    let status = outcome["status"].as_u64().unwrap_or(0) as u16;
-    match outcome["kind"].as_str().unwrap_or_default() {
-        "ok" | "http_error" => Got::Http(status),
-        "connected" => Got::Ok,
-        "timed_out" => Got::Timeout,
-        "refused" => Got::Refused,
-        "ftp_ok" => Got::FtpOk,
-        "ftp_denied" => Got::FtpDenied,
+/// Classifies a ship's outcome.
+pub fn classify_ship(outcome: &Outcome) -> Got {
+    match outcome {
+        Outcome::Ok { status, .. } | Outcome::HttpError { status, .. } => Got::Http(*status),
+        Outcome::Connected { .. } => Got::Ok,
+        Outcome::TimedOut { .. } => Got::Timeout,
+        Outcome::Refused { .. } => Got::Refused,
+        Outcome::FtpOk { .. } => Got::FtpOk,
+        Outcome::FtpDenied { .. } => Got::FtpDenied,
         // A flood: ok when the server took every connection, refused when it refused some (a
         // connection limit), timeout when some got no answer.
-        "flooded" if outcome["refused"].as_u64().unwrap_or(0) > 0 => Got::Refused,
-        "flooded" if outcome["failed"].as_u64().unwrap_or(0) > 0 => Got::Timeout,
-        "flooded" => Got::Ok,
-        _ => Got::Error,
+        Outcome::Flooded { refused, .. } if *refused > 0 => Got::Refused,
+        Outcome::Flooded { failed, .. } if *failed > 0 => Got::Timeout,
+        Outcome::Flooded { .. } => Got::Ok,
+        Outcome::Error { .. } => Got::Error,
     }
 }
 
@@ -418,10 +272,7 @@ pub fn classify_exec(exit_code: Option<i32>, timed_out: bool) -> Got {
 pub enum PrefilterAction {
     List,
     Reset,
-    /// The body of `POST /api/x/prefilter`.
-    Change {
-        body: Value,
-    },
+    Change(PrefilterChange),
 }
 
 impl PrefilterAction {
@@ -473,9 +324,11 @@ impl PrefilterAction {
                         "`{verb}` needs --cidr, e.g. `{verb} --cidr 198.51.100.0/24`"
                     ));
                 }
-                Ok(Self::Change {
-                    body: json!({"action": verb, "cidrs": cidrs}),
-                })
+                Ok(Self::Change(if verb == "update" {
+                    PrefilterChange::Update { cidrs }
+                } else {
+                    PrefilterChange::Delete { cidrs }
+                }))
             }
             "bypass" => {
                 only(cidrs.is_empty(), "--cidr")?;
@@ -488,9 +341,11 @@ impl PrefilterAction {
                             .into(),
                     );
                 }
-                Ok(Self::Change {
-                    body: json!({"action": "bypass", "node_port": port, "enabled": !off, "unsafe": unsafe_ok}),
-                })
+                Ok(Self::Change(PrefilterChange::Bypass {
+                    node_port: port,
+                    enabled: !off,
+                    unsafe_ok,
+                }))
             }
             "list" | "reset" => {
                 only(rest.is_empty(), "arguments")?;
@@ -512,51 +367,9 @@ impl PrefilterAction {
         match self {
             Self::List => "lab prefilter list".into(),
             Self::Reset => "lab prefilter list   # then `lab prefilter delete --cidr C` for each CIDR listed and `lab prefilter bypass --node-port P --off` for each bypassed NodePort".into(),
-            Self::Change { body } => {
-                let action = body["action"].as_str().unwrap_or_default();
-                if action == "bypass" {
-                    let flag = match (body["enabled"] == true, body["unsafe"] == true) {
-                        (true, true) => " --unsafe",
-                        (true, false) => "",
-                        (false, _) => " --off",
-                    };
-                    format!("lab prefilter bypass --node-port {}{flag}", body["node_port"])
-                } else {
-                    let mut s = format!("lab prefilter {action}");
-                    for c in body["cidrs"].as_array().into_iter().flatten() {
-                        s.push_str(" --cidr ");
-                        s.push_str(&quote(c.as_str().unwrap_or_default()));
-                    }
-                    s
-                }
-            }
+            Self::Change(change) => change.cli(quote),
         }
     }
-}
-
-/// The prefilter's state (`GET /api/x/prefilter`) in one line, as `lab prefilter list` prints it.
-pub fn describe_prefilter(state: &Value) -> String {
-    let deny: Vec<&str> = state["deny"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let mut s = format!(
-        "XDP prefilter on {}: deny {}",
-        state["interface"].as_str().unwrap_or("ext0"),
-        if deny.is_empty() {
-            "nothing".into()
-        } else {
-            deny.join(", ")
-        }
-    );
-    for p in state["bypass_node_ports"].as_array().into_iter().flatten() {
-        s.push_str(&format!(
-            "; UNSAFE: NodePort {p} skips every network policy"
-        ));
-    }
-    s
 }
 
 /// Which metric lines a step shows: `NAME` or `NAME{label="value",...}` (the lines of that
@@ -737,26 +550,20 @@ impl FindingsExpect {
     }
 }
 
-/// How serious an audit finding is (the auditor's scale), for thresholds.
-pub fn severity_rank(s: &str) -> Option<u8> {
-    match s.to_ascii_lowercase().as_str() {
-        "low" => Some(1),
-        "medium" => Some(2),
-        "high" => Some(3),
-        "critical" => Some(4),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn as_json(mv: &Move) -> serde_json::Value {
+        serde_json::to_value(mv).unwrap()
+    }
 
     #[test]
     fn ship_moves_parse_like_the_cli() {
         let a = ShipAction::parse("xwing land").unwrap();
         assert_eq!(a.pod, "xwing");
-        assert_eq!(a.mv, json!({"move": "land"}));
+        assert_eq!(as_json(&a.mv), json!({"move": "land"}));
         assert_eq!(a.cli(), "lab ship xwing land");
         assert_eq!(a.timeout_ms, DEFAULT_SHIP_TIMEOUT_MS);
 
@@ -764,8 +571,8 @@ mod tests {
             "tiefighter fetch-logs ftp-secure --user deathstar --password darkside --timeout 2",
         )
         .unwrap();
-        assert_eq!(f.mv["store"], "ftp-secure:21");
-        assert_eq!(f.mv["user"], "deathstar");
+        assert_eq!(as_json(&f.mv)["store"], "ftp-secure:21");
+        assert_eq!(as_json(&f.mv)["user"], "deathstar");
         assert_eq!(f.timeout_ms, 2000);
         assert_eq!(
             f.cli(),
@@ -776,16 +583,17 @@ mod tests {
         let h = ShipAction::parse("tiefighter http GET /v1/healthz").unwrap();
         assert_eq!(
             h.mv,
-            json!({"move": "http", "method": "GET", "url": "/v1/healthz"})
+            serde_json::from_value(json!({"move": "http", "method": "GET", "url": "/v1/healthz"}))
+                .unwrap()
         );
 
         let c = ShipAction::parse("deathstar connect ftp-vulnerable:21 --timeout 1.5").unwrap();
-        assert_eq!(c.mv["timeout_ms"], 1500);
+        assert_eq!(as_json(&c.mv)["timeout_ms"], 1500);
         assert!(
             c.cli()
                 .starts_with("lab exec deathstar -- lab ship-move --json '{")
         );
-        assert_eq!(c.body()["options"]["timeout_ms"], 1500);
+        assert_eq!(c.request().options.timeout_ms, Some(1500));
 
         for bad in [
             "",
@@ -836,18 +644,39 @@ mod tests {
         assert!(Expect::parse("maybe").is_err());
         assert!(Expect::parse("999").is_err());
 
-        let landed = json!({"kind": "ok", "status": 200, "body": "Ship landed\n"});
-        let denied = json!({"kind": "http_error", "status": 403, "body": "Access denied\r\n"});
-        let dropped = json!({"kind": "timed_out", "elapsed_ms": 5000});
+        let landed = Outcome::Ok {
+            status: 200,
+            body: "Ship landed\n".into(),
+            elapsed_ms: 3,
+        };
+        let denied = Outcome::HttpError {
+            status: 403,
+            body: "Access denied\r\n".into(),
+            elapsed_ms: 3,
+        };
+        let dropped = Outcome::TimedOut { elapsed_ms: 5000 };
+        let connected = Outcome::Connected {
+            peer: "10.244.0.2:80".into(),
+            elapsed_ms: 1,
+        };
+        let fetched = Outcome::FtpOk {
+            files: vec![],
+            content: String::new(),
+            elapsed_ms: 1,
+        };
+        let ftp_denied = Outcome::FtpDenied {
+            detail: "530".into(),
+            elapsed_ms: 1,
+        };
         assert!(Expect::Ok.matches(&classify_ship(&landed)));
         assert!(!Expect::Ok.matches(&classify_ship(&denied)));
         assert!(Expect::Blocked.matches(&classify_ship(&denied)));
         assert!(Expect::Blocked.matches(&classify_ship(&dropped)));
         assert!(!Expect::Blocked.matches(&classify_ship(&landed)));
         assert!(Expect::Http { status: 403 }.matches(&classify_ship(&denied)));
-        assert!(Expect::Ok.matches(&classify_ship(&json!({"kind": "connected"}))));
-        assert!(Expect::Ok.matches(&classify_ship(&json!({"kind": "ftp_ok"}))));
-        assert!(!Expect::FtpOk.matches(&classify_ship(&json!({"kind": "ftp_denied"}))));
+        assert!(Expect::Ok.matches(&classify_ship(&connected)));
+        assert!(Expect::Ok.matches(&classify_ship(&fetched)));
+        assert!(!Expect::FtpOk.matches(&classify_ship(&ftp_denied)));
         assert_eq!(classify_exec(Some(28), false), Got::Timeout);
         assert_eq!(classify_exec(None, true), Got::Timeout);
         assert_eq!(classify_exec(Some(7), false), Got::Refused);
@@ -858,14 +687,14 @@ mod tests {
     fn the_flood_move() {
         let f = ShipAction::parse("xwing flood 200 15").unwrap();
         assert_eq!(
-            f.mv,
+            as_json(&f.mv),
             json!({"move": "flood", "connections": 200, "hold_ms": 15000})
         );
         assert_eq!(f.cli(), "lab ship xwing flood 200 15");
         assert_eq!(f.label(), "xwing: flood 200 15");
         let d = ShipAction::parse("xwing flood").unwrap();
-        assert_eq!(d.mv["connections"], 100);
-        assert_eq!(d.mv["hold_ms"], 20000);
+        assert_eq!(as_json(&d.mv)["connections"], 100);
+        assert_eq!(as_json(&d.mv)["hold_ms"], 20000);
         for bad in [
             "xwing flood many",
             "xwing flood 10 60",
@@ -874,9 +703,13 @@ mod tests {
         ] {
             assert!(ShipAction::parse(bad).is_err(), "{bad}");
         }
-        let held = json!({"kind": "flooded", "connected": 200, "refused": 0, "failed": 0});
-        let limited = json!({"kind": "flooded", "connected": 6, "refused": 194, "failed": 0});
-        let starved = json!({"kind": "flooded", "connected": 150, "refused": 0, "failed": 50});
+        let flood = |connected, refused, failed| Outcome::Flooded {
+            connected,
+            refused,
+            failed,
+            elapsed_ms: 15_000,
+        };
+        let (held, limited, starved) = (flood(200, 0, 0), flood(6, 194, 0), flood(150, 0, 50));
         assert_eq!(classify_ship(&held), Got::Ok);
         assert_eq!(classify_ship(&limited), Got::Refused);
         assert_eq!(classify_ship(&starved), Got::Timeout);
@@ -887,9 +720,12 @@ mod tests {
         let on = PrefilterAction::parse("bypass --node-port 30007 --unsafe").unwrap();
         assert_eq!(
             on,
-            PrefilterAction::Change {
-                body: json!({"action": "bypass", "node_port": 30007, "enabled": true, "unsafe": true})
-            }
+            PrefilterAction::Change(
+                serde_json::from_value(
+                    json!({"action": "bypass", "node_port": 30007, "enabled": true, "unsafe": true})
+                )
+                .unwrap()
+            )
         );
         assert_eq!(on.cli(), "lab prefilter bypass --node-port 30007 --unsafe");
         let off = PrefilterAction::parse("bypass --node-port 30007 --off").unwrap();
@@ -923,10 +759,12 @@ mod tests {
         ] {
             assert!(PrefilterAction::parse(bad).is_err(), "{bad}");
         }
-        let state =
-            json!({"interface": "ext0", "deny": ["198.51.100.0/24"], "bypass_node_ports": [30007]});
+        let state: model::PrefilterState = serde_json::from_value(
+            json!({"interface": "ext0", "deny": ["198.51.100.0/24"], "bypass_node_ports": [30007]}),
+        )
+        .unwrap();
         assert_eq!(
-            describe_prefilter(&state),
+            state.describe(),
             "XDP prefilter on ext0: deny 198.51.100.0/24; UNSAFE: NodePort 30007 skips every network policy"
         );
     }

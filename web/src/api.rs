@@ -2,7 +2,8 @@
 //! the web address (for the page). One API for both, so the page can do nothing the CLI cannot.
 //!
 //! The web crate never touches the kernel: everything goes through [`Backend`], which the lab
-//! implements.
+//! implements with the plain types of the `model` crate. JSON is made here, at the edge, and
+//! nowhere behind it.
 
 use std::{convert::Infallible, pin::Pin, sync::Arc, time::Duration};
 
@@ -17,20 +18,25 @@ use axum::{
     routing::{get, post},
 };
 use futures_util::Stream;
+pub use model::{ApplyRequest, DeleteRequest, ExecRequest, ExecResult, FlowFilter};
+use model::{
+    ApplyResult, AuditMode, AuditRequest, AuditSwitch, ConntrackEntry, DeleteResult, Endpoint,
+    Finding, Flow, Host, Identity, LimitStatus, LocatedError, Pod, PodContext, PolicyAudit,
+    PolicyEntry, PrefilterChange, PrefilterState, Service, ShipRequest, ShipResult, Status,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub type BoxFut<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// An error for the API's clients: a status, a message, and structured details (e.g. the
-/// located policy errors, which the editor shows at their lines).
-#[derive(Debug, Serialize, Deserialize)]
+/// An error for the API's clients: a status, a message, and structured details (the located
+/// policy errors, which the editor shows at their lines).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: u16,
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub details: Option<Value>,
+    pub details: Option<Vec<LocatedError>>,
 }
 
 impl ApiError {
@@ -44,7 +50,7 @@ impl ApiError {
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(404, what)
     }
-    pub fn with_details(mut self, details: Value) -> Self {
+    pub fn with_details(mut self, details: Vec<LocatedError>) -> Self {
         self.details = Some(details);
         self
     }
@@ -57,130 +63,79 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-pub struct FlowFilter {
-    /// `NAMESPACE/POD` or `POD` (matches source or destination).
-    pub pod: Option<String>,
-    /// FORWARDED, DROPPED, AUDIT, REDIRECTED, ...
-    pub verdict: Option<String>,
-    /// Only flows of this L7 type or L3_L4.
-    #[serde(rename = "type")]
-    pub flow_type: Option<String>,
-    pub limit: Option<usize>,
-    /// Only flows after this RFC 3339 time.
-    pub since: Option<String>,
+/// Whether the L7 proxy runs (`POST /api/x/proxy/stop`, `/start`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyState {
+    pub proxy: ProxyRun,
 }
 
-impl FlowFilter {
-    pub fn matches(&self, flow: &Value) -> bool {
-        if let Some(v) = &self.verdict
-            && !flow["verdict"]
-                .as_str()
-                .is_some_and(|f| f.eq_ignore_ascii_case(v))
-        {
-            return false;
-        }
-        if let Some(t) = &self.flow_type
-            && !flow["Type"]
-                .as_str()
-                .is_some_and(|f| f.eq_ignore_ascii_case(t))
-        {
-            return false;
-        }
-        if let Some(since) = &self.since
-            && flow["time"].as_str().is_some_and(|t| t <= since.as_str())
-        {
-            return false;
-        }
-        if let Some(p) = &self.pod {
-            let (ns, name) = match p.split_once('/') {
-                Some((ns, n)) => (Some(ns), n),
-                None => (None, p.as_str()),
-            };
-            let hit = |side: &Value| {
-                side["pod_name"].as_str() == Some(name)
-                    && ns.is_none_or(|ns| side["namespace"].as_str() == Some(ns))
-            };
-            if !hit(&flow["source"]) && !hit(&flow["destination"]) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-#[derive(Debug, Deserialize, Serialize, Clone)]
-pub struct ApplyRequest {
-    /// Where the text came from (a file name, `-`, or `web editor`), for error messages.
-    pub source: String,
-    pub text: String,
-    /// Validate and resolve, but change nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
-pub struct DeleteRequest {
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    /// Delete the policies named in this manifest text.
-    pub text: Option<String>,
-    pub source: Option<String>,
-    #[serde(default)]
-    pub all: bool,
-}
-
-#[derive(Debug, Deserialize, Serialize, Clone)]
-pub struct ExecRequest {
-    pub argv: Vec<String>,
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, Serialize, Clone)]
-pub struct ExecResult {
-    pub exit_code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed_ms: u64,
-    pub timed_out: bool,
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyRun {
+    Running,
+    Stopped,
 }
 
 /// What the lab provides to the API and the page.
 pub trait Backend: Send + Sync + 'static {
     /// Instance name, web address, counts.
-    fn status(&self) -> Value;
-    fn pods(&self) -> Value;
-    fn pod(&self, namespace: &str, name: &str) -> Option<Value>;
-    /// How to enter a pod (namespace paths), for `lab exec`.
-    fn pod_context(&self, namespace: &str, name: &str) -> Option<Value>;
-    fn services(&self) -> Value;
-    fn endpoints(&self) -> Value;
-    fn identities(&self) -> Value;
-    fn policies(&self) -> Value;
-    fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<Value, ApiError>>;
-    fn delete_policies(&self, req: DeleteRequest) -> BoxFut<'_, Result<Value, ApiError>>;
+    fn status(&self) -> Status;
+    fn pods(&self) -> Vec<Pod>;
+    fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
+    /// The hosts outside the cluster (the attacker, the monitor).
+    fn hosts(&self) -> Vec<Host>;
+    /// How to enter a pod or an outside host (namespace paths), for `lab exec`.
+    fn pod_context(&self, namespace: &str, name: &str) -> Option<PodContext>;
+    fn services(&self) -> Vec<Service>;
+    fn endpoints(&self) -> Vec<Endpoint>;
+    fn identities(&self) -> Vec<Identity>;
+    fn conntrack(&self) -> Vec<ConntrackEntry>;
+    fn policies(&self) -> Vec<PolicyEntry>;
+    fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<ApplyResult, ApiError>>;
+    fn delete_policies(&self, req: DeleteRequest) -> BoxFut<'_, Result<DeleteResult, ApiError>>;
     fn set_policy_audit(
         &self,
         namespace: &str,
         name: &str,
         audit: bool,
-    ) -> BoxFut<'_, Result<Value, ApiError>>;
-    fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Value>>;
-    fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Value>>;
+    ) -> BoxFut<'_, Result<PolicyAudit, ApiError>>;
+    /// Lab-wide audit mode.
+    fn audit_mode(&self) -> AuditMode;
+    fn set_audit_mode(&self, on: bool) -> BoxFut<'_, Result<AuditMode, ApiError>>;
+    /// Connection limits with their counts.
+    fn limits(&self) -> Vec<LimitStatus>;
+    fn prefilter(&self) -> PrefilterState;
+    fn change_prefilter(
+        &self,
+        change: PrefilterChange,
+    ) -> BoxFut<'_, Result<PrefilterState, ApiError>>;
+    /// `lab audit` of the running lab with `req`'s policy files applied on top.
+    fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>>;
+    fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Flow>>;
+    fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Flow>>;
     /// Prometheus text format.
     fn metrics(&self) -> String;
-    /// Runs a built-in ship move in a pod; the outcome is the ship client's JSON.
-    fn ship(&self, pod: &str, body: Value) -> BoxFut<'_, Result<Value, ApiError>>;
+    /// Runs a built-in ship move in a pod.
+    fn ship(&self, pod: &str, req: ShipRequest) -> BoxFut<'_, Result<ShipResult, ApiError>>;
     /// Runs a program in a pod and captures its output.
     fn exec(&self, pod: &str, req: ExecRequest) -> BoxFut<'_, Result<ExecResult, ApiError>>;
-    /// Extra JSON routes (`/api/x/...`) the lab adds (lessons, bench, audit...).
-    fn extension(&self, path: &str, body: Option<Value>) -> BoxFut<'_, Result<Value, ApiError>>;
+    /// Stops or starts the L7 proxy (to show that the datapath fails closed without it).
+    fn set_proxy(&self, running: bool) -> BoxFut<'_, Result<ProxyState, ApiError>>;
+    /// Asks the lab to shut down.
+    fn shutdown(&self);
+    /// One SVG plot of a benchmark run (`run` and `file` are plain names), for the Benchmark page.
+    fn bench_plot(&self, run: &str, file: &str) -> BoxFut<'_, Result<String, ApiError>>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;
 
-/// The API routes (mounted at the root by [`crate::router`]).
+#[derive(Serialize)]
+struct ShuttingDown {
+    shutting_down: bool,
+}
+
+/// The API routes (mounted at the root by [`crate::router`]). The lab's own extra routes
+/// (the benchmark's) live under `/api/x/bench` and are merged by the lab.
 pub fn routes() -> Router<SharedBackend> {
     Router::new()
         .route(
@@ -216,14 +171,55 @@ pub fn routes() -> Router<SharedBackend> {
         .route("/api/policies/{ns}/{name}/audit", post(set_audit))
         .route("/api/flows", get(flows))
         .route("/api/flows/stream", get(flow_stream))
-        .route("/api/x/{*path}", get(extension_get).post(extension_post))
+        .route(
+            "/api/x/hosts",
+            get(|State(b): State<SharedBackend>| async move { Json(b.hosts()) }),
+        )
+        .route(
+            "/api/x/conntrack",
+            get(|State(b): State<SharedBackend>| async move { Json(b.conntrack()) }),
+        )
+        .route(
+            "/api/x/limits",
+            get(|State(b): State<SharedBackend>| async move { Json(b.limits()) }),
+        )
+        .route(
+            "/api/x/prefilter",
+            get(|State(b): State<SharedBackend>| async move { Json(b.prefilter()) })
+                .post(change_prefilter),
+        )
+        .route("/api/x/audit", post(audit))
+        .route(
+            "/api/x/audit-mode",
+            get(|State(b): State<SharedBackend>| async move { Json(b.audit_mode()) })
+                .post(set_audit_mode),
+        )
+        .route(
+            "/api/x/proxy/stop",
+            post(
+                |State(b): State<SharedBackend>| async move { b.set_proxy(false).await.map(Json) },
+            ),
+        )
+        .route(
+            "/api/x/proxy/start",
+            post(|State(b): State<SharedBackend>| async move { b.set_proxy(true).await.map(Json) }),
+        )
+        .route(
+            "/api/x/shutdown",
+            post(|State(b): State<SharedBackend>| async move {
+                b.shutdown();
+                Json(ShuttingDown {
+                    shutting_down: true,
+                })
+            }),
+        )
         .route("/metrics", get(metrics))
 }
 
 async fn pod(
     State(b): State<SharedBackend>,
     Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Pod>, ApiError> {
     b.pod(&ns, &name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} not found")))
@@ -232,7 +228,7 @@ async fn pod(
 async fn pod_context(
     State(b): State<SharedBackend>,
     Path((ns, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PodContext>, ApiError> {
     b.pod_context(&ns, &name)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("pod {ns}/{name} not found")))
@@ -249,15 +245,15 @@ async fn exec(
 async fn ship(
     State(b): State<SharedBackend>,
     Path((ns, name)): Path<(String, String)>,
-    Json(body): Json<Value>,
-) -> Result<Json<Value>, ApiError> {
-    b.ship(&format!("{ns}/{name}"), body).await.map(Json)
+    Json(req): Json<ShipRequest>,
+) -> Result<Json<ShipResult>, ApiError> {
+    b.ship(&format!("{ns}/{name}"), req).await.map(Json)
 }
 
 async fn apply(
     State(b): State<SharedBackend>,
     Json(req): Json<ApplyRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApplyResult>, ApiError> {
     b.apply_policies(req).await.map(Json)
 }
 
@@ -265,28 +261,45 @@ async fn delete(
     State(b): State<SharedBackend>,
     Query(q): Query<DeleteRequest>,
     body: Option<Json<DeleteRequest>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeleteResult>, ApiError> {
     let req = body.map(|Json(b)| b).unwrap_or(q);
     b.delete_policies(req).await.map(Json)
-}
-
-#[derive(Deserialize)]
-struct AuditBody {
-    audit: bool,
 }
 
 async fn set_audit(
     State(b): State<SharedBackend>,
     Path((ns, name)): Path<(String, String)>,
-    Json(body): Json<AuditBody>,
-) -> Result<Json<Value>, ApiError> {
+    Json(body): Json<AuditSwitch>,
+) -> Result<Json<PolicyAudit>, ApiError> {
     b.set_policy_audit(&ns, &name, body.audit).await.map(Json)
+}
+
+async fn set_audit_mode(
+    State(b): State<SharedBackend>,
+    Json(body): Json<AuditMode>,
+) -> Result<Json<AuditMode>, ApiError> {
+    b.set_audit_mode(body.audit_mode).await.map(Json)
+}
+
+async fn change_prefilter(
+    State(b): State<SharedBackend>,
+    Json(change): Json<PrefilterChange>,
+) -> Result<Json<PrefilterState>, ApiError> {
+    b.change_prefilter(change).await.map(Json)
+}
+
+async fn audit(
+    State(b): State<SharedBackend>,
+    body: Option<Json<AuditRequest>>,
+) -> Result<Json<Vec<Finding>>, ApiError> {
+    let req = body.map(|Json(r)| r).unwrap_or_default();
+    b.audit(req).await.map(Json)
 }
 
 async fn flows(
     State(b): State<SharedBackend>,
     Query(filter): Query<FlowFilter>,
-) -> Json<Vec<Arc<Value>>> {
+) -> Json<Vec<Arc<Flow>>> {
     Json(b.flows(&filter))
 }
 
@@ -300,7 +313,8 @@ async fn flow_stream(
         loop {
             match rx.recv().await {
                 Ok(flow) if filter.matches(&flow) => {
-                    let ev = Event::default().event("flow").data(flow.to_string());
+                    let data = serde_json::to_string(&*flow).unwrap_or_default();
+                    let ev = Event::default().event("flow").data(data);
                     return Some((Ok(ev), (rx, filter)));
                 }
                 Ok(_) => continue,
@@ -323,50 +337,4 @@ async fn metrics(State(b): State<SharedBackend>) -> impl IntoResponse {
         )],
         b.metrics(),
     )
-}
-
-async fn extension_get(
-    State(b): State<SharedBackend>,
-    Path(path): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    b.extension(&path, None).await.map(Json)
-}
-
-async fn extension_post(
-    State(b): State<SharedBackend>,
-    Path(path): Path<String>,
-    body: Option<Json<Value>>,
-) -> Result<Json<Value>, ApiError> {
-    b.extension(&path, Some(body.map(|Json(v)| v).unwrap_or(Value::Null)))
-        .await
-        .map(Json)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn flow_filter() {
-        let flow = json!({
-            "verdict": "DROPPED", "Type": "L3_L4", "time": "2026-11-21T10:00:00Z",
-            "source": {"pod_name": "xwing", "namespace": "default"},
-            "destination": {"pod_name": "deathstar-1", "namespace": "default"}
-        });
-        let f = |pod: Option<&str>, verdict: Option<&str>| FlowFilter {
-            pod: pod.map(Into::into),
-            verdict: verdict.map(Into::into),
-            ..Default::default()
-        };
-        assert!(f(Some("xwing"), Some("dropped")).matches(&flow));
-        assert!(f(Some("default/deathstar-1"), None).matches(&flow));
-        assert!(!f(Some("kube-system/deathstar-1"), None).matches(&flow));
-        assert!(!f(None, Some("FORWARDED")).matches(&flow));
-        let since = FlowFilter {
-            since: Some("2026-11-21T10:00:00Z".into()),
-            ..Default::default()
-        };
-        assert!(!since.matches(&flow));
-    }
 }

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::actions::{
     ExecAction, Expect, FindingsExpect, MetricQuery, PrefilterAction, ShipAction, ValueExpect,
-    severity_rank,
 };
 
 #[derive(RustEmbed)]
@@ -126,11 +125,7 @@ impl StepSpec {
 }
 
 /// A file for an audit step, as `POST /api/x/audit` takes it.
-#[derive(Clone, Debug, Serialize)]
-pub struct AuditFile {
-    pub source: String,
-    pub text: String,
-}
+pub use model::AuditFile;
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -256,7 +251,7 @@ impl FrontMatter {
             Some(AuditSwitch::On(true)) => Ok(Some("medium".into())),
             Some(AuditSwitch::From(level)) => {
                 let l = level.trim().to_ascii_lowercase();
-                severity_rank(&l).map(|_| Some(l)).ok_or_else(|| {
+                model::Severity::parse(&l).map(|_| Some(l)).ok_or_else(|| {
                     format!("audit: `{level}`: give true, or the lowest severity that fails: low, medium, high or critical")
                 })
             }

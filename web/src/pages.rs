@@ -109,10 +109,7 @@ impl Chrome {
         Self {
             nav,
             v: asset_version(),
-            instance: state.backend.status()["instance"]
-                .as_str()
-                .unwrap_or("lab")
-                .to_owned(),
+            instance: state.backend.status().instance,
         }
     }
 }

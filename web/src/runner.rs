@@ -12,18 +12,22 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
+use model::{
+    ApplyResult, AuditFile, AuditRequest, DeleteResult, EndpointRef, ExecResult, Finding, Flow,
+    Host, Move, Pod, PrefilterChange, PrefilterState, Service, Severity, ShipResult,
+    TrafficDirection, Verdict,
+};
 use serde::Serialize;
-use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::{
     SharedBackend,
     actions::{
         Expect, FindingsExpect, Got, PrefilterAction, ShipAction, classify_exec, classify_ship,
-        describe_prefilter, fmt_number, severity_rank,
+        fmt_number,
     },
     api::{ApiError, ApplyRequest, DeleteRequest, ExecRequest, FlowFilter},
     content::{Action, DeleteWhat, Exercise, FlowExpect, StepSpec},
@@ -62,14 +66,14 @@ pub struct StepRun {
     pub pass: bool,
     /// The full answer: the ship's outcome, the program's output, the API's answer or error;
     /// for prefilter, audit and metrics steps also `text`, what the command line would print.
-    pub outcome: Value,
+    pub outcome: StepOutcome,
     /// The pod that acted, as `namespace/name`.
     pub pod: Option<String>,
     pub output_check: Option<OutputCheck>,
     pub flow_checks: Vec<FlowCheck>,
     /// Other checks: the findings an audit must report, the value a metric must have.
     pub checks: Vec<FlowCheck>,
-    pub flows: Vec<Arc<Value>>,
+    pub flows: Vec<Arc<Flow>>,
     /// "default/deathstar-…: restarts 0 → 1".
     pub restarts: Vec<String>,
     pub cli: String,
@@ -97,7 +101,7 @@ pub struct CheckRun {
     /// What the prefilter reset did, for exercises with `reset_prefilter`.
     pub prefilter: Option<String>,
     /// What applying the student's policy did (`null` when the editor was empty).
-    pub applied: Value,
+    pub applied: Option<ApplyResult>,
     pub probes: Vec<ProbeRun>,
     /// The audit of the student's policy, for exercises with `audit`.
     pub audit: Option<AuditRun>,
@@ -116,12 +120,12 @@ pub struct ProbeRun {
     pub summary: String,
     pub right: bool,
     /// For a wrong cell: the flows that show why (the drop, or what let it through).
-    pub explain: Vec<Arc<Value>>,
+    pub explain: Vec<Arc<Flow>>,
     /// The exercise's hint, for a wrong cell.
     pub hint: Option<String>,
     /// A hint derived from the explaining flow, for a wrong cell.
     pub advice: Option<String>,
-    pub flows: Vec<Arc<Value>>,
+    pub flows: Vec<Arc<Flow>>,
 }
 
 /// `lab audit` of the student's policy, graded: findings located in it at or above `level`
@@ -132,61 +136,147 @@ pub struct AuditRun {
     pub cli: String,
     pub expected: String,
     pub level: String,
-    /// Every finding, each with `yours` (located in the student's policy) and `counts`
-    /// (yours and at or above the level).
-    pub findings: Vec<Value>,
+    pub findings: Vec<GradedFinding>,
     pub summary: String,
     pub right: bool,
 }
 
+/// A finding of the audit of a student's policy.
+#[derive(Debug, Serialize)]
+pub struct GradedFinding {
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Located in the student's policy.
+    pub yours: bool,
+    /// Yours and at or above the exercise's level: it makes the answer wrong.
+    pub counts: bool,
+}
+
+/// What a step's action answered, shown by the page (`outcome`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum StepOutcome {
+    Ship(ShipResult),
+    Exec(ExecResult),
+    Applied(ApplyResult),
+    Deleted(DeleteResult),
+    /// Refused or failed: the API's error (with located details for a refused policy).
+    Error(ApiError),
+    Prefilter {
+        #[serde(flatten)]
+        state: PrefilterState,
+        text: String,
+    },
+    Audit {
+        findings: Vec<Finding>,
+        text: String,
+    },
+    Metrics {
+        lines: Vec<String>,
+        total: f64,
+        text: String,
+    },
+    /// A background step that has not ended yet.
+    Pending {},
+}
+
+impl StepOutcome {
+    /// The texts a step's `output:` is looked for in: the body or fetched content, the
+    /// program's output, the error, the printed text, the summary.
+    fn texts(&self) -> Vec<&str> {
+        match self {
+            StepOutcome::Ship(r) => {
+                let mut t = r.outcome.texts();
+                t.push(&r.summary);
+                t
+            }
+            StepOutcome::Exec(r) => vec![&r.stdout],
+            StepOutcome::Error(e) => vec![&e.error],
+            StepOutcome::Prefilter { text, .. }
+            | StepOutcome::Audit { text, .. }
+            | StepOutcome::Metrics { text, .. } => vec![text],
+            StepOutcome::Applied(_) | StepOutcome::Deleted(_) | StepOutcome::Pending {} => vec![],
+        }
+    }
+}
+
+/// A member of the lab a lesson can name: a pod, or a host outside the cluster.
+#[derive(Clone, Debug)]
+enum Member {
+    Pod(Pod),
+    Host(Host),
+}
+
+impl Member {
+    fn namespace(&self) -> &str {
+        match self {
+            Member::Pod(p) => &p.namespace,
+            Member::Host(h) => &h.namespace,
+        }
+    }
+    fn name(&self) -> &str {
+        match self {
+            Member::Pod(p) => &p.name,
+            Member::Host(h) => &h.name,
+        }
+    }
+    fn owner(&self) -> Option<&str> {
+        match self {
+            Member::Pod(p) => p.owner.as_deref(),
+            Member::Host(_) => None,
+        }
+    }
+    fn ready(&self) -> bool {
+        match self {
+            Member::Pod(p) => p.ready,
+            Member::Host(_) => true,
+        }
+    }
+    fn ip(&self) -> std::net::Ipv4Addr {
+        match self {
+            Member::Pod(p) => p.ip,
+            Member::Host(h) => h.ip,
+        }
+    }
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace(), self.name())
+    }
+}
+
 /// The cluster's pods and the hosts outside it (the attacker, the monitor), to resolve names
 /// written in lessons: a pod, `namespace/pod`, a Deployment (its pods), or a host.
-struct Pods(Vec<Value>);
+struct Pods(Vec<Member>);
 
 impl Pods {
-    async fn load(backend: &SharedBackend) -> Self {
-        let mut all = backend.pods().as_array().cloned().unwrap_or_default();
-        if let Ok(Value::Array(hosts)) = backend.extension("hosts", None).await {
-            for mut h in hosts {
-                h["host"] = Value::Bool(true);
-                h["ready"] = Value::Bool(true);
-                all.push(h);
-            }
-        }
-        Self(all)
-    }
-
-    fn key(p: &Value) -> String {
-        format!(
-            "{}/{}",
-            p["namespace"].as_str().unwrap_or_default(),
-            p["name"].as_str().unwrap_or_default()
-        )
+    fn load(backend: &SharedBackend) -> Self {
+        let pods = backend.pods().into_iter().map(Member::Pod);
+        let hosts = backend.hosts().into_iter().map(Member::Host);
+        Self(pods.chain(hosts).collect())
     }
 
     /// Pods that `name` stands for: the pod itself, or every replica of a Deployment.
-    fn members(&self, name: &str) -> Vec<&Value> {
+    fn members(&self, name: &str) -> Vec<&Member> {
         let (ns, n) = match name.split_once('/') {
             Some((ns, n)) => (Some(ns), n),
             None => (None, name),
         };
-        let in_ns = |p: &&Value| ns.is_none_or(|ns| p["namespace"] == ns);
-        let exact: Vec<&Value> = self
+        let in_ns = |p: &&Member| ns.is_none_or(|ns| p.namespace() == ns);
+        let exact: Vec<&Member> = self
             .0
             .iter()
             .filter(in_ns)
-            .filter(|p| p["name"] == n)
+            .filter(|p| p.name() == n)
             .collect();
         if !exact.is_empty() {
             return exact;
         }
-        let mut owned: Vec<&Value> = self
+        let mut owned: Vec<&Member> = self
             .0
             .iter()
             .filter(in_ns)
-            .filter(|p| p["owner"] == n)
+            .filter(|p| p.owner() == Some(n))
             .collect();
-        owned.sort_by_key(|p| (p["ready"] != true, Self::key(p)));
+        owned.sort_by_key(|p| (!p.ready(), p.key()));
         owned
     }
 
@@ -195,9 +285,9 @@ impl Pods {
         let members = self.members(name);
         let pick = members
             .iter()
-            .find(|p| p["namespace"] == "default")
+            .find(|p| p.namespace() == "default")
             .or(members.first());
-        pick.map(|p| Self::key(p)).ok_or_else(|| {
+        pick.map(|p| p.key()).ok_or_else(|| {
             ApiError::not_found(format!(
                 "no pod, Deployment or outside host named {name:?} in this lab"
             ))
@@ -207,31 +297,32 @@ impl Pods {
     fn restarts(&self) -> BTreeMap<String, u64> {
         self.0
             .iter()
-            .filter(|p| p["host"] != true)
-            .map(|p| (Self::key(p), p["restarts"].as_u64().unwrap_or(0)))
+            .filter_map(|m| match m {
+                Member::Pod(p) => Some((p.key(), p.restarts)),
+                Member::Host(_) => None,
+            })
             .collect()
     }
 
     /// Whether a flow's source (or destination) is one of the pods `name` stands for; a host
     /// outside the cluster is recognised by its address.
-    fn side_is(&self, name: &str, flow: &Value, source: bool) -> bool {
+    fn side_is(&self, name: &str, flow: &Flow, source: bool) -> bool {
         let (side, ip) = if source {
-            (&flow["source"], &flow["IP"]["source"])
+            (&flow.source, flow.ip.source)
         } else {
-            (&flow["destination"], &flow["IP"]["destination"])
+            (&flow.destination, flow.ip.destination)
         };
-        let pod = side["pod_name"].as_str().filter(|p| !p.is_empty());
-        let ns = side["namespace"].as_str().unwrap_or_default();
-        self.members(name).iter().any(|p| {
-            if p["host"] == true {
-                pod.is_none() && ip.is_string() && p["ip"] == *ip
-            } else {
-                pod.is_some_and(|pod| p["name"] == pod && p["namespace"] == ns)
+        self.members(name).iter().any(|m| match m {
+            Member::Host(h) => side.pod_name.is_empty() && h.ip == ip,
+            Member::Pod(p) => {
+                !side.pod_name.is_empty()
+                    && p.name == side.pod_name
+                    && p.namespace == side.namespace
             }
         })
     }
 
-    fn involves(&self, name: &str, flow: &Value) -> bool {
+    fn involves(&self, name: &str, flow: &Flow) -> bool {
         self.side_is(name, flow, true) || self.side_is(name, flow, false)
     }
 }
@@ -239,14 +330,19 @@ impl Pods {
 /// For a `connect` move, a service name becomes its cluster IP (when the port is one of the
 /// service's) and a pod or Deployment name becomes the pod's IP — the way the lab hands
 /// workloads their addresses at start — so a probe does not depend on DNS being allowed.
-fn resolve_connect(ship: &ShipAction, pods: &Pods, services: &Value, acting: &str) -> ShipAction {
-    let Some(addr) = ship.mv["addr"].as_str() else {
+fn resolve_connect(
+    ship: &ShipAction,
+    pods: &Pods,
+    services: &[Service],
+    acting: &str,
+) -> ShipAction {
+    let Move::Connect { addr, timeout_ms } = &ship.mv else {
         return ship.clone();
     };
     let Some((host, port)) = addr.rsplit_once(':') else {
         return ship.clone();
     };
-    let Ok(port) = port.parse::<u64>() else {
+    let Ok(port) = port.parse::<u16>() else {
         return ship.clone();
     };
     let acting_ns = acting.split_once('/').map_or("default", |(ns, _)| ns);
@@ -257,49 +353,28 @@ fn resolve_connect(ship: &ShipAction, pods: &Pods, services: &Value, acting: &st
     if !(rest.is_empty() || rest == ["svc"] || rest == ["svc", "cluster", "local"]) {
         return ship.clone();
     }
-    let service_ip = services.as_array().into_iter().flatten().find_map(|svc| {
-        let ports = svc["ports"].as_array()?;
-        (svc["name"] == name && svc["namespace"] == ns && ports.iter().any(|p| p["port"] == port))
-            .then(|| svc["cluster_ip"].as_str().map(str::to_owned))?
-    });
+    let service_ip = services
+        .iter()
+        .find(|svc| {
+            svc.name == name && svc.namespace == ns && svc.ports.iter().any(|p| p.port == port)
+        })
+        .map(|svc| svc.cluster_ip);
     let ip = service_ip.or_else(|| {
         let members = pods.members(&format!("{ns}/{name}"));
         let p = members
             .iter()
-            .find(|p| p["ready"] == true && p["host"] != true)
+            .find(|p| p.ready() && matches!(p, Member::Pod(_)))
             .or(members.first())?;
-        p["ip"].as_str().map(str::to_owned)
+        Some(p.ip())
     });
-    match ip {
-        Some(ip) => {
-            let mut out = ship.clone();
-            out.mv["addr"] = Value::String(format!("{ip}:{port}"));
-            out
-        }
-        None => ship.clone(),
+    let mut out = ship.clone();
+    if let Some(ip) = ip {
+        out.mv = Move::Connect {
+            addr: format!("{ip}:{port}"),
+            timeout_ms: *timeout_ms,
+        };
     }
-}
-
-fn is_reply(f: &Value) -> bool {
-    f["is_reply"] == true
-}
-
-fn dest_port(f: &Value) -> Option<u64> {
-    f["l4"]["TCP"]["destination_port"]
-        .as_u64()
-        .or_else(|| f["l4"]["UDP"]["destination_port"].as_u64())
-}
-
-fn is_dns(f: &Value) -> bool {
-    dest_port(f) == Some(53) || f["l4"]["UDP"]["source_port"] == 53
-}
-
-fn l7_denied(f: &Value) -> bool {
-    f["Type"] == "L7" && (f["verdict"] == "DROPPED" || f["l7"]["http"]["code"] == 403)
-}
-
-fn blocked_flow(f: &Value) -> bool {
-    f["verdict"] == "DROPPED" || l7_denied(f)
+    out
 }
 
 impl FlowExpect {
@@ -313,34 +388,33 @@ impl FlowExpect {
         )
     }
 
-    fn matches(&self, pods: &Pods, f: &Value) -> bool {
+    fn matches(&self, pods: &Pods, f: &Flow) -> bool {
         self.from
             .as_deref()
             .is_none_or(|n| pods.side_is(n, f, true))
             && self.to.as_deref().is_none_or(|n| pods.side_is(n, f, false))
-            && self.verdict.as_deref().is_none_or(|v| {
-                f["verdict"]
-                    .as_str()
-                    .is_some_and(|fv| fv.eq_ignore_ascii_case(v))
-            })
-            && self.port.is_none_or(|p| dest_port(f) == Some(u64::from(p)))
+            && self
+                .verdict
+                .as_deref()
+                .is_none_or(|v| f.verdict.name().eq_ignore_ascii_case(v))
+            && self.port.is_none_or(|p| f.destination_port() == Some(p))
     }
 }
 
 /// The time of the newest flow: flows after it were caused by what comes next.
-fn mark(backend: &SharedBackend) -> Option<String> {
+fn mark(backend: &SharedBackend) -> Option<SystemTime> {
     backend
         .flows(&FlowFilter {
             limit: Some(1),
             ..Default::default()
         })
         .last()
-        .and_then(|f| f["time"].as_str().map(str::to_owned))
+        .map(|f| f.time)
 }
 
-fn flows_since(backend: &SharedBackend, mark: &Option<String>) -> Vec<Arc<Value>> {
+fn flows_since(backend: &SharedBackend, mark: Option<SystemTime>) -> Vec<Arc<Flow>> {
     backend.flows(&FlowFilter {
-        since: mark.clone(),
+        since: mark,
         ..Default::default()
     })
 }
@@ -350,14 +424,14 @@ fn flows_since(backend: &SharedBackend, mark: &Option<String>) -> Vec<Arc<Value>
 struct Done {
     got: Got,
     summary: String,
-    outcome: Value,
+    outcome: StepOutcome,
     pod: Option<String>,
     checks: Vec<FlowCheck>,
     cli: Option<String>,
 }
 
 impl Done {
-    fn new(got: Got, summary: impl Into<String>, outcome: Value) -> Self {
+    fn new(got: Got, summary: impl Into<String>, outcome: StepOutcome) -> Self {
         Self {
             got,
             summary: summary.into(),
@@ -376,14 +450,14 @@ impl Done {
             Got::Error
         };
         let first = e.error.lines().next().unwrap_or_default().to_owned();
-        Self::new(got, first, serde_json::to_value(e).unwrap_or_default())
+        Self::new(got, first, StepOutcome::Error(e.clone()))
     }
 }
 
 /// Does a step: the action, then `settle`, then the flows, checks and restarts. Takes no lock.
 async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, ApiError> {
     let started = Instant::now();
-    let before = Pods::load(backend).await;
+    let before = Pods::load(backend);
     let mark = mark(backend);
     let mut involved: Vec<String> = spec.watch.clone();
     let done = match &spec.action {
@@ -423,9 +497,9 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
                         }
                         (None, _) => "killed by a signal".to_owned(),
                     };
-                    Done::new(got, summary, serde_json::to_value(&r).unwrap_or_default())
+                    Done::new(got, summary, StepOutcome::Exec(r))
                 }
-                Err(e) => Done::new(Got::Error, e.error.clone(), json!({"error": e.error})),
+                Err(e) => Done::new(Got::Error, e.error.clone(), StepOutcome::Error(e)),
             };
             Done {
                 pod: Some(pod),
@@ -439,7 +513,7 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
                 dry_run: false,
             };
             match backend.apply_policies(req).await {
-                Ok(v) => Done::new(Got::Ok, describe_apply(&v), v),
+                Ok(v) => Done::new(Got::Ok, v.describe(), StepOutcome::Applied(v)),
                 Err(e) if e.status == 422 => Done::refused(&e),
                 Err(e) => Done {
                     got: Got::Error,
@@ -464,26 +538,23 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
                 },
             };
             match backend.delete_policies(req).await {
-                Ok(v) => Done::new(Got::Ok, describe_deleted(&v), v),
+                Ok(v) => Done::new(Got::Ok, v.describe(), StepOutcome::Deleted(v)),
                 // The state the step wants (no such policy) already holds.
                 Err(e) if e.status == 404 => Done::new(
                     Got::Ok,
                     format!("nothing to delete: {}", e.error),
-                    serde_json::to_value(&e).unwrap_or_default(),
+                    StepOutcome::Error(e),
                 ),
-                Err(e) => Done::new(
-                    Got::Error,
-                    e.error.clone(),
-                    serde_json::to_value(&e).unwrap_or_default(),
-                ),
+                Err(e) => Done::new(Got::Error, e.error.clone(), StepOutcome::Error(e)),
             }
         }
         Action::Prefilter(p) => prefilter(backend, p).await,
         Action::Audit { files } => {
-            let body = json!({ "files": files });
-            match backend.extension("audit", Some(body)).await {
-                Ok(v) => {
-                    let findings = v.as_array().cloned().unwrap_or_default();
+            let req = AuditRequest {
+                files: files.clone(),
+            };
+            match backend.audit(req).await {
+                Ok(findings) => {
                     let checks = match &spec.findings {
                         None => Vec::new(),
                         Some(FindingsExpect::Clean) => vec![FlowCheck {
@@ -494,17 +565,16 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
                             .iter()
                             .map(|c| FlowCheck {
                                 want: format!("the audit reports {c}"),
-                                found: findings.iter().any(|f| f["check"] == c.as_str()),
+                                found: findings.iter().any(|f| f.check == *c),
                             })
                             .collect(),
                     };
                     Done {
                         checks,
-                        ..Done::new(
-                            Got::Ok,
-                            describe_findings(&findings),
-                            json!({"findings": findings, "text": render_findings(&findings)}),
-                        )
+                        ..Done::new(Got::Ok, describe_findings(&findings), {
+                            let text = render_findings(&findings);
+                            StepOutcome::Audit { findings, text }
+                        })
                     }
                 }
                 Err(e) => Done::refused(&e),
@@ -512,11 +582,15 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
         }
         Action::Metrics(q) => {
             let text = backend.metrics();
-            let lines: Vec<&str> = text.lines().filter(|l| q.sample(l).is_some()).collect();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| q.sample(l).is_some())
+                .map(str::to_owned)
+                .collect();
             let total: f64 = lines.iter().filter_map(|l| q.sample(l)).sum();
             let summary = match lines.as_slice() {
                 [] => format!("no line of {} yet (counts as 0)", q.name),
-                [one] => (*one).to_owned(),
+                [one] => one.clone(),
                 many => format!("{} lines, total {}", many.len(), fmt_number(total)),
             };
             let checks = spec
@@ -536,14 +610,18 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
                 ..Done::new(
                     Got::Ok,
                     summary,
-                    json!({"lines": lines, "total": total, "text": lines.join("\n")}),
+                    StepOutcome::Metrics {
+                        text: lines.join("\n"),
+                        lines,
+                        total,
+                    },
                 )
             }
         }
     };
     tokio::time::sleep(Duration::from_millis(spec.settle_ms)).await;
-    let after = Pods::load(backend).await;
-    let all = flows_since(backend, &mark);
+    let after = Pods::load(backend);
+    let all = flows_since(backend, mark);
     let flow_checks: Vec<FlowCheck> = spec
         .flows
         .iter()
@@ -552,7 +630,7 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
             found: all.iter().any(|f| want.matches(&after, f)),
         })
         .collect();
-    let flows: Vec<Arc<Value>> = all
+    let flows: Vec<Arc<Flow>> = all
         .into_iter()
         .filter(|f| {
             involved.iter().any(|n| after.involves(n, f))
@@ -561,19 +639,12 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
         .collect();
     let outcome = done.outcome;
     let output_check = spec.output.as_ref().map(|want| {
-        let text = [
-            &outcome["body"],
-            &outcome["content"],
-            &outcome["stdout"],
-            &outcome["error"],
-            &outcome["text"],
-            &outcome["summary"],
-        ]
-        .iter()
-        .filter_map(|v| v.as_str())
-        .chain([done.summary.as_str()])
-        .collect::<Vec<_>>()
-        .join("\n");
+        let text = outcome
+            .texts()
+            .into_iter()
+            .chain([done.summary.as_str()])
+            .collect::<Vec<_>>()
+            .join("\n");
         OutputCheck {
             want: want.clone(),
             found: text.contains(want.as_str()),
@@ -602,75 +673,65 @@ async fn perform(backend: &SharedBackend, spec: &StepSpec) -> Result<StepRun, Ap
     })
 }
 
-async fn do_ship(backend: &SharedBackend, pod: &str, ship: &ShipAction) -> (Got, String, Value) {
-    match backend.ship(pod, ship.body()).await {
-        Ok(v) => {
-            let got = classify_ship(&v);
-            let summary = v["summary"].as_str().unwrap_or_default().to_owned();
-            (got, summary, v)
-        }
-        Err(e) => (Got::Error, e.error.clone(), json!({"error": e.error})),
+async fn do_ship(
+    backend: &SharedBackend,
+    pod: &str,
+    ship: &ShipAction,
+) -> (Got, String, StepOutcome) {
+    match backend.ship(pod, ship.request()).await {
+        Ok(r) => (
+            classify_ship(&r.outcome),
+            r.summary.clone(),
+            StepOutcome::Ship(r),
+        ),
+        Err(e) => (Got::Error, e.error.clone(), StepOutcome::Error(e)),
     }
 }
 
 /// A prefilter step: a change or a look through `/api/x/prefilter`; `reset` lists the state and
 /// undoes each entry, and shows the commands that did it.
 async fn prefilter(backend: &SharedBackend, p: &PrefilterAction) -> Done {
-    let with_text = |mut state: Value| {
-        let text = describe_prefilter(&state);
-        state["text"] = Value::String(text.clone());
-        (text, state)
+    let shown = |state: PrefilterState| {
+        let text = state.describe();
+        (text.clone(), StepOutcome::Prefilter { state, text })
     };
     match p {
-        PrefilterAction::List => match backend.extension("prefilter", None).await {
-            Ok(v) => {
-                let (text, state) = with_text(v);
-                Done::new(Got::Ok, text, state)
+        PrefilterAction::List => {
+            let (text, out) = shown(backend.prefilter());
+            Done::new(Got::Ok, text, out)
+        }
+        PrefilterAction::Change(change) => match backend.change_prefilter(change.clone()).await {
+            Ok(state) => {
+                let (text, out) = shown(state);
+                Done::new(Got::Ok, text, out)
             }
             Err(e) => Done::refused(&e),
         },
-        PrefilterAction::Change { body } => {
-            match backend.extension("prefilter", Some(body.clone())).await {
-                Ok(v) => {
-                    let (text, state) = with_text(v);
-                    Done::new(Got::Ok, text, state)
-                }
-                Err(e) => Done::refused(&e),
-            }
-        }
         PrefilterAction::Reset => {
-            let state = match backend.extension("prefilter", None).await {
-                Ok(v) => v,
-                Err(e) => return Done::refused(&e),
-            };
+            let state = backend.prefilter();
+            let mut changes = Vec::new();
+            if !state.deny.is_empty() {
+                changes.push(PrefilterChange::Delete {
+                    cidrs: state.deny.clone(),
+                });
+            }
+            for port in &state.bypass_node_ports {
+                changes.push(PrefilterChange::Bypass {
+                    node_port: *port,
+                    enabled: false,
+                    unsafe_ok: false,
+                });
+            }
+            let mut last = state;
             let mut commands = Vec::new();
-            let mut last = state.clone();
-            let deny: Vec<Value> = state["deny"].as_array().cloned().unwrap_or_default();
-            if !deny.is_empty() {
-                let change = PrefilterAction::Change {
-                    body: json!({"action": "delete", "cidrs": deny}),
-                };
-                if let PrefilterAction::Change { body } = &change {
-                    match backend.extension("prefilter", Some(body.clone())).await {
-                        Ok(v) => last = v,
-                        Err(e) => return Done::refused(&e),
-                    }
+            for change in changes {
+                commands.push(PrefilterAction::Change(change.clone()).cli());
+                match backend.change_prefilter(change).await {
+                    Ok(s) => last = s,
+                    Err(e) => return Done::refused(&e),
                 }
-                commands.push(change.cli());
             }
-            for port in state["bypass_node_ports"].as_array().into_iter().flatten() {
-                let change = PrefilterAction::Change {
-                    body: json!({"action": "bypass", "node_port": port, "enabled": false}),
-                };
-                if let PrefilterAction::Change { body } = &change {
-                    match backend.extension("prefilter", Some(body.clone())).await {
-                        Ok(v) => last = v,
-                        Err(e) => return Done::refused(&e),
-                    }
-                }
-                commands.push(change.cli());
-            }
-            let (text, out) = with_text(last);
+            let (text, out) = shown(last);
             let summary = if commands.is_empty() {
                 format!("nothing to undo: {text}")
             } else {
@@ -689,21 +750,23 @@ async fn prefilter(backend: &SharedBackend, p: &PrefilterAction) -> Done {
 }
 
 /// "2 findings: 1 critical, 1 high" or "no findings".
-fn describe_findings(findings: &[Value]) -> String {
+fn describe_findings(findings: &[Finding]) -> String {
     if findings.is_empty() {
         return "lab audit: no findings".into();
     }
     let mut by: Vec<String> = Vec::new();
-    for level in ["critical", "high", "medium", "low"] {
-        let n = findings.iter().filter(|f| f["severity"] == level).count();
+    for level in [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ] {
+        let n = findings.iter().filter(|f| f.severity == level).count();
         if n > 0 {
-            by.push(format!("{n} {level}"));
+            by.push(format!("{n} {}", level.name()));
         }
     }
-    let checks: Vec<&str> = findings
-        .iter()
-        .filter_map(|f| f["check"].as_str())
-        .collect();
+    let checks: Vec<&str> = findings.iter().map(|f| f.check.as_str()).collect();
     format!(
         "{} finding{}: {} ({})",
         findings.len(),
@@ -714,19 +777,11 @@ fn describe_findings(findings: &[Value]) -> String {
 }
 
 /// The findings as `lab audit` prints them.
-fn render_findings(findings: &[Value]) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+fn render_findings(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
-        out.push_str(&format!(
-            "{} [{}] {}\n  at:   {}\n  why:  {}\n  fix:  {}\n\n",
-            s(&f["severity"]).to_uppercase(),
-            s(&f["check"]),
-            s(&f["problem"]),
-            s(&f["location"]),
-            s(&f["why"]),
-            s(&f["fix"]),
-        ));
+        out.push_str(&f.render());
+        out.push('\n');
     }
     out.push_str(&describe_findings(findings));
     out
@@ -851,14 +906,7 @@ impl Runner {
                 ..Default::default()
             })
             .await?;
-        let removed: Vec<String> = removed["deleted"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let removed = removed.deleted;
         let prefilter = if ex.reset_prefilter {
             let done = prefilter(&self.backend, &PrefilterAction::Reset).await;
             if matches!(done.got, Got::Rejected | Got::Error) {
@@ -875,25 +923,27 @@ impl Runner {
             None
         };
         let applied = if has_policy {
-            self.backend
-                .apply_policies(ApplyRequest {
-                    source: source.clone(),
-                    text: policy.to_owned(),
-                    dry_run: false,
-                })
-                .await?
+            Some(
+                self.backend
+                    .apply_policies(ApplyRequest {
+                        source: source.clone(),
+                        text: policy.to_owned(),
+                        dry_run: false,
+                    })
+                    .await?,
+            )
         } else {
-            Value::Null
+            None
         };
         let mut probes = Vec::new();
         for p in &ex.probes {
-            let pods = Pods::load(&self.backend).await;
+            let pods = Pods::load(&self.backend);
             let pod = pods.resolve(&p.ship.pod)?;
             let ship = resolve_connect(&p.ship, &pods, &self.backend.services(), &pod);
             let mark = mark(&self.backend);
             let (got, summary, _) = do_ship(&self.backend, &pod, &ship).await;
             tokio::time::sleep(Duration::from_millis(PROBE_SETTLE_MS)).await;
-            let flows: Vec<Arc<Value>> = flows_since(&self.backend, &mark)
+            let flows: Vec<Arc<Flow>> = flows_since(&self.backend, mark)
                 .into_iter()
                 .filter(|f| pods.side_is(&pod, f, true))
                 .collect();
@@ -946,7 +996,7 @@ impl Runner {
         policy: &str,
         level: &str,
     ) -> Result<AuditRun, ApiError> {
-        let threshold = severity_rank(level).unwrap_or(2);
+        let threshold = Severity::parse(&level.to_ascii_lowercase()).unwrap_or(Severity::Medium);
         let says =
             format!("Your policy passes lab audit: no finding of {level} severity or above in it");
         let expected = format!("no finding at {level} or above in your policy");
@@ -962,34 +1012,33 @@ impl Runner {
                 right: false,
             });
         }
-        let body = json!({"files": [{"source": source, "text": policy}]});
-        let found = self.backend.extension("audit", Some(body)).await?;
+        let found = self
+            .backend
+            .audit(AuditRequest {
+                files: vec![AuditFile {
+                    source: source.to_owned(),
+                    text: policy.to_owned(),
+                }],
+            })
+            .await?;
         let prefix = format!("{source}:");
-        let findings: Vec<Value> = found
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let findings: Vec<GradedFinding> = found
             .into_iter()
-            .map(|mut f| {
-                let yours = f["location"]
-                    .as_str()
-                    .is_some_and(|l| l.starts_with(&prefix));
-                let counts = yours
-                    && f["severity"]
-                        .as_str()
-                        .and_then(severity_rank)
-                        .is_some_and(|r| r >= threshold);
-                f["yours"] = Value::Bool(yours);
-                f["counts"] = Value::Bool(counts);
-                f
+            .map(|finding| {
+                let yours = finding.location.starts_with(&prefix);
+                GradedFinding {
+                    counts: yours && finding.severity >= threshold,
+                    yours,
+                    finding,
+                }
             })
             .collect();
         let counted: Vec<&str> = findings
             .iter()
-            .filter(|f| f["counts"] == true)
-            .filter_map(|f| f["check"].as_str())
+            .filter(|f| f.counts)
+            .map(|f| f.finding.check.as_str())
             .collect();
-        let others = findings.iter().filter(|f| f["yours"] != true).count();
+        let others = findings.iter().filter(|f| !f.yours).count();
         let mut summary = if counted.is_empty() {
             format!("no finding at {level} or above in your policy")
         } else {
@@ -1025,7 +1074,7 @@ fn running_run(spec: &StepSpec, started: Instant, pod: Option<String>, again: bo
         got: Got::Running,
         summary,
         pass: false,
-        outcome: json!({}),
+        outcome: StepOutcome::Pending {},
         pod,
         output_check: None,
         flow_checks: Vec::new(),
@@ -1038,7 +1087,7 @@ fn running_run(spec: &StepSpec, started: Instant, pod: Option<String>, again: bo
     }
 }
 
-fn newest(mut flows: Vec<Arc<Value>>) -> Vec<Arc<Value>> {
+fn newest(mut flows: Vec<Arc<Flow>>) -> Vec<Arc<Flow>> {
     let skip = flows.len().saturating_sub(MAX_FLOWS);
     flows.drain(..skip);
     flows
@@ -1056,89 +1105,56 @@ fn restarted(before: &Pods, after: &Pods) -> Vec<String> {
         .collect()
 }
 
-fn describe_apply(v: &Value) -> String {
-    let parts: Vec<String> = v["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["action"].as_str().unwrap_or("applied"),
-                r["name"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
-    if parts.is_empty() {
-        "applied".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn describe_deleted(v: &Value) -> String {
-    let names: Vec<&str> = v["deleted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if names.is_empty() {
-        "there were no policies: nothing to delete".into()
-    } else {
-        format!("deleted {}", names.join(", "))
-    }
-}
-
 /// The flows that explain a wrong outcome: what dropped it, or what let it through.
-fn explaining(flows: &[Arc<Value>], got: &Got) -> Vec<Arc<Value>> {
+fn explaining(flows: &[Arc<Flow>], got: &Got) -> Vec<Arc<Flow>> {
     let through = matches!(got, Got::Ok | Got::FtpOk | Got::Http(200..=299));
-    let main: Vec<&Arc<Value>> = flows
+    let main: Vec<&Arc<Flow>> = flows
         .iter()
-        .filter(|f| !is_reply(f) && !is_dns(f))
+        .filter(|f| !f.is_reply && !f.is_dns())
         .collect();
-    let pick: Vec<Arc<Value>> = if through {
-        let audit: Vec<Arc<Value>> = main
+    let pick: Vec<Arc<Flow>> = if through {
+        let audit: Vec<Arc<Flow>> = main
             .iter()
-            .filter(|f| f["verdict"] == "AUDIT")
+            .filter(|f| f.verdict == Verdict::Audit)
             .map(|f| Arc::clone(f))
             .collect();
         if !audit.is_empty() {
             audit
         } else {
             // The first connection's decisions: its egress and its ingress.
+            let tcp_source_port = |f: &Flow| f.l4.tcp.as_ref().map(|t| t.source_port);
             let first_port = main
                 .iter()
-                .find(|f| f["verdict"] == "FORWARDED")
-                .map(|f| f["l4"]["TCP"]["source_port"].clone());
-            let mut first: Vec<Arc<Value>> = main
+                .find(|f| f.verdict == Verdict::Forwarded)
+                .map(|f| tcp_source_port(f));
+            let mut first: Vec<Arc<Flow>> = main
                 .iter()
                 .filter(|f| {
-                    f["verdict"] == "FORWARDED"
-                        && Some(&f["l4"]["TCP"]["source_port"]) == first_port.as_ref()
+                    f.verdict == Verdict::Forwarded && Some(tcp_source_port(f)) == first_port
                 })
                 .map(|f| Arc::clone(f))
                 .collect();
             // The decision that names a policy first, then one taken at a pod (not the
             // NodePort translation on the node), then the receiver's before the sender's.
             first.sort_by_key(|f| {
-                let named = ["ingress_allowed_by", "egress_allowed_by"]
-                    .iter()
-                    .any(|k| f[*k].as_array().is_some_and(|a| !a.is_empty()));
-                let at_pod =
-                    f["destination"]["pod_name"].is_string() || f["source"]["pod_name"].is_string();
-                (!named, !at_pod, f["traffic_direction"] != "INGRESS")
+                let named = !f.ingress_allowed_by.is_empty() || !f.egress_allowed_by.is_empty();
+                let at_pod = !f.destination.pod_name.is_empty() || !f.source.pod_name.is_empty();
+                (
+                    !named,
+                    !at_pod,
+                    f.traffic_direction != TrafficDirection::Ingress,
+                )
             });
             first
         }
     } else {
-        let drops: Vec<Arc<Value>> = main
+        let drops: Vec<Arc<Flow>> = main
             .iter()
-            .filter(|f| blocked_flow(f))
+            .filter(|f| f.is_blocked())
             .map(|f| Arc::clone(f))
             .collect();
         if drops.is_empty() {
-            flows.iter().filter(|f| blocked_flow(f)).cloned().collect()
+            flows.iter().filter(|f| f.is_blocked()).cloned().collect()
         } else {
             drops
         }
@@ -1147,10 +1163,7 @@ fn explaining(flows: &[Arc<Value>], got: &Got) -> Vec<Arc<Value>> {
     let mut seen = Vec::new();
     pick.into_iter()
         .filter(|f| {
-            let key = (
-                f["traffic_direction"].clone(),
-                f["policy_explanation"].clone(),
-            );
+            let key = (f.traffic_direction, f.policy_explanation.clone());
             let new = !seen.contains(&key);
             seen.push(key);
             new
@@ -1160,14 +1173,13 @@ fn explaining(flows: &[Arc<Value>], got: &Got) -> Vec<Arc<Value>> {
 }
 
 /// A hint from the kind of mistake and the flows that show it.
-fn advise(expect: &Expect, got: &Got, flows: &[Arc<Value>]) -> String {
-    let flow = flows.first().map(|f| &**f);
+fn advise(expect: &Expect, got: &Got, flows: &[Arc<Flow>]) -> String {
     let through = matches!(got, Got::Ok | Got::FtpOk | Got::Http(200..=299));
     let want_through = matches!(
         expect,
         Expect::Ok | Expect::FtpOk | Expect::Http { status: 200..=299 }
     );
-    let Some(f) = flow else {
+    let Some(f) = flows.first() else {
         return if through {
             "It got through, and no flow was recorded for it.".into()
         } else if matches!(got, Got::Error) {
@@ -1176,28 +1188,27 @@ fn advise(expect: &Expect, got: &Got, flows: &[Arc<Value>]) -> String {
             "No drop was recorded: the far end may have been down or busy. Try again.".into()
         };
     };
-    let dir = f["traffic_direction"]
-        .as_str()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let why = f["policy_explanation"].as_str().unwrap_or_default();
+    let dir = f.traffic_direction.lower();
+    let why = &f.policy_explanation;
     if through && !want_through {
-        if f["verdict"] == "AUDIT" {
+        if f.verdict == Verdict::Audit {
             return format!(
                 "A policy would drop this, but it is in audit mode, so the packet was forwarded and only reported ({why}). Turn audit mode off to enforce it."
             );
         }
-        let unselected = |f: &Value| {
-            f["policy_explanation"]
-                .as_str()
-                .is_some_and(|w| w.contains("no policy selects"))
-        };
+        let unselected = |f: &Flow| f.policy_explanation.contains("no policy selects");
         if flows.len() > 1 && flows.iter().all(|f| unselected(f)) {
-            let name = |side: &Value| side["pod_name"].as_str().unwrap_or("?").to_owned();
+            let name = |side: &EndpointRef| {
+                if side.pod_name.is_empty() {
+                    "?".to_owned()
+                } else {
+                    side.pod_name.clone()
+                }
+            };
             return format!(
                 "Nothing restricts this connection: no policy selects {} for egress, and none selects {} for ingress. A policy on either side, with rules in that direction, turns on default deny there.",
-                name(&f["source"]),
-                name(&f["destination"])
+                name(&f.source),
+                name(&f.destination)
             );
         }
         if unselected(f) {
@@ -1209,10 +1220,10 @@ fn advise(expect: &Expect, got: &Got, flows: &[Arc<Value>]) -> String {
             "A rule let this through ({why}). It is broader than the goal: narrow its peers or ports."
         );
     }
-    if l7_denied(f) {
+    if f.is_l7_denied() {
         return "The HTTP rules did not allow this request: method and path are regular expressions that must match the whole string.".into();
     }
-    if f["drop_reason"] == 181 {
+    if f.drop.is_some_and(|d| d.drop_reason == 181) {
         return format!(
             "An explicit deny rule matched ({why}); deny rules win over every allow rule."
         );
@@ -1225,82 +1236,232 @@ fn advise(expect: &Expect, got: &Got, flows: &[Arc<Value>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Backend, BoxFut, ExecResult};
+    use crate::api::{Backend, BoxFut, ExecResult, ProxyState};
+    use model::{
+        Applied, ApplyAction, AuditMode, ConntrackEntry, Drop, Endpoint, FlowType, Identity,
+        IpInfo, IpVersion, L4, LimitStatus, ObservationPoint, Outcome, PodContext, PodPhase,
+        PolicyAudit, PolicyEntry, Ports, ShipRequest, Status,
+    };
+    use std::net::Ipv4Addr;
     use std::sync::Mutex;
 
     /// A lab without a kernel: xwing landings are dropped once any policy exists.
     #[derive(Default)]
     struct Fake {
         policies: Mutex<Vec<String>>,
-        flows: Mutex<Vec<Arc<Value>>>,
+        flows: Mutex<Vec<Arc<Flow>>>,
         tick: Mutex<u64>,
         restarts: Mutex<u64>,
         /// The prefilter: denied CIDRs and bypassed NodePorts.
-        prefilter: Mutex<(Vec<String>, Vec<u64>)>,
+        prefilter: Mutex<(Vec<String>, Vec<u16>)>,
+    }
+
+    fn side(pod: &str) -> EndpointRef {
+        EndpointRef {
+            id: 0,
+            identity: 0,
+            labels: vec![],
+            namespace: "default".into(),
+            pod_name: pod.into(),
+        }
+    }
+
+    fn pod(name: &str, owner: Option<&str>, ip: [u8; 4], restarts: u64) -> Pod {
+        Pod {
+            namespace: "default".into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+            ip: Ipv4Addr::from(ip),
+            node_interface: String::new(),
+            netns: String::new(),
+            netns_alive: true,
+            identity: 0,
+            endpoint_id: 0,
+            image: String::new(),
+            workload: String::new(),
+            owner: owner.map(Into::into),
+            phase: PodPhase::Running,
+            ready: true,
+            restarts,
+            pid: None,
+            last_exit: None,
+            started_at: None,
+            created: SystemTime::UNIX_EPOCH,
+            log_file: Default::default(),
+            source: String::new(),
+        }
     }
 
     impl Fake {
-        fn flow(&self, src: &str, dst: &str, verdict: &str, why: &str) {
+        fn next_time(&self) -> (SystemTime, u16) {
             let mut t = self.tick.lock().unwrap();
             *t += 1;
-            self.flows.lock().unwrap().push(Arc::new(json!({
-                "time": format!("2026-01-01T00:00:{:02}.000000000Z", *t),
-                "verdict": verdict, "Type": "L3_L4", "is_reply": false,
-                "traffic_direction": "INGRESS",
-                "source": {"pod_name": src, "namespace": "default"},
-                "destination": {"pod_name": dst, "namespace": "default"},
-                "l4": {"TCP": {"source_port": 40000 + *t, "destination_port": 80}},
-                "policy_explanation": why,
-            })));
+            (
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + *t),
+                40000 + *t as u16,
+            )
+        }
+
+        fn push(
+            &self,
+            source: EndpointRef,
+            ip: IpInfo,
+            dst: &str,
+            verdict: Verdict,
+            dport: u16,
+            why: &str,
+        ) {
+            let (time, sport) = self.next_time();
+            self.flows.lock().unwrap().push(Arc::new(Flow {
+                ip,
+                summary: String::new(),
+                flow_type: FlowType::L3L4,
+                destination: side(dst),
+                drop: (verdict == Verdict::Dropped).then_some(Drop {
+                    drop_reason: 133,
+                    drop_reason_desc: model::DropReason::PolicyDenied,
+                }),
+                dry_run: vec![],
+                egress_allowed_by: vec![],
+                egress_denied_by: vec![],
+                ingress_allowed_by: vec![],
+                ingress_denied_by: vec![],
+                is_reply: false,
+                l4: L4 {
+                    tcp: Some(Ports {
+                        destination_port: dport,
+                        flags: None,
+                        source_port: sport,
+                    }),
+                    ..Default::default()
+                },
+                l7: None,
+                node_name: "lab".into(),
+                policy_explanation: why.into(),
+                source,
+                time,
+                trace_observation_point: ObservationPoint::ToEndpoint,
+                traffic_direction: TrafficDirection::Ingress,
+                verdict,
+            }));
+        }
+
+        fn flow(&self, src: &str, dst: &str, verdict: Verdict, why: &str) {
+            let ip = IpInfo {
+                destination: Ipv4Addr::new(10, 244, 0, 2),
+                ip_version: IpVersion::IPv4,
+                source: Ipv4Addr::new(10, 244, 0, 4),
+            };
+            self.push(side(src), ip, dst, verdict, 80, why);
+        }
+
+        fn state(&self) -> PrefilterState {
+            let pf = self.prefilter.lock().unwrap();
+            PrefilterState {
+                interface: "ext0".into(),
+                deny: pf.0.clone(),
+                bypass_node_ports: pf.1.clone(),
+                warning: None,
+            }
         }
     }
 
+    fn ready<T: Send + 'static>(v: T) -> BoxFut<'static, T> {
+        Box::pin(async move { v })
+    }
+
     impl Backend for Fake {
-        fn status(&self) -> Value {
-            json!({})
+        fn status(&self) -> Status {
+            Status {
+                instance: "fake".into(),
+                pid: 1,
+                web: None,
+                pods: 0,
+                services: 0,
+                node_netns: Default::default(),
+                started: SystemTime::UNIX_EPOCH,
+                policies: 0,
+            }
         }
-        fn pods(&self) -> Value {
-            json!([
-                {"namespace": "default", "name": "xwing", "owner": null, "restarts": 0, "ready": true},
-                {"namespace": "default", "name": "tiefighter", "owner": null, "restarts": 0, "ready": true},
-                {"namespace": "default", "name": "deathstar-b", "owner": "deathstar", "restarts": *self.restarts.lock().unwrap(), "ready": true},
-                {"namespace": "default", "name": "deathstar-a", "owner": "deathstar", "restarts": 0, "ready": true},
-                {"namespace": "default", "name": "inventory-a", "owner": "inventory", "restarts": 0, "ready": true},
-            ])
+        fn pods(&self) -> Vec<Pod> {
+            vec![
+                pod("xwing", None, [10, 244, 0, 4], 0),
+                pod("tiefighter", None, [10, 244, 0, 5], 0),
+                pod(
+                    "deathstar-b",
+                    Some("deathstar"),
+                    [10, 244, 0, 3],
+                    *self.restarts.lock().unwrap(),
+                ),
+                pod("deathstar-a", Some("deathstar"), [10, 244, 0, 2], 0),
+                pod("inventory-a", Some("inventory"), [10, 244, 0, 9], 0),
+            ]
         }
-        fn pod(&self, _: &str, _: &str) -> Option<Value> {
+        fn pod(&self, _: &str, _: &str) -> Option<Pod> {
             None
         }
-        fn pod_context(&self, _: &str, _: &str) -> Option<Value> {
+        fn hosts(&self) -> Vec<Host> {
+            vec![Host {
+                namespace: "world".into(),
+                name: "attacker".into(),
+                ip: Ipv4Addr::new(198, 51, 100, 66),
+            }]
+        }
+        fn pod_context(&self, _: &str, _: &str) -> Option<PodContext> {
             None
         }
-        fn services(&self) -> Value {
-            json!([])
+        fn services(&self) -> Vec<Service> {
+            vec![]
         }
-        fn endpoints(&self) -> Value {
-            json!([])
+        fn endpoints(&self) -> Vec<Endpoint> {
+            vec![]
         }
-        fn identities(&self) -> Value {
-            json!([])
+        fn identities(&self) -> Vec<Identity> {
+            vec![]
         }
-        fn policies(&self) -> Value {
-            json!([])
+        fn conntrack(&self) -> Vec<ConntrackEntry> {
+            vec![]
         }
-        fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<Value, ApiError>> {
+        fn policies(&self) -> Vec<PolicyEntry> {
+            vec![]
+        }
+        fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<ApplyResult, ApiError>> {
             Box::pin(async move {
                 if req.text.contains("fromEndpoint:") {
-                    return Err(ApiError::new(422, "bad").with_details(json!([{"line": 3}])));
+                    let detail = model::LocatedError {
+                        file: req.source.clone(),
+                        line: 3,
+                        column: 1,
+                        field: String::new(),
+                        message: "bad".into(),
+                        hint: None,
+                        kind: model::ErrorKind::Invalid,
+                    };
+                    return Err(ApiError::new(422, "bad").with_details(vec![detail]));
                 }
                 if !req.dry_run {
                     self.policies.lock().unwrap().push("rule1".into());
                 }
-                Ok(json!({"results": [{"action": "created", "name": "rule1"}]}))
+                Ok(ApplyResult {
+                    dry_run: req.dry_run,
+                    revision: None,
+                    results: vec![Applied {
+                        kind: "CiliumNetworkPolicy".into(),
+                        name: "rule1".into(),
+                        namespace: Some("default".into()),
+                        action: ApplyAction::Created,
+                        audit: false,
+                    }],
+                })
             })
         }
-        fn delete_policies(&self, _: DeleteRequest) -> BoxFut<'_, Result<Value, ApiError>> {
+        fn delete_policies(&self, _: DeleteRequest) -> BoxFut<'_, Result<DeleteResult, ApiError>> {
             Box::pin(async move {
                 let gone: Vec<String> = std::mem::take(&mut *self.policies.lock().unwrap());
-                Ok(json!({"deleted": gone}))
+                Ok(DeleteResult {
+                    deleted: gone,
+                    revision: 1,
+                })
             })
         }
         fn set_policy_audit(
@@ -1308,10 +1469,78 @@ mod tests {
             _: &str,
             _: &str,
             _: bool,
-        ) -> BoxFut<'_, Result<Value, ApiError>> {
-            Box::pin(async { Ok(json!({})) })
+        ) -> BoxFut<'_, Result<PolicyAudit, ApiError>> {
+            ready(Err(ApiError::not_found("x")))
         }
-        fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Value>> {
+        fn audit_mode(&self) -> AuditMode {
+            AuditMode { audit_mode: false }
+        }
+        fn set_audit_mode(&self, _: bool) -> BoxFut<'_, Result<AuditMode, ApiError>> {
+            ready(Err(ApiError::not_found("x")))
+        }
+        fn limits(&self) -> Vec<LimitStatus> {
+            vec![]
+        }
+        fn prefilter(&self) -> PrefilterState {
+            self.state()
+        }
+        fn change_prefilter(
+            &self,
+            change: PrefilterChange,
+        ) -> BoxFut<'_, Result<PrefilterState, ApiError>> {
+            Box::pin(async move {
+                {
+                    let mut pf = self.prefilter.lock().unwrap();
+                    match change {
+                        PrefilterChange::Update { cidrs } => pf.0.extend(cidrs),
+                        PrefilterChange::Delete { cidrs } => pf.0.retain(|c| !cidrs.contains(c)),
+                        PrefilterChange::Bypass {
+                            enabled: true,
+                            unsafe_ok: false,
+                            ..
+                        } => return Err(ApiError::new(400, "confirm with --unsafe")),
+                        PrefilterChange::Bypass {
+                            node_port,
+                            enabled: true,
+                            ..
+                        } => pf.1.push(node_port),
+                        PrefilterChange::Bypass { node_port, .. } => {
+                            pf.1.retain(|p| *p != node_port)
+                        }
+                    }
+                }
+                Ok(self.state())
+            })
+        }
+        fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>> {
+            let finding = |severity, check: &str, location: String| Finding {
+                severity,
+                check: check.into(),
+                location,
+                problem: "p".into(),
+                why: "w".into(),
+                fix: "f".into(),
+            };
+            let mut out = Vec::new();
+            for p in &self.prefilter.lock().unwrap().1 {
+                out.push(finding(
+                    Severity::Critical,
+                    "prefilter-bypass",
+                    format!("prefilter on ext0, NodePort {p}"),
+                ));
+            }
+            for f in &req.files {
+                if f.text.contains("0.0.0.0/0") {
+                    out.push(finding(
+                        Severity::High,
+                        "wildcard-cidr",
+                        format!("{}:12 (spec.ingress[0].fromCIDR)", f.source),
+                    ));
+                }
+            }
+            ready(Ok(out))
+        }
+        fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Flow>> {
             let all = self.flows.lock().unwrap().clone();
             let mut out: Vec<_> = all.into_iter().filter(|f| filter.matches(f)).collect();
             if let Some(l) = filter.limit {
@@ -1320,136 +1549,112 @@ mod tests {
             }
             out
         }
-        fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Value>> {
+        fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Flow>> {
             tokio::sync::broadcast::channel(1).1
         }
         fn metrics(&self) -> String {
             "# TYPE lab_nodeport_connections_total counter\nlab_nodeport_connections_total{source=\"internet\"} 3\nlab_nodeport_connections_total{source=\"internal\"} 2\n".into()
         }
-        fn ship(&self, pod: &str, body: Value) -> BoxFut<'_, Result<Value, ApiError>> {
+        fn ship(&self, pod: &str, req: ShipRequest) -> BoxFut<'_, Result<ShipResult, ApiError>> {
             let pod = pod.to_owned();
             Box::pin(async move {
                 let policy = !self.policies.lock().unwrap().is_empty();
                 let who = pod.trim_start_matches("default/");
-                if body["move"]["move"] == "fire" {
+                if req.mv == Move::Fire {
                     *self.restarts.lock().unwrap() += 1;
                 }
-                if body["move"]["move"] == "flood" {
-                    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-                    return Ok(
-                        json!({"kind": "flooded", "connected": 6, "refused": 194, "failed": 0, "summary": "flood: 6 connections held, 194 refused, 0 failed"}),
-                    );
+                if let Move::Flood { .. } = req.mv {
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    return Ok(Outcome::Flooded {
+                        connected: 6,
+                        refused: 194,
+                        failed: 0,
+                        elapsed_ms: 2500,
+                    }
+                    .into());
                 }
                 if pod == "world/attacker" {
-                    let mut t = self.tick.lock().unwrap();
-                    *t += 1;
-                    self.flows.lock().unwrap().push(Arc::new(json!({
-                        "time": format!("2026-01-01T00:00:{:02}.000000000Z", *t),
-                        "verdict": "FORWARDED", "Type": "L3_L4", "is_reply": false,
-                        "traffic_direction": "INGRESS",
-                        "IP": {"source": "198.51.100.66", "destination": "10.244.0.9"},
-                        "source": {"identity": 2, "labels": ["reserved:world"]},
-                        "destination": {"pod_name": "inventory-a", "namespace": "default"},
-                        "l4": {"TCP": {"source_port": 40000 + *t, "destination_port": 8080}},
-                        "policy_explanation": "allowed",
-                    })));
-                    return Ok(
-                        json!({"kind": "ok", "status": 200, "body": "Leia Organa", "summary": "200 Leia Organa"}),
+                    let ip = IpInfo {
+                        destination: Ipv4Addr::new(10, 244, 0, 9),
+                        ip_version: IpVersion::IPv4,
+                        source: Ipv4Addr::new(198, 51, 100, 66),
+                    };
+                    let world = EndpointRef {
+                        identity: 2,
+                        labels: vec!["reserved:world".into()],
+                        ..Default::default()
+                    };
+                    self.push(
+                        world,
+                        ip,
+                        "inventory-a",
+                        Verdict::Forwarded,
+                        8080,
+                        "allowed",
                     );
+                    return Ok(Outcome::Ok {
+                        status: 200,
+                        body: "Leia Organa".into(),
+                        elapsed_ms: 1,
+                    }
+                    .into());
                 }
                 if who == "xwing" && policy {
                     self.flow(
                         who,
                         "deathstar-a",
-                        "DROPPED",
+                        Verdict::Dropped,
                         "ingress of default/deathstar-a: default deny by rule1",
                     );
-                    Ok(json!({"kind": "timed_out", "summary": "timed out after 1.0s"}))
+                    Ok(Outcome::TimedOut { elapsed_ms: 1000 }.into())
                 } else {
-                    self.flow(who, "deathstar-a", "FORWARDED", "ingress of default/deathstar-a: no policy selects it for ingress, everything is allowed");
-                    Ok(
-                        json!({"kind": "ok", "status": 200, "body": "Ship landed\n", "summary": "200 Ship landed"}),
-                    )
+                    self.flow(who, "deathstar-a", Verdict::Forwarded, "ingress of default/deathstar-a: no policy selects it for ingress, everything is allowed");
+                    Ok(Outcome::Ok {
+                        status: 200,
+                        body: "Ship landed\n".into(),
+                        elapsed_ms: 1,
+                    }
+                    .into())
                 }
             })
         }
         fn exec(&self, _: &str, _: ExecRequest) -> BoxFut<'_, Result<ExecResult, ApiError>> {
-            Box::pin(async {
-                Ok(ExecResult {
-                    exit_code: Some(28),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    elapsed_ms: 1,
-                    timed_out: false,
-                })
-            })
+            ready(Ok(ExecResult {
+                exit_code: Some(28),
+                stdout: String::new(),
+                stderr: String::new(),
+                elapsed_ms: 1,
+                timed_out: false,
+            }))
         }
-        fn extension(
-            &self,
-            path: &str,
-            body: Option<Value>,
-        ) -> BoxFut<'_, Result<Value, ApiError>> {
-            let path = path.to_owned();
-            Box::pin(async move {
-                let state = |pf: &(Vec<String>, Vec<u64>)| json!({"interface": "ext0", "deny": pf.0, "bypass_node_ports": pf.1});
-                match (path.as_str(), body) {
-                    ("hosts", None) => Ok(
-                        json!([{"namespace": "world", "name": "attacker", "ip": "198.51.100.66"}]),
-                    ),
-                    ("prefilter", None) => Ok(state(&self.prefilter.lock().unwrap())),
-                    ("prefilter", Some(b)) => {
-                        let mut pf = self.prefilter.lock().unwrap();
-                        let cidrs = || {
-                            b["cidrs"]
-                                .as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|c| c.as_str().unwrap().to_owned())
-                        };
-                        match b["action"].as_str().unwrap() {
-                            "update" => pf.0.extend(cidrs()),
-                            "delete" => {
-                                let gone: Vec<String> = cidrs().collect();
-                                pf.0.retain(|c| !gone.contains(c));
-                            }
-                            _ if b["enabled"] == true && b["unsafe"] != true => {
-                                return Err(ApiError::new(400, "confirm with --unsafe"));
-                            }
-                            _ if b["enabled"] == true => {
-                                pf.1.push(b["node_port"].as_u64().unwrap())
-                            }
-                            _ => pf.1.retain(|p| *p != b["node_port"]),
-                        }
-                        Ok(state(&pf))
-                    }
-                    ("audit", Some(b)) => {
-                        let mut out = Vec::new();
-                        for p in &self.prefilter.lock().unwrap().1 {
-                            out.push(json!({"severity": "critical", "check": "prefilter-bypass", "location": format!("prefilter on ext0, NodePort {p}"), "problem": "p", "why": "w", "fix": "f"}));
-                        }
-                        for f in b["files"].as_array().unwrap() {
-                            if f["text"].as_str().unwrap().contains("0.0.0.0/0") {
-                                out.push(json!({"severity": "high", "check": "wildcard-cidr", "location": format!("{}:12 (spec.ingress[0].fromCIDR)", f["source"].as_str().unwrap()), "problem": "p", "why": "w", "fix": "f"}));
-                            }
-                        }
-                        Ok(Value::Array(out))
-                    }
-                    _ => Err(ApiError::not_found("x")),
-                }
-            })
+        fn set_proxy(&self, _: bool) -> BoxFut<'_, Result<ProxyState, ApiError>> {
+            ready(Err(ApiError::not_found("x")))
+        }
+        fn shutdown(&self) {}
+        fn bench_plot(&self, _: &str, _: &str) -> BoxFut<'_, Result<String, ApiError>> {
+            ready(Err(ApiError::not_found("x")))
         }
     }
 
     #[test]
     fn connect_targets_become_addresses() {
         let pods = Pods(vec![
-            json!({"namespace": "default", "name": "ftp-secure", "ip": "10.244.0.6", "ready": true}),
-            json!({"namespace": "default", "name": "deathstar-a", "owner": "deathstar", "ip": "10.244.0.2", "ready": true}),
+            Member::Pod(pod("ftp-secure", None, [10, 244, 0, 6], 0)),
+            Member::Pod(pod("deathstar-a", Some("deathstar"), [10, 244, 0, 2], 0)),
         ]);
-        let services = json!([{"namespace": "default", "name": "ftp-secure", "cluster_ip": "10.104.0.9", "ports": [{"port": 21}]}]);
+        let services: Vec<Service> = serde_json::from_value(serde_json::json!([{
+            "namespace": "default", "name": "ftp-secure", "type": "ClusterIP",
+            "cluster_ip": "10.104.0.9", "selector": {}, "labels": {}, "dns": "",
+            "ports": [{"name": null, "port": 21, "protocol": "TCP", "target_port": 21,
+                       "node_port": null, "endpoints": []}]
+        }]))
+        .unwrap();
         let addr = |s: &str| {
             let a = ShipAction::parse(s).unwrap();
-            resolve_connect(&a, &pods, &services, "default/xwing").mv["addr"].clone()
+            match resolve_connect(&a, &pods, &services, "default/xwing").mv {
+                Move::Connect { addr, .. } => addr,
+                other => panic!("{other:?}"),
+            }
         };
         assert_eq!(addr("xwing connect ftp-secure:21"), "10.104.0.9:21");
         assert_eq!(
@@ -1478,7 +1683,7 @@ mod tests {
     #[tokio::test]
     async fn a_step_shows_the_flows_it_caused_and_restarts() {
         let fake = Arc::new(Fake::default());
-        fake.flow("tiefighter", "deathstar-a", "FORWARDED", "old");
+        fake.flow("tiefighter", "deathstar-a", Verdict::Forwarded, "old");
         let runner = Runner::new(fake.clone());
         let run = runner
             .run_step(&spec("ship: xwing fire\nexpect: ok\nsettle: 0\nflows:\n- {from: xwing, to: deathstar, verdict: FORWARDED, port: 80}"))
@@ -1573,12 +1778,7 @@ mod tests {
             .unwrap();
         assert!(audit.pass, "{audit:#?}");
         assert_eq!(audit.checks.len(), 1);
-        assert!(
-            audit.outcome["text"]
-                .as_str()
-                .unwrap()
-                .contains("CRITICAL [prefilter-bypass]")
-        );
+        assert!(audit.outcome.texts()[0].contains("CRITICAL [prefilter-bypass]"));
         let not_clean = runner
             .run_step(&spec("audit:\nfindings: clean"))
             .await
@@ -1677,7 +1877,7 @@ mod tests {
             .check(&ex, "kind: CiliumNetworkPolicy\nfromCIDR: [0.0.0.0/0]\n")
             .await
             .unwrap();
-        assert_eq!(fake.prefilter.lock().unwrap().1, Vec::<u64>::new());
+        assert_eq!(fake.prefilter.lock().unwrap().1, Vec::<u16>::new());
         assert!(
             wide.prefilter.as_deref().unwrap().contains("--off"),
             "{wide:#?}"
@@ -1685,7 +1885,7 @@ mod tests {
         assert_eq!((wide.right, wide.total), (1, 2));
         let audit = wide.audit.unwrap();
         assert!(!audit.right);
-        assert_eq!(audit.findings[0]["yours"], true);
+        assert!(audit.findings[0].yours);
         assert!(audit.summary.contains("wildcard-cidr"));
         let narrow = runner
             .check(&ex, "kind: CiliumNetworkPolicy\nfromCIDR: [10.0.0.0/8]\n")

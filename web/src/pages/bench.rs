@@ -44,32 +44,25 @@ pub async fn plot(
     if !plain_name(&run) || !plain_name(&file) || !file.ends_with(".svg") {
         return (StatusCode::NOT_FOUND, "no such plot").into_response();
     }
-    match s
-        .backend
-        .extension(&format!("bench/plots/{run}/{file}"), None)
-        .await
-    {
-        Ok(v) => match v["svg"].as_str() {
-            Some(svg) => {
-                let mut r = svg.to_owned().into_response();
-                let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("image/svg+xml"),
-                );
-                h.insert(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static(PLOT_CSP),
-                );
-                h.insert(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                r
-            }
-            None => (StatusCode::INTERNAL_SERVER_ERROR, "the lab sent no SVG").into_response(),
-        },
+    match s.backend.bench_plot(&run, &file).await {
+        Ok(svg) => {
+            let mut r = svg.into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            );
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PLOT_CSP),
+            );
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
         Err(e) => e.into_response(),
     }
 }
