@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,224 +15,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HOST, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 
 use crate::ftp_client::{FtpClientError, FtpSession};
 
-/// Where and how long: the Deathstar's base URL and the time limit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Options {
-    /// Land, Survey, Fire and relative `Http` URLs go here.
-    #[serde(default = "default_base_url")]
-    pub base_url: String,
-    /// Bounds a whole HTTP move; for `FetchLogs`, each FTP step (connect, login, list, each file).
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-fn default_base_url() -> String {
-    "http://deathstar.default.svc.cluster.local".to_string()
-}
-fn default_timeout_ms() -> u64 {
-    5000
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            base_url: default_base_url(),
-            timeout_ms: default_timeout_ms(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "move", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Move {
-    /// `POST /v1/request-landing`
-    Land,
-    /// `GET /v1`
-    Survey,
-    /// `PUT /v1/exhaust-port`
-    Fire,
-    /// Log in to an FTP store and download every `deathstar-*.log` file.
-    FetchLogs {
-        /// "host:port"
-        store: String,
-        /// `None` logs in anonymously.
-        #[serde(default)]
-        user: Option<String>,
-        #[serde(default)]
-        password: Option<String>,
-        /// Directory to look in; empty means the login directory.
-        #[serde(default)]
-        dir: String,
-    },
-    /// Any request. `url` is absolute (`http://host[:port]/path`) or a path joined to the base URL.
-    Http {
-        method: String,
-        url: String,
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        #[serde(default)]
-        body: Option<String>,
-    },
-    /// Open a TCP connection to "host:port" and close it again, sending nothing: the question
-    /// "can this pod reach that port at all?", for any port (FTP, DNS over TCP, ...).
-    Connect {
-        addr: String,
-        /// Overrides [`Options::timeout_ms`] for this move.
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-    },
-    /// A connection flood: open `connections` TCP connections to the Deathstar (the base URL's
-    /// host and port) without sending anything, and hold them for `hold_ms`.
-    Flood { connections: u32, hold_ms: u64 },
-}
-
-/// The simple moves by name ("land", "survey", "fire"), for command lines.
-impl FromStr for Move {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "land" => Ok(Move::Land),
-            "survey" => Ok(Move::Survey),
-            "fire" => Ok(Move::Fire),
-            _ => Err(format!(
-                "unknown move {s:?}: expected land, survey or fire (fetch-logs, http and connect take arguments)"
-            )),
-        }
-    }
-}
-
-/// What happened. `elapsed_ms` is the time from the start of the move.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Outcome {
-    /// A 2xx answer.
-    Ok {
-        status: u16,
-        body: String,
-        elapsed_ms: u64,
-    },
-    /// Any other HTTP answer, e.g. 403 `Access denied` from a policy proxy or 503 from the port.
-    HttpError {
-        status: u16,
-        body: String,
-        elapsed_ms: u64,
-    },
-    /// Connection refused or reset.
-    Refused { detail: String, elapsed_ms: u64 },
-    /// No answer within the time limit: what a silent drop looks like.
-    TimedOut { elapsed_ms: u64 },
-    /// Anything else: unresolvable name, bad URL, protocol error.
-    Error { detail: String, elapsed_ms: u64 },
-    /// The logs were fetched: the file names and their concatenated content.
-    FtpOk {
-        files: Vec<String>,
-        content: String,
-        elapsed_ms: u64,
-    },
-    /// The store refused: login failed or permission denied.
-    FtpDenied { detail: String, elapsed_ms: u64 },
-    /// A [`Move::Connect`] got its TCP handshake done: `peer` is the address it reached.
-    Connected { peer: String, elapsed_ms: u64 },
-    /// A [`Move::Flood`] is over: how many connections opened, were refused or failed.
-    Flooded {
-        connected: u32,
-        refused: u32,
-        failed: u32,
-        elapsed_ms: u64,
-    },
-}
-
-/// The longest body shown by [`Outcome::summary`].
-const SUMMARY_BODY_CHARS: usize = 160;
-
-impl Outcome {
-    /// One line for the CLI, e.g. `200 Ship landed`, `timed out after 5.0s`.
-    pub fn summary(&self) -> String {
-        match self {
-            Outcome::Ok { status, body, .. } | Outcome::HttpError { status, body, .. } => {
-                let body = one_line(body);
-                if body.is_empty() {
-                    status.to_string()
-                } else {
-                    format!("{status} {body}")
-                }
-            }
-            Outcome::Refused { detail, .. } => format!("refused: {detail}"),
-            Outcome::TimedOut { elapsed_ms } => {
-                format!("timed out after {:.1}s", *elapsed_ms as f64 / 1000.0)
-            }
-            Outcome::Error { detail, .. } => format!("error: {detail}"),
-            Outcome::FtpOk { files, content, .. } => format!(
-                "fetched {} log file{} ({} lines)",
-                files.len(),
-                if files.len() == 1 { "" } else { "s" },
-                content.lines().count()
-            ),
-            Outcome::FtpDenied { detail, .. } => format!("denied: {detail}"),
-            Outcome::Connected { peer, .. } => format!("connected to {peer}"),
-            Outcome::Flooded {
-                connected,
-                refused,
-                failed,
-                ..
-            } => {
-                format!("flood: {connected} connections held, {refused} refused, {failed} failed")
-            }
-        }
-    }
-
-    /// Process exit status for `lab ship`: 0 success, 1 the server said no (HTTP error status
-    /// or FTP refusal), 2 refused, 3 timed out, 4 anything else.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Outcome::Ok { .. }
-            | Outcome::FtpOk { .. }
-            | Outcome::Connected { .. }
-            | Outcome::Flooded { .. } => 0,
-            Outcome::HttpError { .. } | Outcome::FtpDenied { .. } => 1,
-            Outcome::Refused { .. } => 2,
-            Outcome::TimedOut { .. } => 3,
-            Outcome::Error { .. } => 4,
-        }
-    }
-
-    pub fn elapsed_ms(&self) -> u64 {
-        match self {
-            Outcome::Ok { elapsed_ms, .. }
-            | Outcome::HttpError { elapsed_ms, .. }
-            | Outcome::Refused { elapsed_ms, .. }
-            | Outcome::TimedOut { elapsed_ms }
-            | Outcome::Error { elapsed_ms, .. }
-            | Outcome::FtpOk { elapsed_ms, .. }
-            | Outcome::FtpDenied { elapsed_ms, .. }
-            | Outcome::Connected { elapsed_ms, .. }
-            | Outcome::Flooded { elapsed_ms, .. } => *elapsed_ms,
-        }
-    }
-}
-
-/// Collapses whitespace (JSON, CRLF) to single spaces and shortens long bodies.
-fn one_line(body: &str) -> String {
-    let mut out = String::new();
-    for (i, word) in body.split_whitespace().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    if out.chars().count() > SUMMARY_BODY_CHARS {
-        out = out.chars().take(SUMMARY_BODY_CHARS).collect();
-        out.push('…');
-    }
-    out
-}
+pub use model::moves::{Move, Options, Outcome};
 
 /// Makes the move and reports what happened; never panics on network trouble.
 pub async fn perform(mv: &Move, opts: &Options) -> Outcome {
@@ -607,55 +393,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summaries() {
-        let ok = Outcome::Ok {
-            status: 200,
-            body: "Ship landed\n".into(),
-            elapsed_ms: 3,
-        };
-        assert_eq!(ok.summary(), "200 Ship landed");
-        let denied = Outcome::HttpError {
-            status: 403,
-            body: "Access denied\r\n".into(),
-            elapsed_ms: 3,
-        };
-        assert_eq!(denied.summary(), "403 Access denied");
-        assert_eq!(denied.exit_code(), 1);
-        let slow = Outcome::TimedOut { elapsed_ms: 5004 };
-        assert_eq!(slow.summary(), "timed out after 5.0s");
-        assert_eq!(slow.exit_code(), 3);
-        let long = Outcome::Ok {
-            status: 200,
-            body: "x ".repeat(500),
-            elapsed_ms: 1,
-        };
-        assert!(long.summary().chars().count() <= 4 + SUMMARY_BODY_CHARS + 1);
-    }
-
-    #[test]
-    fn moves_as_json_and_by_name() {
-        let mv: Move =
-            serde_json::from_str(r#"{"move": "fetch-logs", "store": "ftp:21"}"#).unwrap();
-        assert_eq!(
-            mv,
-            Move::FetchLogs {
-                store: "ftp:21".into(),
-                user: None,
-                password: None,
-                dir: String::new()
-            }
-        );
-        assert_eq!(
-            serde_json::to_string(&Move::Land).unwrap(),
-            r#"{"move":"land"}"#
-        );
-        assert_eq!("Fire".parse::<Move>().unwrap(), Move::Fire);
-        assert!("jump".parse::<Move>().is_err());
-        let out = serde_json::to_value(Outcome::TimedOut { elapsed_ms: 1 }).unwrap();
-        assert_eq!(out["kind"], "timed_out");
-    }
-
-    #[test]
     fn requests_carry_host_and_path_only() {
         let mut headers = BTreeMap::new();
         headers.insert("X-Has-Force".to_string(), "true".to_string());
@@ -714,10 +451,5 @@ mod tests {
         };
         let out = perform(&closed, &Options::default()).await;
         assert!(matches!(out, Outcome::Refused { .. }), "{out:?}");
-    }
-
-    #[test]
-    fn one_line_collapses_whitespace() {
-        assert_eq!(one_line("{\n  \"a\": 1\n}\n"), "{ \"a\": 1 }");
     }
 }

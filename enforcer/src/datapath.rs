@@ -35,7 +35,7 @@ use enforcer_common::{
 use thiserror::Error;
 
 pub mod events;
-pub use events::{Clock, Event, EventReader};
+pub use events::{AsyncEventReader, Clock, Event, EventReader};
 
 /// The compiled kernel programs (`enforcer-ebpf`), built by this crate's build script.
 pub static EBPF_OBJECT: &[u8] =
@@ -591,7 +591,7 @@ impl Datapath {
     }
 
     /// The reader of the flow-event ring buffer; can be taken once (by the flow recorder).
-    pub fn take_events(&mut self) -> Option<io::Result<EventReader>> {
+    pub fn take_events(&mut self) -> Option<EventReader> {
         self.events.take().map(EventReader::new)
     }
 

@@ -278,7 +278,10 @@ fn explain(ev: &Event, names: &Names, flow: &Flow, policy: Option<&PolicyRef>) -
                 display_name(&flow.source, saddr),
                 flow.destination_port().unwrap_or(0)
             ),
-            reason => format!("NodePort connection dropped: {}", drop_reason(reason).name()),
+            reason => format!(
+                "NodePort connection dropped: {}",
+                drop_reason(reason).name()
+            ),
         };
     }
     if ev.ct_flags & CT_BYPASS != 0 {

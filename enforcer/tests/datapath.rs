@@ -4,7 +4,7 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use enforcer::datapath::Datapath;
+use enforcer::datapath::{Datapath, Event};
 use enforcer_common::*;
 use testkit::{BpfFs, TcpServer, Topology, in_netns, require_root, tcp_connects, tcp_roundtrip};
 
@@ -110,13 +110,10 @@ fn allow(lab: &mut Lab, ep: u32, dir: u8, peer: u32, port: u16, verdict: u8) {
     lab.dp.set_policy(POLICY_KEY_FULL_BITS, key, value).unwrap();
 }
 
-fn drain_events(lab: &mut Lab) -> Vec<FlowEvent> {
-    let mut rb = lab.dp.take_events().expect("ring buffer");
+fn drain_events(lab: &mut Lab) -> Vec<Event> {
+    let mut reader = lab.dp.take_events().expect("ring buffer");
     let mut out = Vec::new();
-    while let Some(item) = rb.next() {
-        assert_eq!(item.len(), size_of::<FlowEvent>());
-        out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const FlowEvent) });
-    }
+    reader.drain(&mut out);
     out
 }
 
@@ -172,7 +169,7 @@ fn default_deny_drops_until_the_map_allows() {
     assert!(
         drops
             .iter()
-            .any(|e| e.drop_reason == DROP_POLICY_DENIED && e.saddr == u32::from(a).to_be())
+            .any(|e| e.drop_reason == DROP_POLICY_DENIED && e.saddr == a)
     );
     assert!(
         drops

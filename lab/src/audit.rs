@@ -13,50 +13,10 @@ use enforcer::{
     },
 };
 use enforcer_common::{VERDICT_ALLOW, VERDICT_REDIRECT};
-use serde::{Deserialize, Serialize};
 
 use crate::cluster::{PodSpec, ServiceSpec, ServiceType};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "low" => Some(Self::Low),
-            "medium" => Some(Self::Medium),
-            "high" => Some(Self::High),
-            "critical" => Some(Self::Critical),
-            _ => None,
-        }
-    }
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Low => "LOW",
-            Self::Medium => "MEDIUM",
-            Self::High => "HIGH",
-            Self::Critical => "CRITICAL",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Finding {
-    pub severity: Severity,
-    /// A short stable name of the check.
-    pub check: String,
-    /// `file:line` of the offending field, or the live object (`service default/inventory`).
-    pub location: String,
-    pub problem: String,
-    pub why: String,
-    pub fix: String,
-}
+pub use model::{Finding, Severity};
 
 /// Everything the audit looks at.
 #[derive(Default)]
@@ -444,15 +404,8 @@ pub fn render(findings: &[Finding]) -> String {
     }
     let mut out = String::new();
     for f in findings {
-        out.push_str(&format!(
-            "{} [{}] {}\n  at:   {}\n  why:  {}\n  fix:  {}\n\n",
-            f.severity.label(),
-            f.check,
-            f.problem,
-            f.location,
-            f.why,
-            f.fix
-        ));
+        out.push_str(&f.render());
+        out.push('\n');
     }
     let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
     out.push_str(&format!(
@@ -498,8 +451,8 @@ pub fn input_from_files(sources: &[enforcer::yaml::Source]) -> anyhow::Result<In
 /// (as `lab policy apply` would), audited.
 pub fn live(
     lab: &crate::control::Lab,
-    body: Option<&serde_json::Value>,
-) -> Result<serde_json::Value, web::api::ApiError> {
+    req: &model::AuditRequest,
+) -> Result<Vec<Finding>, web::api::ApiError> {
     use web::api::ApiError;
     let mut docs: BTreeMap<(PolicyKind, Option<String>, String), PolicyDoc> = lab
         .policies
@@ -511,15 +464,8 @@ pub fn live(
         .collect();
     let mut extra_pods = Vec::new();
     let mut extra_services = Vec::new();
-    for f in body
-        .and_then(|b| b["files"].as_array())
-        .into_iter()
-        .flatten()
-    {
-        let src = enforcer::yaml::Source::new(
-            f["source"].as_str().unwrap_or("-"),
-            f["text"].as_str().unwrap_or_default(),
-        );
+    for f in &req.files {
+        let src = enforcer::yaml::Source::new(f.source.clone(), f.text.clone());
         let input = input_from_files(&[src]).map_err(|e| ApiError::new(422, format!("{e:#}")))?;
         for d in input.policies {
             docs.insert((d.kind, d.namespace.clone(), d.name.clone()), d);
@@ -551,5 +497,5 @@ pub fn live(
         bypassed_node_ports: lab.engine.lock().expect("engine").datapath_ref().bypassed(),
         know_pods: true,
     };
-    Ok(serde_json::to_value(audit(&input)).unwrap_or_default())
+    Ok(audit(&input))
 }

@@ -1,4 +1,5 @@
-//! The lab as the web crate's [`Backend`]: what the control API and the page can see and do.
+//! The lab as the web crate's [`Backend`]: what the control API and the page can see and do,
+//! as the plain types of the `model` crate.
 
 use std::{
     process::Stdio,
@@ -6,18 +7,43 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use model::{
+    ApplyResult, AuditMode, AuditRequest, ConntrackEntry, DeleteResult, Endpoint, Finding, Flow,
+    Host, Identity, IdentityKind, LimitStatus, Pod, PodContext, PodPhase, PolicyAudit, PolicyEntry,
+    PortRef, PrefilterChange, PrefilterState, Service, ServicePort, ShipRequest, ShipResult,
+    Status,
+};
 use web::api::{
-    ApiError, ApplyRequest, BoxFut, DeleteRequest, ExecRequest, ExecResult, FlowFilter,
+    ApiError, ApplyRequest, BoxFut, DeleteRequest, ExecRequest, ExecResult, FlowFilter, ProxyRun,
+    ProxyState,
 };
 
-use crate::control::{Lab, service_json};
+use crate::{
+    cluster::{self, ServiceType, TargetPort, Workload},
+    control::{Lab, PodRuntime, ServiceRuntime},
+    spawn::Enter,
+    supervisor::Phase,
+    sys,
+};
 
 pub struct LabBackend(pub Arc<Lab>);
 
 impl LabBackend {
     fn lab(&self) -> &Lab {
         &self.0
+    }
+
+    /// Runs `f` on a blocking thread with the lab (policy changes write maps and files).
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Lab) -> Result<T, ApiError> + Send + 'static,
+    ) -> BoxFut<'static, Result<T, ApiError>> {
+        let lab = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&lab))
+                .await
+                .map_err(|e| ApiError::new(500, e.to_string()))?
+        })
     }
 }
 
@@ -78,75 +104,232 @@ pub async fn exec_captured(
     }
 }
 
+/// A pod as the API shows it.
+pub fn pod_view(pod: &PodRuntime) -> Pod {
+    let status = pod.process.as_ref().map(|p| p.status());
+    let netns_alive = sys::netns_alive(&pod.netns);
+    let phase = match (&status, netns_alive) {
+        (_, false) => PodPhase::NetworkMissing,
+        (Some(s), _) => match s.phase {
+            Phase::Pending => PodPhase::Pending,
+            Phase::Running => PodPhase::Running,
+            Phase::CrashLoopBackOff => PodPhase::CrashLoopBackOff,
+            Phase::Succeeded => PodPhase::Succeeded,
+            Phase::Failed => PodPhase::Failed,
+            Phase::Terminating => PodPhase::Terminating,
+        },
+        (None, _) => PodPhase::Pending,
+    };
+    Pod {
+        namespace: pod.spec.namespace.clone(),
+        name: pod.spec.name.clone(),
+        labels: pod.spec.labels.clone(),
+        ip: pod.ip,
+        node_interface: pod.node_if.clone(),
+        netns: pod.netns.clone(),
+        netns_alive,
+        identity: pod.identity,
+        endpoint_id: pod.ep_id,
+        image: pod.spec.container.image.clone(),
+        workload: workload_name(&pod.spec.container.workload).into(),
+        owner: pod.spec.owner.clone(),
+        phase,
+        ready: status.as_ref().is_some_and(|s| s.phase == Phase::Running),
+        restarts: status.as_ref().map_or(0, |s| u64::from(s.restarts)),
+        pid: status.as_ref().and_then(|s| s.pid),
+        last_exit: status.as_ref().and_then(|s| s.last_exit.clone()),
+        started_at: status.as_ref().and_then(|s| s.started_at),
+        created: pod.created,
+        log_file: pod.log_file.clone(),
+        source: pod.spec.source.clone(),
+    }
+}
+
+fn workload_name(w: &Workload) -> &'static str {
+    match w {
+        Workload::Deathstar { .. } => "deathstar",
+        Workload::Ship => "ship",
+        Workload::FtpStore { .. } => "ftp-store",
+        Workload::Echo { .. } => "echo",
+        Workload::Dns => "dns",
+        Workload::Inventory { .. } => "inventory",
+    }
+}
+
+/// A service as the API shows it.
+pub fn service_view(svc: &ServiceRuntime) -> Service {
+    Service {
+        namespace: svc.spec.namespace.clone(),
+        name: svc.spec.name.clone(),
+        service_type: match svc.spec.service_type {
+            ServiceType::ClusterIP => model::ServiceType::ClusterIP,
+            ServiceType::NodePort => model::ServiceType::NodePort,
+        },
+        cluster_ip: svc.cluster_ip,
+        selector: svc.spec.selector.clone(),
+        labels: svc.spec.labels.clone(),
+        ports: svc
+            .spec
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ServicePort {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: p.protocol.name().into(),
+                target_port: match &p.target_port {
+                    TargetPort::Number(n) => PortRef::Number(*n),
+                    TargetPort::Name(s) => PortRef::Name(s.clone()),
+                },
+                node_port: p.node_port,
+                endpoints: svc
+                    .backends
+                    .get(&i)
+                    .map(|b| b.iter().map(|(ip, port)| format!("{ip}:{port}")).collect())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        dns: format!(
+            "{}.{}.svc.{}",
+            svc.spec.name,
+            svc.spec.namespace,
+            cluster::CLUSTER_DOMAIN
+        ),
+    }
+}
+
 impl web::Backend for LabBackend {
-    fn status(&self) -> Value {
+    fn status(&self) -> Status {
         let lab = self.lab();
-        let pods = lab.pods.read().expect("pods");
-        json!({
-            "instance": lab.paths.instance,
-            "pid": std::process::id(),
-            "web": lab.web_addr.lock().expect("web").map(|a| format!("http://{a}/")),
-            "pods": pods.len(),
-            "services": lab.services.read().expect("services").len(),
-            "node_netns": lab.node_ns,
-            "started": crate::control::rfc3339(lab.started),
-            "policies": crate::policies::count(lab),
-        })
+        Status {
+            instance: lab.paths.instance.clone(),
+            pid: std::process::id(),
+            web: lab
+                .web_addr
+                .lock()
+                .expect("web")
+                .map(|a| format!("http://{a}/")),
+            pods: lab.pods.read().expect("pods").len(),
+            services: lab.services.read().expect("services").len(),
+            node_netns: lab.node_ns.clone(),
+            started: lab.started,
+            policies: crate::policies::count(lab),
+        }
     }
 
-    fn pods(&self) -> Value {
-        let lab = self.lab();
-        let pods = lab.pods.read().expect("pods");
-        Value::Array(pods.values().map(|p| lab.pod_json(p)).collect())
+    fn pods(&self) -> Vec<Pod> {
+        let pods = self.lab().pods.read().expect("pods");
+        pods.values().map(pod_view).collect()
     }
 
-    fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
-        let lab = self.lab();
-        let pods = lab.pods.read().expect("pods");
-        pods.get(&(namespace.into(), name.into()))
-            .map(|p| lab.pod_json(p))
+    fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let pods = self.lab().pods.read().expect("pods");
+        pods.get(&(namespace.into(), name.into())).map(pod_view)
     }
 
-    fn pod_context(&self, namespace: &str, name: &str) -> Option<Value> {
-        let ctx = self.lab().context_of(&format!("{namespace}/{name}"))?;
-        serde_json::to_value(&ctx).ok()
+    fn hosts(&self) -> Vec<Host> {
+        let hosts = self.lab().hosts.read().expect("hosts");
+        hosts
+            .iter()
+            .map(|(name, (_, ip))| Host {
+                namespace: "world".into(),
+                name: name.clone(),
+                ip: *ip,
+            })
+            .collect()
     }
 
-    fn services(&self) -> Value {
+    fn pod_context(&self, namespace: &str, name: &str) -> Option<PodContext> {
+        self.lab().context_of(&format!("{namespace}/{name}"))
+    }
+
+    fn services(&self) -> Vec<Service> {
         let services = self.lab().services.read().expect("services");
-        Value::Array(services.values().map(service_json).collect())
+        services.values().map(service_view).collect()
     }
 
-    fn endpoints(&self) -> Value {
+    fn endpoints(&self) -> Vec<Endpoint> {
         let engine = self.lab().engine.lock().expect("engine");
-        serde_json::to_value(engine.endpoints().collect::<Vec<_>>()).unwrap_or_default()
+        engine
+            .endpoints()
+            .map(|e| Endpoint {
+                ep_id: e.ep_id,
+                namespace: e.namespace.clone(),
+                pod: e.pod.clone(),
+                ip: e.ip,
+                ifname: e.ifname.clone(),
+                ifindex: e.ifindex,
+                identity: e.identity,
+                labels: e.labels.clone(),
+                ingress_enforced: e.flags & enforcer_common::EP_INGRESS_ENFORCED != 0,
+                egress_enforced: e.flags & enforcer_common::EP_EGRESS_ENFORCED != 0,
+            })
+            .collect()
     }
 
-    fn identities(&self) -> Value {
+    fn identities(&self) -> Vec<Identity> {
+        use enforcer::identity::IdentityKind as Kind;
         let engine = self.lab().engine.lock().expect("engine");
-        serde_json::to_value(engine.identities().all().collect::<Vec<_>>()).unwrap_or_default()
+        engine
+            .identities()
+            .all()
+            .map(|i| Identity {
+                id: i.id,
+                labels: i.labels.clone(),
+                kind: match &i.kind {
+                    Kind::Reserved => IdentityKind::Reserved,
+                    Kind::Pod => IdentityKind::Pod,
+                    Kind::Cidr { prefix, len } => IdentityKind::Cidr {
+                        prefix: *prefix,
+                        len: *len,
+                    },
+                },
+            })
+            .collect()
     }
 
-    fn policies(&self) -> Value {
+    fn conntrack(&self) -> Vec<ConntrackEntry> {
+        let engine = self.lab().engine.lock().expect("engine");
+        engine
+            .datapath_ref()
+            .conntrack()
+            .iter()
+            .map(|(k, v)| {
+                let addr = |a: u32, p: u16| {
+                    format!(
+                        "{}:{}",
+                        std::net::Ipv4Addr::from(u32::from_be(a)),
+                        u16::from_be(p)
+                    )
+                };
+                ConntrackEntry {
+                    source: addr(k.saddr, k.sport),
+                    destination: addr(k.daddr, k.dport),
+                    protocol: k.proto,
+                    direction: if k.direction == enforcer_common::DIR_INGRESS {
+                        "ingress"
+                    } else {
+                        "egress"
+                    }
+                    .into(),
+                    packets: v.packets,
+                    bytes: v.bytes,
+                    flags: v.flags,
+                }
+            })
+            .collect()
+    }
+
+    fn policies(&self) -> Vec<PolicyEntry> {
         crate::policies::list(self.lab())
     }
 
-    fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<Value, ApiError>> {
-        let lab = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || crate::policies::apply(&lab, &req))
-                .await
-                .map_err(|e| ApiError::new(500, e.to_string()))?
-        })
+    fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<ApplyResult, ApiError>> {
+        self.blocking(move |lab| crate::policies::apply(lab, &req))
     }
 
-    fn delete_policies(&self, req: DeleteRequest) -> BoxFut<'_, Result<Value, ApiError>> {
-        let lab = self.0.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || crate::policies::delete(&lab, &req))
-                .await
-                .map_err(|e| ApiError::new(500, e.to_string()))?
-        })
+    fn delete_policies(&self, req: DeleteRequest) -> BoxFut<'_, Result<DeleteResult, ApiError>> {
+        self.blocking(move |lab| crate::policies::delete(lab, &req))
     }
 
     fn set_policy_audit(
@@ -154,19 +337,43 @@ impl web::Backend for LabBackend {
         namespace: &str,
         name: &str,
         audit: bool,
-    ) -> BoxFut<'_, Result<Value, ApiError>> {
-        let lab = self.0.clone();
+    ) -> BoxFut<'_, Result<PolicyAudit, ApiError>> {
         let (ns, name) = (namespace.to_owned(), name.to_owned());
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || crate::policies::set_audit(&lab, &ns, &name, audit))
-                .await
-                .map_err(|e| ApiError::new(500, e.to_string()))?
-        })
+        self.blocking(move |lab| crate::policies::set_audit(lab, &ns, &name, audit))
     }
 
-    fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Value>> {
-        let all = self.lab().flows.recent();
-        let mut out: Vec<Arc<Value>> = all.into_iter().filter(|f| filter.matches(f)).collect();
+    fn audit_mode(&self) -> AuditMode {
+        AuditMode {
+            audit_mode: crate::policies::audit_all(self.lab()),
+        }
+    }
+
+    fn set_audit_mode(&self, on: bool) -> BoxFut<'_, Result<AuditMode, ApiError>> {
+        self.blocking(move |lab| crate::policies::set_audit_all(lab, on))
+    }
+
+    fn limits(&self) -> Vec<LimitStatus> {
+        crate::policies::limit_status(self.lab())
+    }
+
+    fn prefilter(&self) -> PrefilterState {
+        crate::prefilter::list(self.lab())
+    }
+
+    fn change_prefilter(
+        &self,
+        change: PrefilterChange,
+    ) -> BoxFut<'_, Result<PrefilterState, ApiError>> {
+        self.blocking(move |lab| crate::prefilter::change(lab, &change))
+    }
+
+    fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>> {
+        self.blocking(move |lab| crate::audit::live(lab, &req))
+    }
+
+    fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Flow>> {
+        let all = self.lab().recorder.recent();
+        let mut out: Vec<Arc<Flow>> = all.into_iter().filter(|f| filter.matches(f)).collect();
         if let Some(limit) = filter.limit {
             let skip = out.len().saturating_sub(limit);
             out.drain(..skip);
@@ -174,25 +381,22 @@ impl web::Backend for LabBackend {
         out
     }
 
-    fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Value>> {
-        self.lab().flows.subscribe()
+    fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Flow>> {
+        self.lab().recorder.subscribe()
     }
 
     fn metrics(&self) -> String {
         crate::metrics::render(self.lab())
     }
 
-    fn ship(&self, pod: &str, body: Value) -> BoxFut<'_, Result<Value, ApiError>> {
+    fn ship(&self, pod: &str, req: ShipRequest) -> BoxFut<'_, Result<ShipResult, ApiError>> {
         let lab = self.0.clone();
         let pod = pod.to_owned();
         Box::pin(async move {
+            let json =
+                serde_json::to_string(&req).map_err(|e| ApiError::new(500, e.to_string()))?;
             let req = ExecRequest {
-                argv: vec![
-                    "lab".into(),
-                    "ship-move".into(),
-                    "--json".into(),
-                    body.to_string(),
-                ],
+                argv: vec!["lab".into(), "ship-move".into(), "--json".into(), json],
                 timeout_ms: Some(60_000),
             };
             let res = exec_captured(&lab, &pod, &req).await?;
@@ -211,69 +415,30 @@ impl web::Backend for LabBackend {
         Box::pin(async move { exec_captured(&lab, &pod, &req).await })
     }
 
-    fn extension(&self, path: &str, body: Option<Value>) -> BoxFut<'_, Result<Value, ApiError>> {
+    fn set_proxy(&self, running: bool) -> BoxFut<'_, Result<ProxyState, ApiError>> {
         let lab = self.0.clone();
-        let path = path.to_owned();
         Box::pin(async move {
-            match (path.as_str(), body) {
-                ("hosts", None) => {
-                    let hosts = lab.hosts.read().expect("hosts");
-                    Ok(Value::Array(
-                        hosts
-                            .iter()
-                            .map(|(name, (_, ip))| json!({"namespace": "world", "name": name, "ip": ip.to_string()}))
-                            .collect(),
-                    ))
-                }
-                ("audit", body) => crate::audit::live(&lab, body.as_ref()),
-                ("limits", None) => Ok(crate::policies::limit_status(&lab)),
-                ("prefilter", None) => Ok(crate::prefilter::list(&lab)),
-                ("prefilter", Some(body)) => crate::prefilter::change(&lab, &body),
-                ("audit-mode", None) => Ok(json!({"audit_mode": crate::policies::audit_all(&lab)})),
-                ("audit-mode", Some(body)) => {
-                    let on = body["audit_mode"].as_bool().ok_or_else(|| {
-                        ApiError::new(400, "expected {\"audit_mode\": true|false}")
-                    })?;
-                    crate::policies::set_audit_all(&lab, on)
-                }
-                ("proxy/stop", Some(_)) => {
-                    lab.stop_proxy();
-                    Ok(json!({"proxy": "stopped"}))
-                }
-                ("proxy/start", Some(_)) => {
-                    lab.start_proxy()
-                        .map_err(|e| ApiError::new(500, format!("{e:#}")))?;
-                    Ok(json!({"proxy": "running"}))
-                }
-                ("shutdown", Some(_)) => {
-                    let _ = lab.shutdown.send(true);
-                    Ok(json!({"shutting_down": true}))
-                }
-                ("conntrack", None) => {
-                    let engine = lab.engine.lock().expect("engine");
-                    let entries: Vec<Value> = engine
-                        .datapath_ref()
-                        .conntrack()
-                        .iter()
-                        .map(|(k, v)| {
-                            json!({
-                                "source": format!("{}:{}", std::net::Ipv4Addr::from(u32::from_be(k.saddr)), u16::from_be(k.sport)),
-                                "destination": format!("{}:{}", std::net::Ipv4Addr::from(u32::from_be(k.daddr)), u16::from_be(k.dport)),
-                                "protocol": k.proto,
-                                "direction": if k.direction == enforcer_common::DIR_INGRESS { "ingress" } else { "egress" },
-                                "packets": v.packets,
-                                "bytes": v.bytes,
-                                "flags": v.flags,
-                            })
-                        })
-                        .collect();
-                    Ok(Value::Array(entries))
-                }
-                (p, body) if p == "bench" || p.starts_with("bench/") => {
-                    crate::bench::web::route(lab, &p["bench".len()..], body).await
-                }
-                (p, _) => Err(ApiError::not_found(format!("no API route /api/x/{p}"))),
+            if running {
+                lab.start_proxy()
+                    .map_err(|e| ApiError::new(500, format!("{e:#}")))?;
+                Ok(ProxyState {
+                    proxy: ProxyRun::Running,
+                })
+            } else {
+                lab.stop_proxy();
+                Ok(ProxyState {
+                    proxy: ProxyRun::Stopped,
+                })
             }
         })
+    }
+
+    fn shutdown(&self) {
+        let _ = self.lab().shutdown.send(true);
+    }
+
+    fn bench_plot(&self, run: &str, file: &str) -> BoxFut<'_, Result<String, ApiError>> {
+        let (run, file) = (run.to_owned(), file.to_owned());
+        self.blocking(move |lab| crate::bench::web::plot_svg(lab, &run, &file).map_err(Into::into))
     }
 }

@@ -2,18 +2,25 @@
 //! `policy apply|get|delete`, `observe`, `ship`. Output is a table by default, or `-o json|yaml`.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, Seek, Write},
     net::SocketAddr,
     path::PathBuf,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use hyper::Method;
-use serde_json::{Value, json};
+use model::{
+    ApplyRequest, ApplyResult, AuditFile, AuditMode, AuditRequest, AuditSwitch, ConntrackEntry,
+    DeleteRequest, DeleteResult, Endpoint, EndpointRef, Flow, FlowFilter, Host, Identity,
+    LimitStatus, Move, Pod, PodContext, PolicyAudit, PolicyEntry, PrefilterChange, PrefilterState,
+    Service, ShipCommand, ShipRequest, ShipResult, Status,
+};
+use serde::Serialize;
 
-use crate::{client::Client, paths::Paths, spawn::PodContext, up};
+use crate::{client::Client, paths::Paths, spawn::Enter, up};
 
 #[derive(Parser)]
 #[command(name = "lab", version, about = "A Kubernetes-style cluster with an eBPF CiliumNetworkPolicy enforcer, on one VM", long_about = None)]
@@ -340,15 +347,15 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
     let client = Client::new(paths);
     match command {
         Command::Status => {
-            let s = client.get("/api/status").await?;
+            let s: Status = client.get("/api/status").await?;
             println!(
                 "Lab {:?} is up (pid {}): {} pods, {} services, {} policies.\n  Web lab: {}",
-                s["instance"].as_str().unwrap_or_default(),
-                s["pid"],
-                s["pods"],
-                s["services"],
-                s["policies"],
-                s["web"].as_str().unwrap_or("-")
+                s.instance,
+                s.pid,
+                s.pods,
+                s.services,
+                s.policies,
+                s.web.as_deref().unwrap_or("-")
             );
         }
         Command::Get {
@@ -379,7 +386,16 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
             flow_type,
             last,
             output,
-        } => observe(&client, follow, pod, verdict, flow_type, last, output).await?,
+        } => {
+            let filter = FlowFilter {
+                pod,
+                verdict,
+                flow_type,
+                limit: Some(last),
+                since: None,
+            };
+            observe(&client, follow, &filter, output).await?
+        }
         Command::Ship {
             pod,
             action,
@@ -395,71 +411,61 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
             .await;
         }
         Command::Prefilter(cmd) => {
-            let body = match cmd {
-                PrefilterCommand::Update { cidrs } => json!({"action": "update", "cidrs": cidrs}),
-                PrefilterCommand::Delete { cidrs } => json!({"action": "delete", "cidrs": cidrs}),
+            let change = match cmd {
+                PrefilterCommand::Update { cidrs } => Some(PrefilterChange::Update { cidrs }),
+                PrefilterCommand::Delete { cidrs } => Some(PrefilterChange::Delete { cidrs }),
                 PrefilterCommand::Bypass {
                     node_port,
                     unsafe_ok,
                     off,
-                } => {
-                    json!({"action": "bypass", "node_port": node_port, "enabled": !off, "unsafe": unsafe_ok})
-                }
-                PrefilterCommand::List => Value::Null,
+                } => Some(PrefilterChange::Bypass {
+                    node_port,
+                    enabled: !off,
+                    unsafe_ok,
+                }),
+                PrefilterCommand::List => None,
             };
-            let state = if body.is_null() {
-                client.get("/api/x/prefilter").await?
-            } else {
-                client
-                    .request(Method::POST, "/api/x/prefilter", Some(body))
-                    .await?
+            let state: PrefilterState = match change {
+                None => client.get("/api/x/prefilter").await?,
+                Some(change) => client.post("/api/x/prefilter", &change).await?,
             };
-            let deny: Vec<String> = state["deny"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect();
             println!(
                 "XDP prefilter on {}: deny {}",
-                s(&state["interface"]),
-                if deny.is_empty() {
+                state.interface,
+                if state.deny.is_empty() {
                     "nothing".into()
                 } else {
-                    deny.join(", ")
+                    state.deny.join(", ")
                 }
             );
-            for p in state["bypass_node_ports"].as_array().into_iter().flatten() {
-                println!("  UNSAFE: NodePort {} skips every network policy", s(p));
+            for p in &state.bypass_node_ports {
+                println!("  {}", PrefilterState::bypass_warning(*p));
             }
         }
         Command::Metrics => print!("{}", client.text("/metrics").await?),
         Command::DebugApi { method, path, body } => {
             let method = Method::from_bytes(method.to_uppercase().as_bytes())?;
-            let body = match body {
+            // Any route, any JSON: this command is the API's raw edge.
+            let body: Option<serde_json::Value> = match body {
                 Some(b) => Some(serde_json::from_str(&b)?),
-                None if method == Method::POST => Some(json!({})),
+                None if method == Method::POST => Some(serde_json::json!({})),
                 None => None,
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&client.request(method, &path, body).await?)?
-            );
+            let answer: serde_json::Value = client.call(method, &path, body.as_ref()).await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
         }
         Command::Conntrack => {
-            let entries = client.get("/api/x/conntrack").await?;
+            let entries: Vec<ConntrackEntry> = client.get("/api/x/conntrack").await?;
             let rows: Vec<Vec<String>> = entries
-                .as_array()
                 .into_iter()
-                .flatten()
                 .map(|e| {
                     vec![
-                        s(&e["direction"]),
-                        s(&e["protocol"]),
-                        s(&e["source"]),
-                        s(&e["destination"]),
-                        s(&e["packets"]),
-                        s(&e["bytes"]),
+                        e.direction,
+                        e.protocol.to_string(),
+                        e.source,
+                        e.destination,
+                        e.packets.to_string(),
+                        e.bytes.to_string(),
                     ]
                 })
                 .collect();
@@ -486,12 +492,9 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
     Ok(0)
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "<none>".into(),
-        other => other.to_string(),
-    }
+/// An optional value as kubectl shows it.
+fn or_none(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "<none>".into(), |v| v.to_string())
 }
 
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -518,7 +521,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn print_structured(v: &Value, output: Output) -> Result<()> {
+fn print_structured(v: &impl Serialize, output: Output) -> Result<()> {
     match output {
         Output::Yaml => print!("{}", serde_yaml_ng::to_string(v)?),
         _ => println!("{}", serde_json::to_string_pretty(v)?),
@@ -526,48 +529,29 @@ fn print_structured(v: &Value, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn labels_str(v: &Value) -> String {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "<none>".into())
+fn labels_str(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "<none>".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn age(created: &Value) -> String {
-    let Some(t) = created.as_str() else {
+/// Time since `t`, as kubectl's AGE column: `42s`, `5m`, `3h`.
+fn age(t: Option<SystemTime>) -> String {
+    let Some(d) = t.and_then(|t| SystemTime::now().duration_since(t).ok()) else {
         return "-".into();
     };
-    let now = enforcer::flow::now_rfc3339();
-    // Both are RFC 3339 UTC; compare by parsing the seconds of day and the date.
-    let secs = |s: &str| -> Option<i64> {
-        let (date, time) = s.split_once('T')?;
-        let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-        let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
-        let mut t = time.trim_end_matches('Z').split(':');
-        let (h, mi) = (
-            t.next()?.parse::<i64>().ok()?,
-            t.next()?.parse::<i64>().ok()?,
-        );
-        let sec = t.next()?.split('.').next()?.parse::<i64>().ok()?;
-        Some((((y * 372 + m * 31 + dd) * 24 + h) * 60 + mi) * 60 + sec)
-    };
-    match (secs(t), secs(&now)) {
-        (Some(a), Some(b)) if b >= a => {
-            let d = b - a;
-            if d < 120 {
-                format!("{d}s")
-            } else if d < 7200 {
-                format!("{}m", d / 60)
-            } else {
-                format!("{}h", d / 3600)
-            }
-        }
-        _ => "-".into(),
+    let d = d.as_secs();
+    if d < 120 {
+        format!("{d}s")
+    } else if d < 7200 {
+        format!("{}m", d / 60)
+    } else {
+        format!("{}h", d / 3600)
     }
 }
 
@@ -579,17 +563,20 @@ async fn get(
     namespace: Option<&str>,
     all: bool,
 ) -> Result<()> {
-    let ns_ok = |v: &Value| {
-        all || v["namespace"].as_str().unwrap_or("default") == namespace.unwrap_or("default")
-            || v["namespace"].is_null()
+    let ns_ok = |ns: Option<&str>| {
+        all || ns.is_none() || ns.unwrap_or("default") == namespace.unwrap_or("default")
     };
-    let name_ok = |v: &Value| name.is_none_or(|n| v["name"].as_str() == Some(n));
+    let name_ok = |n: &str| name.is_none_or(|want| n == want);
     match resource {
         "pods" | "pod" | "po" => {
-            let items = list(client, "/api/pods", |p| ns_ok(p) && name_ok(p)).await?;
+            let items: Vec<Pod> = client.get("/api/pods").await?;
+            let items: Vec<Pod> = items
+                .into_iter()
+                .filter(|p| ns_ok(Some(&p.namespace)) && name_ok(&p.name))
+                .collect();
             found("pods", name, &items)?;
             if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&Value::Array(items), output);
+                return print_structured(&items, output);
             }
             let mut headers = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"];
             if all {
@@ -602,26 +589,22 @@ async fn get(
                 .iter()
                 .map(|p| {
                     let mut r = vec![
-                        s(&p["name"]),
-                        if p["ready"].as_bool() == Some(true) {
-                            "1/1".into()
-                        } else {
-                            "0/1".into()
-                        },
-                        s(&p["phase"]),
-                        s(&p["restarts"]),
-                        age(&p["started_at"]),
-                        s(&p["ip"]),
+                        p.name.clone(),
+                        if p.ready { "1/1" } else { "0/1" }.into(),
+                        format!("{:?}", p.phase),
+                        p.restarts.to_string(),
+                        age(p.started_at),
+                        p.ip.to_string(),
                     ];
                     if all {
-                        r.insert(0, s(&p["namespace"]));
+                        r.insert(0, p.namespace.clone());
                     }
                     if output == Output::Wide {
                         r.extend([
-                            s(&p["identity"]),
-                            s(&p["node_interface"]),
-                            s(&p["netns"]),
-                            labels_str(&p["labels"]),
+                            p.identity.to_string(),
+                            p.node_interface.clone(),
+                            p.netns.clone(),
+                            labels_str(&p.labels),
                         ]);
                     }
                     r
@@ -630,10 +613,14 @@ async fn get(
             table(&headers, rows);
         }
         "services" | "service" | "svc" => {
-            let items = list(client, "/api/services", |p| ns_ok(p) && name_ok(p)).await?;
+            let items: Vec<Service> = client.get("/api/services").await?;
+            let items: Vec<Service> = items
+                .into_iter()
+                .filter(|s| ns_ok(Some(&s.namespace)) && name_ok(&s.name))
+                .collect();
             found("services", name, &items)?;
             if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&Value::Array(items), output);
+                return print_structured(&items, output);
             }
             let mut headers = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"];
             if all {
@@ -642,26 +629,23 @@ async fn get(
             let rows = items
                 .iter()
                 .map(|v| {
-                    let ports: Vec<String> = v["ports"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|p| match p["node_port"].as_u64() {
-                            Some(np) => format!("{}:{np}/{}", p["port"], s(&p["protocol"])),
-                            None => format!("{}/{}", p["port"], s(&p["protocol"])),
+                    let ports: Vec<String> = v
+                        .ports
+                        .iter()
+                        .map(|p| match p.node_port {
+                            Some(np) => format!("{}:{np}/{}", p.port, p.protocol),
+                            None => format!("{}/{}", p.port, p.protocol),
                         })
                         .collect();
-                    let eps: Vec<String> = v["ports"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .flat_map(|p| p["endpoints"].as_array().cloned().unwrap_or_default())
-                        .map(|e| s(&e))
+                    let eps: Vec<&str> = v
+                        .ports
+                        .iter()
+                        .flat_map(|p| p.endpoints.iter().map(String::as_str))
                         .collect();
                     let mut r = vec![
-                        s(&v["name"]),
-                        s(&v["type"]),
-                        s(&v["cluster_ip"]),
+                        v.name.clone(),
+                        format!("{:?}", v.service_type),
+                        v.cluster_ip.to_string(),
                         ports.join(","),
                         if eps.is_empty() {
                             "<none>".into()
@@ -670,7 +654,7 @@ async fn get(
                         },
                     ];
                     if all {
-                        r.insert(0, s(&v["namespace"]));
+                        r.insert(0, v.namespace.clone());
                     }
                     r
                 })
@@ -678,31 +662,27 @@ async fn get(
             table(&headers, rows);
         }
         "endpoints" | "ep" | "cep" => {
-            let pod_ok = |e: &Value| name.is_none_or(|n| e["pod"].as_str() == Some(n));
-            let eps = list(client, "/api/endpoints", |e| ns_ok(e) && pod_ok(e)).await?;
+            let eps: Vec<Endpoint> = client.get("/api/endpoints").await?;
+            let eps: Vec<Endpoint> = eps
+                .into_iter()
+                .filter(|e| ns_ok(Some(&e.namespace)) && name_ok(&e.pod))
+                .collect();
             found("endpoints", name, &eps)?;
             if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&Value::Array(eps), output);
+                return print_structured(&eps, output);
             }
+            let enabled = |on: bool| if on { "Enabled" } else { "Disabled" }.to_owned();
             let rows = eps
                 .iter()
                 .map(|e| {
-                    let flags = e["flags"].as_u64().unwrap_or(0) as u32;
-                    let enf = |b: u32| {
-                        if flags & b != 0 {
-                            "Enabled"
-                        } else {
-                            "Disabled"
-                        }
-                    };
                     vec![
-                        s(&e["ep_id"]),
-                        format!("{}/{}", s(&e["namespace"]), s(&e["pod"])),
-                        enf(enforcer_common::EP_INGRESS_ENFORCED).into(),
-                        enf(enforcer_common::EP_EGRESS_ENFORCED).into(),
-                        s(&e["identity"]),
-                        s(&e["ip"]),
-                        s(&e["ifname"]),
+                        e.ep_id.to_string(),
+                        format!("{}/{}", e.namespace, e.pod),
+                        enabled(e.ingress_enforced),
+                        enabled(e.egress_enforced),
+                        e.identity.to_string(),
+                        e.ip.to_string(),
+                        e.ifname.clone(),
                     ]
                 })
                 .collect();
@@ -720,64 +700,49 @@ async fn get(
             );
         }
         "identities" | "identity" | "id" => {
-            let ids = client.get("/api/identities").await?;
+            let ids: Vec<Identity> = client.get("/api/identities").await?;
             if matches!(output, Output::Json | Output::Yaml) {
                 return print_structured(&ids, output);
             }
             let rows = ids
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|i| {
-                    let labels: Vec<String> = i["labels"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| {
-                                    if v.as_str() == Some("") {
-                                        k.clone()
-                                    } else {
-                                        format!("{k}={}", v.as_str().unwrap_or_default())
-                                    }
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    vec![s(&i["id"]), labels.join(" ")]
-                })
+                .iter()
+                .map(|i| vec![i.id.to_string(), i.label_strings().join(" ")])
                 .collect();
             table(&["ID", "LABELS"], rows);
         }
         "policies" | "policy" | "cnp" | "ciliumnetworkpolicies" | "ccnp" => {
             return policy_get(client, name, output).await;
         }
-        "flows" => observe(client, false, None, None, None, 20, output).await?,
-        "limits" | "limit" | "connectionlimits" => {
-            // Limits are listed as NAMESPACE/NAME; either form selects one.
-            let limit_ok = |l: &Value| {
-                name.is_none_or(|n| {
-                    let full = l["limit"].as_str().unwrap_or_default();
-                    full == n || full.rsplit('/').next() == Some(n)
-                })
+        "flows" => {
+            let filter = FlowFilter {
+                limit: Some(20),
+                ..Default::default()
             };
-            let limits = list(client, "/api/x/limits", limit_ok).await?;
+            observe(client, false, &filter, output).await?
+        }
+        "limits" | "limit" | "connectionlimits" => {
+            let limits: Vec<LimitStatus> = client.get("/api/x/limits").await?;
+            // Limits are listed as NAMESPACE/NAME; either form selects one.
+            let limits: Vec<LimitStatus> = limits
+                .into_iter()
+                .filter(|l| {
+                    name.is_none_or(|n| l.limit == n || l.limit.rsplit('/').next() == Some(n))
+                })
+                .collect();
             found("connectionlimits", name, &limits)?;
             if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&Value::Array(limits), output);
+                return print_structured(&limits, output);
             }
             let rows = limits
                 .iter()
                 .map(|l| {
                     vec![
-                        s(&l["limit"]),
-                        s(&l["pod"]),
-                        s(&l["port"]),
-                        if l["peer_identity"].is_null() {
-                            "(shared)".into()
-                        } else {
-                            s(&l["peer_identity"])
-                        },
-                        format!("{}/{}", s(&l["connections"]), s(&l["max"])),
+                        l.limit.clone(),
+                        l.pod.clone(),
+                        l.port.to_string(),
+                        l.peer_identity
+                            .map_or_else(|| "(shared)".into(), |i| i.to_string()),
+                        format!("{}/{}", l.connections, l.max),
                     ]
                 })
                 .collect();
@@ -793,97 +758,107 @@ async fn get(
     Ok(())
 }
 
-async fn find_pod(client: &Client, pod: &str) -> Result<Value> {
-    let pods = client.get("/api/pods").await?;
+/// A pod (or a host outside the cluster) that a command names: `NAME`, `NS/NAME`, or a
+/// Deployment's name (its first pod, as `kubectl exec deploy/x` picks).
+struct Target {
+    namespace: String,
+    name: String,
+    pod: Option<Pod>,
+}
+
+async fn find_pod(client: &Client, pod: &str) -> Result<Target> {
+    let list: Vec<Pod> = client.get("/api/pods").await?;
     let (ns, name) = match pod.split_once('/') {
         Some((ns, n)) => (Some(ns), n),
         None => (None, pod),
     };
-    let list = pods.as_array().cloned().unwrap_or_default();
     let found = list
         .iter()
         .find(|p| {
-            p["name"].as_str() == Some(name)
-                && ns.is_none_or(|ns| p["namespace"].as_str() == Some(ns))
-                && (ns.is_some() || p["namespace"].as_str() == Some("default"))
+            p.name == name
+                && ns.is_none_or(|ns| p.namespace == ns)
+                && (ns.is_some() || p.namespace == "default")
         })
-        .or_else(|| list.iter().find(|p| p["name"].as_str() == Some(name)))
+        .or_else(|| list.iter().find(|p| p.name == name))
         .or_else(|| {
-            // `deathstar` names the deployment: pick its first pod, as `kubectl exec deploy/x` does.
             list.iter()
-                .find(|p| p["owner"].as_str() == Some(name.trim_start_matches("deploy/")))
+                .find(|p| p.owner.as_deref() == Some(name.trim_start_matches("deploy/")))
         });
-    if found.is_none() && ns.is_none_or(|ns| ns == "world") {
+    if let Some(p) = found {
+        return Ok(Target {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            pod: Some(p.clone()),
+        });
+    }
+    if ns.is_none_or(|ns| ns == "world") {
         // Hosts outside the cluster (the attacker, the monitor) can be entered like pods.
-        let hosts = client.get("/api/x/hosts").await.unwrap_or(Value::Null);
-        let host = hosts
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|h| h["name"].as_str() == Some(name));
-        if let Some(h) = host {
-            return Ok(h.clone());
+        let hosts: Vec<Host> = client.get("/api/x/hosts").await.unwrap_or_default();
+        if let Some(h) = hosts.into_iter().find(|h| h.name == name) {
+            return Ok(Target {
+                namespace: h.namespace,
+                name: h.name,
+                pod: None,
+            });
         }
     }
-    match found {
-        Some(p) => Ok(p.clone()),
-        None => {
-            let names: Vec<String> = list
-                .iter()
-                .map(|p| format!("{}/{}", s(&p["namespace"]), s(&p["name"])))
-                .collect();
-            bail!("pod {pod:?} not found; pods: {}", names.join(", "))
-        }
-    }
+    let names: Vec<String> = list.iter().map(Pod::key).collect();
+    bail!("pod {pod:?} not found; pods: {}", names.join(", "))
 }
 
 async fn describe(client: &Client, resource: &str, name: &str) -> Result<()> {
     if !matches!(resource, "pod" | "pods" | "po") {
         bail!("describe supports pods: `lab describe pod NAME`");
     }
-    let p = find_pod(client, name).await?;
-    let flows = client
-        .get(&format!(
-            "/api/flows?pod={}/{}&limit=5",
-            s(&p["namespace"]),
-            s(&p["name"])
-        ))
+    let target = find_pod(client, name).await?;
+    let Some(p) = target.pod else {
+        bail!("{name} is a host outside the cluster, not a pod");
+    };
+    let filter = FlowFilter {
+        pod: Some(p.key()),
+        limit: Some(5),
+        ..Default::default()
+    };
+    let flows: Vec<Flow> = client
+        .get(&format!("/api/flows?{}", filter.query()))
         .await
-        .unwrap_or(Value::Null);
-    println!("Name:           {}", s(&p["name"]));
-    println!("Namespace:      {}", s(&p["namespace"]));
+        .unwrap_or_default();
+    println!("Name:           {}", p.name);
+    println!("Namespace:      {}", p.namespace);
     println!(
         "Labels:         {}",
-        labels_str(&p["labels"]).replace(',', "\n                ")
+        labels_str(&p.labels).replace(',', "\n                ")
     );
-    println!("Status:         {}", s(&p["phase"]));
-    println!("IP:             {}", s(&p["ip"]));
-    println!("Identity:       {}", s(&p["identity"]));
-    println!("Endpoint ID:    {}", s(&p["endpoint_id"]));
+    println!("Status:         {:?}", p.phase);
+    println!("IP:             {}", p.ip);
+    println!("Identity:       {}", p.identity);
+    println!("Endpoint ID:    {}", p.endpoint_id);
     println!(
         "Controlled By:  {}",
-        p["owner"]
-            .as_str()
+        p.owner
+            .as_deref()
             .map(|o| format!("Deployment/{o}"))
             .unwrap_or_else(|| "<none>".into())
     );
     println!(
         "Network:        netns {} (alive: {}), node side {}",
-        s(&p["netns"]),
-        s(&p["netns_alive"]),
-        s(&p["node_interface"])
+        p.netns, p.netns_alive, p.node_interface
     );
     println!("Container:");
-    println!("  Image:        {}", s(&p["image"]));
-    println!("  PID:          {}", s(&p["pid"]));
-    println!("  Started:      {}", s(&p["started_at"]));
-    println!("  Restarts:     {}", s(&p["restarts"]));
-    println!("  Last exit:    {}", s(&p["last_exit"]));
-    println!("  Log:          {}", s(&p["log_file"]));
-    println!("Source:         {}", s(&p["source"]));
-    if let Some(fl) = flows.as_array().filter(|f| !f.is_empty()) {
+    println!("  Image:        {}", p.image);
+    println!("  Workload:     {}", p.workload);
+    println!("  PID:          {}", or_none(p.pid));
+    println!(
+        "  Started:      {}",
+        or_none(p.started_at.map(model::time::rfc3339::format))
+    );
+    println!("  Restarts:     {}", p.restarts);
+    println!("  Last exit:    {}", or_none(p.last_exit.as_deref()));
+    println!("  Log:          {}", p.log_file.display());
+    println!("Source:         {}", p.source);
+    if !flows.is_empty() {
         println!("Recent flows:");
-        for f in fl {
+        for f in &flows {
             println!("  {}", flow_line(f));
         }
     }
@@ -891,16 +866,13 @@ async fn describe(client: &Client, resource: &str, name: &str) -> Result<()> {
 }
 
 async fn exec(client: &Client, pod: &str, command: &[String]) -> Result<i32> {
-    let p = find_pod(client, pod).await?;
-    let ctx: PodContext = serde_json::from_value(
-        client
-            .get(&format!(
-                "/api/pods/{}/{}/context",
-                s(&p["namespace"]),
-                s(&p["name"])
-            ))
-            .await?,
-    )?;
+    let target = find_pod(client, pod).await?;
+    let ctx: PodContext = client
+        .get(&format!(
+            "/api/pods/{}/{}/context",
+            target.namespace, target.name
+        ))
+        .await?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("`lab exec` enters the pod's namespaces and needs root: run it with sudo");
     }
@@ -921,7 +893,7 @@ async fn exec(client: &Client, pod: &str, command: &[String]) -> Result<i32> {
         if e.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!("{program}: command not found (the pod runs host programs; is it installed on this machine?)")
         } else {
-            anyhow::anyhow!("running {program} in {}: {e}", s(&p["name"]))
+            anyhow::anyhow!("running {program} in {}: {e}", target.name)
         }
     })?;
     use std::os::unix::process::ExitStatusExt;
@@ -931,8 +903,11 @@ async fn exec(client: &Client, pod: &str, command: &[String]) -> Result<i32> {
 }
 
 async fn logs(client: &Client, pod: &str, follow: bool, tail: Option<usize>) -> Result<()> {
-    let p = find_pod(client, pod).await?;
-    let path = PathBuf::from(s(&p["log_file"]));
+    let target = find_pod(client, pod).await?;
+    let Some(p) = target.pod else {
+        bail!("{pod} is a host outside the cluster: it has no log");
+    };
+    let path = p.log_file;
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -1006,54 +981,30 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
     match cmd {
         PolicyCommand::Apply { files, dry_run } => {
             let sources = read_sources(&files)?;
-            // All files are one atomic change: send them as one multi-document text per file,
-            // validated together before anything changes.
-            let mut combined = Vec::new();
-            for (name, text) in sources {
-                // Each file separately so errors name the right file; apply atomically by
-                // validating all with dry-run first.
-                combined.push((name, text));
-            }
-            for (name, text) in &combined {
-                if let Err(e) = client
-                    .request(
-                        Method::POST,
-                        "/api/policies",
-                        Some(json!({"source": name, "text": text, "dry_run": true})),
-                    )
-                    .await
-                {
+            // All files are one change: each is validated first (errors name the right file),
+            // and only then applied.
+            for (source, text) in &sources {
+                let req = ApplyRequest {
+                    source: source.clone(),
+                    text: text.clone(),
+                    dry_run: true,
+                };
+                if let Err(e) = client.post::<ApplyResult>("/api/policies", &req).await {
                     return Ok(report_failure(&e));
                 }
             }
-            for (name, text) in &combined {
-                match client
-                    .request(
-                        Method::POST,
-                        "/api/policies",
-                        Some(json!({"source": name, "text": text, "dry_run": dry_run})),
-                    )
-                    .await
-                {
-                    Ok(v) => {
-                        for r in v["results"].as_array().into_iter().flatten() {
-                            let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
+            for (source, text) in sources {
+                let req = ApplyRequest {
+                    source,
+                    text,
+                    dry_run,
+                };
+                match client.post::<ApplyResult>("/api/policies", &req).await {
+                    Ok(result) => {
+                        for r in &result.results {
                             let suffix = if dry_run { " (dry run)" } else { "" };
-                            let audit = if r["audit"].as_bool() == Some(true) {
-                                " [audit mode]"
-                            } else {
-                                ""
-                            };
-                            let group = if kind == "connectionlimit" {
-                                "lab.dev"
-                            } else {
-                                "cilium.io"
-                            };
-                            println!(
-                                "{kind}.{group}/{} {}{audit}{suffix}",
-                                s(&r["name"]),
-                                s(&r["action"])
-                            );
+                            let audit = if r.audit { " [audit mode]" } else { "" };
+                            println!("{} {}{audit}{suffix}", r.resource(), r.action.name());
                         }
                     }
                     Err(e) => return Ok(report_failure(&e)),
@@ -1069,27 +1020,38 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
             all,
             namespace,
         } => {
-            let mut bodies = Vec::new();
+            let mut requests = Vec::new();
             if all {
-                bodies.push(json!({"all": true}));
+                requests.push(DeleteRequest {
+                    all: true,
+                    ..Default::default()
+                });
             }
-            for (src, text) in read_sources(&files)? {
-                bodies.push(json!({"text": text, "source": src}));
+            for (source, text) in read_sources(&files)? {
+                requests.push(DeleteRequest {
+                    text: Some(text),
+                    source: Some(source),
+                    ..Default::default()
+                });
             }
             if let Some(n) = name {
-                bodies.push(json!({"name": n, "namespace": namespace}));
+                requests.push(DeleteRequest {
+                    name: Some(n),
+                    namespace,
+                    ..Default::default()
+                });
             }
-            if bodies.is_empty() {
+            if requests.is_empty() {
                 bail!("say which policy to delete: NAME, -f FILE or --all");
             }
-            for b in bodies {
+            for req in requests {
                 match client
-                    .request(Method::DELETE, "/api/policies", Some(b))
+                    .call::<DeleteResult>(Method::DELETE, "/api/policies", Some(&req))
                     .await
                 {
-                    Ok(v) => {
-                        for d in v["deleted"].as_array().into_iter().flatten() {
-                            println!("{} deleted", s(d));
+                    Ok(result) => {
+                        for d in &result.deleted {
+                            println!("{d} deleted");
                         }
                     }
                     Err(e) => return Ok(report_failure(&e)),
@@ -1097,16 +1059,13 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
             }
         }
         PolicyCommand::AuditMode { mode } => {
-            let v = client
-                .request(
-                    Method::POST,
-                    "/api/x/audit-mode",
-                    Some(json!({"audit_mode": mode == "on"})),
-                )
-                .await?;
+            let req = AuditMode {
+                audit_mode: mode == "on",
+            };
+            let now: AuditMode = client.post("/api/x/audit-mode", &req).await?;
             println!(
                 "lab-wide audit mode {}",
-                if v["audit_mode"] == true {
+                if now.audit_mode {
                     "on: would-be drops are forwarded and reported as AUDIT"
                 } else {
                     "off: policies are enforced"
@@ -1118,17 +1077,16 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
             mode,
             namespace,
         } => {
-            let v = client
-                .request(
-                    Method::POST,
-                    &format!("/api/policies/{namespace}/{name}/audit"),
-                    Some(json!({"audit": mode == "on"})),
-                )
+            let req = AuditSwitch {
+                audit: mode == "on",
+            };
+            let now: PolicyAudit = client
+                .post(&format!("/api/policies/{namespace}/{name}/audit"), &req)
                 .await?;
             println!(
                 "{}: audit mode {}",
-                s(&v["policy"]),
-                if mode == "on" {
+                now.policy,
+                if now.audit {
                     "on (would-be drops are forwarded and reported as AUDIT)"
                 } else {
                     "off (enforced)"
@@ -1140,61 +1098,40 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
 }
 
 /// A named `get` that matches nothing is an error, as in kubectl.
-fn found(kind: &str, name: Option<&str>, items: &[Value]) -> Result<()> {
+fn found<T>(kind: &str, name: Option<&str>, items: &[T]) -> Result<()> {
     match name {
         Some(n) if items.is_empty() => bail!("{kind} \"{n}\" not found"),
         _ => Ok(()),
     }
 }
 
-/// The items of a list endpoint that `keep` accepts.
-async fn list(client: &Client, path: &str, keep: impl Fn(&Value) -> bool) -> Result<Vec<Value>> {
-    let all = client.get(path).await?;
-    Ok(all
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| keep(v))
-        .cloned()
-        .collect())
-}
-
 async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Result<()> {
-    let list = client.get("/api/policies").await?;
-    let items: Vec<Value> = list
-        .as_array()
+    let list: Vec<PolicyEntry> = client.get("/api/policies").await?;
+    let items: Vec<PolicyEntry> = list
         .into_iter()
-        .flatten()
-        .filter(|p| name.is_none_or(|n| p["name"].as_str() == Some(n)))
-        .cloned()
+        .filter(|p| name.is_none_or(|n| p.name == n))
         .collect();
     match output {
         Output::Yaml => {
             for p in &items {
                 println!("---");
-                print!("{}", serde_yaml_ng::to_string(&p["manifest"])?);
+                print!("{}", serde_yaml_ng::to_string(&p.manifest)?);
             }
         }
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&Value::Array(
-                items.iter().map(|p| p["manifest"].clone()).collect()
-            ))?
-        ),
+        Output::Json => {
+            let manifests: Vec<&serde_json::Value> = items.iter().map(|p| &p.manifest).collect();
+            println!("{}", serde_json::to_string_pretty(&manifests)?)
+        }
         _ => {
             let rows = items
                 .iter()
                 .map(|p| {
                     vec![
-                        s(&p["namespace"]),
-                        s(&p["name"]),
-                        s(&p["kind"]),
-                        if p["audit"].as_bool() == Some(true) {
-                            "audit".into()
-                        } else {
-                            "enforced".into()
-                        },
-                        s(&p["source"]),
+                        or_none(p.namespace.as_deref()),
+                        p.name.clone(),
+                        p.kind.clone(),
+                        if p.audit { "audit" } else { "enforced" }.into(),
+                        p.source.clone(),
                     ]
                 })
                 .collect();
@@ -1205,91 +1142,57 @@ async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Resu
 }
 
 /// One line per flow, like `hubble observe`.
-pub fn flow_line(f: &Value) -> String {
-    let who = |side: &Value, ip: &Value, port: Option<&Value>| {
-        let name = match side["pod_name"].as_str() {
-            Some(p) if !p.is_empty() => format!("{}/{}", s(&side["namespace"]), p),
-            _ => s(ip),
-        };
+pub fn flow_line(f: &Flow) -> String {
+    let who = |side: &EndpointRef, ip: std::net::Ipv4Addr, port: Option<u16>| {
+        let name = side.pod().unwrap_or_else(|| ip.to_string());
         match port {
-            Some(p) if !p.is_null() => format!("{name}:{}", s(p)),
-            _ => name,
+            Some(p) => format!("{name}:{p}"),
+            None => name,
         }
     };
-    let l4 = f["l4"]["TCP"].as_object().or(f["l4"]["UDP"].as_object());
-    let (sp, dp) = (
-        l4.and_then(|m| m.get("source_port")),
-        l4.and_then(|m| m.get("destination_port")),
-    );
-    let time = f["time"].as_str().unwrap_or_default();
-    let time = time.get(11..23).unwrap_or(time);
-    let arrow = if f["is_reply"].as_bool() == Some(true) {
-        "<-"
-    } else {
-        "->"
-    };
+    let time = model::time::rfc3339::format(f.time);
+    let time = time.get(11..23).unwrap_or(&time);
+    let arrow = if f.is_reply { "<-" } else { "->" };
     let mut line = format!(
         "{time}  {} {arrow} {} {} {}",
-        who(&f["source"], &f["IP"]["source"], sp),
-        who(&f["destination"], &f["IP"]["destination"], dp),
-        s(&f["traffic_direction"]).to_lowercase(),
-        s(&f["verdict"]),
+        who(&f.source, f.ip.source, f.source_port()),
+        who(&f.destination, f.ip.destination, f.destination_port()),
+        f.traffic_direction.lower(),
+        f.verdict.name(),
     );
-    if let Some(r) = f["drop_reason_desc"].as_str() {
-        line.push_str(&format!(" ({r})"));
+    if let Some(d) = f.drop {
+        line.push_str(&format!(" ({})", d.drop_reason_desc.name()));
     }
-    if let Some(h) = f["l7"]["http"].as_object() {
-        line.push_str(&format!(
-            " {} {}",
-            h.get("method").map(s).unwrap_or_default(),
-            h.get("url").map(s).unwrap_or_default()
-        ));
-        if let Some(c) = h.get("code").filter(|c| !c.is_null()) {
-            line.push_str(&format!(" => {}", s(c)));
+    if let Some(l7) = &f.l7 {
+        line.push_str(&format!(" {} {}", l7.http.method, l7.http.url));
+        if l7.http.code != 0 {
+            line.push_str(&format!(" => {}", l7.http.code));
         }
-    } else if let Some(sum) = f["Summary"].as_str() {
-        line.push_str(&format!(" {sum}"));
+    } else {
+        line.push_str(&format!(" {}", f.summary));
     }
-    if let Some(e) = f["policy_explanation"].as_str().filter(|e| !e.is_empty()) {
-        line.push_str(&format!("\n      {e}"));
+    if !f.policy_explanation.is_empty() {
+        line.push_str(&format!("\n      {}", f.policy_explanation));
     }
     line
 }
 
-async fn observe(
-    client: &Client,
-    follow: bool,
-    pod: Option<String>,
-    verdict: Option<String>,
-    flow_type: Option<String>,
-    last: usize,
-    output: Output,
-) -> Result<()> {
-    let mut q = vec![format!("limit={last}")];
-    if let Some(p) = &pod {
-        q.push(format!("pod={p}"));
-    }
-    if let Some(v) = &verdict {
-        q.push(format!("verdict={v}"));
-    }
-    if let Some(t) = &flow_type {
-        q.push(format!("type={t}"));
-    }
-    let query = q.join("&");
-    let print = |f: &Value| match output {
+async fn observe(client: &Client, follow: bool, filter: &FlowFilter, output: Output) -> Result<()> {
+    let print = |f: &Flow| match output {
         Output::Json | Output::Yaml => println!("{}", serde_json::to_string(f).unwrap_or_default()),
         _ => println!("{}", flow_line(f)),
     };
-    let flows = client.get(&format!("/api/flows?{query}")).await?;
-    for f in flows.as_array().into_iter().flatten() {
+    let query = filter.query();
+    let flows: Vec<Flow> = client.get(&format!("/api/flows?{query}")).await?;
+    for f in &flows {
         print(f);
     }
     if follow {
         client
             .stream_events(&format!("/api/flows/stream?{query}"), |name, data| {
                 if name == "flow" {
-                    if let Ok(v) = serde_json::from_str::<Value>(data) {
-                        print(&v);
+                    if let Ok(f) = serde_json::from_str::<Flow>(data) {
+                        print(&f);
                     }
                 } else if name == "lagged" {
                     eprintln!("({data} flows skipped: the terminal could not keep up)");
@@ -1312,89 +1215,33 @@ async fn ship(
     password: Option<String>,
     output: Output,
 ) -> Result<i32> {
-    let p = find_pod(client, pod).await?;
-    let mv = match action {
-        "land" => json!({"move": "land"}),
-        "connect" => {
-            let addr = args
-                .first()
-                .context("connect needs HOST:PORT, e.g. `lab ship xwing connect deathstar:80`")?;
-            json!({"move": "connect", "addr": addr})
-        }
-        "flood" => {
-            let n: u32 = args
-                .first()
-                .map(|a| a.parse())
-                .transpose()
-                .context("flood [CONNECTIONS] [SECONDS]: CONNECTIONS is a number")?
-                .unwrap_or(100);
-            let secs: f64 = args
-                .get(1)
-                .map(|a| a.parse())
-                .transpose()
-                .context("flood [CONNECTIONS] [SECONDS]: SECONDS is a number")?
-                .unwrap_or(20.0);
-            if secs > 50.0 {
-                bail!("flood holds its connections at most 50 seconds");
-            }
-            json!({"move": "flood", "connections": n, "hold_ms": (secs * 1000.0) as u64})
-        }
-        "survey" => json!({"move": "survey"}),
-        "fire" => json!({"move": "fire"}),
-        "fetch-logs" => {
-            let store = args.first().context(
-                "fetch-logs needs a store: e.g. `lab ship xwing fetch-logs ftp-vulnerable`",
-            )?;
-            let store = if store.contains(':') {
-                store.clone()
-            } else {
-                format!("{store}:21")
-            };
-            json!({"move": "fetch-logs", "store": store, "user": user, "password": password})
-        }
-        "http" => {
-            let (method, url) = match args {
-                [m, u, ..] => (m.clone(), u.clone()),
-                _ => bail!("http needs METHOD URL, e.g. `lab ship tiefighter http GET /v1`"),
-            };
-            json!({"move": "http", "method": method, "url": url})
-        }
-        _ => unreachable!("clap checked"),
-    };
-    let body = json!({"move": mv, "options": {"timeout_ms": (timeout * 1000.0) as u64}});
-    let outcome = client
-        .request(
-            Method::POST,
-            &format!("/api/pods/{}/{}/ship", s(&p["namespace"]), s(&p["name"])),
-            Some(body),
+    let target = find_pod(client, pod).await?;
+    let timeout_ms = model::moves::timeout_ms(timeout).map_err(|e| anyhow::anyhow!(e))?;
+    let mv = Move::from_words(action, args, (user, password), timeout_ms)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let req = ShipCommand { mv, timeout_ms }.request();
+    let result: ShipResult = client
+        .post(
+            &format!("/api/pods/{}/{}/ship", target.namespace, target.name),
+            &req,
         )
         .await?;
     match output {
-        Output::Json | Output::Yaml => print_structured(&outcome, output)?,
-        _ => println!("{}", s(&outcome["summary"])),
+        Output::Json | Output::Yaml => print_structured(&result, output)?,
+        _ => println!("{}", result.summary),
     }
-    Ok(outcome["exit_code"].as_i64().unwrap_or(4) as i32)
+    Ok(result.exit_code)
 }
 
 /// Inside a pod: performs one ship move and prints its outcome as JSON (used by `lab ship` and
 /// the web page).
 fn ship_move(json_arg: &str) -> Result<i32> {
-    use demo_services::ship::{Move, Options, perform};
-    let v: Value = serde_json::from_str(json_arg).context("ship-move --json")?;
-    let mv: Move = serde_json::from_value(v["move"].clone()).context("the move")?;
-    let mut opts = Options::default();
-    if let Some(t) = v["options"]["timeout_ms"].as_u64() {
-        opts.timeout_ms = t;
-    }
-    if let Some(b) = v["options"]["base_url"].as_str() {
-        opts.base_url = b.to_owned();
-    }
+    use demo_services::ship::{Options, perform};
+    let req: ShipRequest = serde_json::from_str(json_arg).context("ship-move --json")?;
+    let opts = req.options.apply(Options::default());
     let rt = runtime()?;
-    let outcome = rt.block_on(perform(&mv, &opts));
-    let mut out = serde_json::to_value(&outcome)?;
-    out["summary"] = json!(outcome.summary());
-    out["exit_code"] = json!(outcome.exit_code());
-    println!("{out}");
+    let outcome = rt.block_on(perform(&req.mv, &opts));
+    println!("{}", serde_json::to_string(&ShipResult::from(outcome))?);
     Ok(0)
 }
 
@@ -1412,9 +1259,13 @@ fn audit(
     let client = Client::new(paths);
     let live = !offline && std::path::Path::new(&paths.api_socket()).exists();
     let findings: Vec<Finding> = if live {
-        let body = json!({"files": sources.iter().map(|(s, t)| json!({"source": s, "text": t})).collect::<Vec<_>>()});
-        let v = rt.block_on(client.request(Method::POST, "/api/x/audit", Some(body)))?;
-        serde_json::from_value(v)?
+        let req = AuditRequest {
+            files: sources
+                .into_iter()
+                .map(|(source, text)| AuditFile { source, text })
+                .collect(),
+        };
+        rt.block_on(client.post("/api/x/audit", &req))?
     } else {
         if sources.is_empty() {
             bail!(
@@ -1428,7 +1279,7 @@ fn audit(
         crate::audit::audit(&crate::audit::input_from_files(&srcs)?)
     };
     match output {
-        Output::Json | Output::Yaml => print_structured(&serde_json::to_value(&findings)?, output)?,
+        Output::Json | Output::Yaml => print_structured(&findings, output)?,
         _ => print!("{}", crate::audit::render(&findings)),
     }
     let threshold = Severity::parse(fail_on).unwrap_or(Severity::Medium);

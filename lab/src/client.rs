@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::paths::Paths;
@@ -63,7 +63,15 @@ impl Client {
         Ok(sender)
     }
 
-    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+    /// Calls the API and reads its JSON answer as `T`; an error answer is an [`ApiFailure`]
+    /// with the server's message.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let body = body.map(serde_json::to_string).transpose()?;
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
         let bytes = resp
@@ -72,24 +80,30 @@ impl Client {
             .await
             .context("reading the lab's answer")?
             .to_bytes();
-        let value: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
         if !status.is_success() {
-            let message = value["error"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| value.to_string());
+            #[derive(Deserialize)]
+            struct Failure {
+                error: String,
+            }
+            let message = serde_json::from_slice::<Failure>(&bytes)
+                .map(|f| f.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
             return Err(anyhow!(ApiFailure { message }));
         }
-        Ok(value)
+        let body = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(body).with_context(|| format!("reading the lab's answer to {path}"))
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value> {
-        self.request(Method::GET, path, None).await
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.call(Method::POST, path, Some(body)).await
     }
 
     pub async fn text(&self, path: &str) -> Result<String> {
@@ -102,10 +116,10 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<String>,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let mut sender = self.connect().await?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let body = body.unwrap_or_default();
         let req = Request::builder()
             .method(method)
             .uri(path)

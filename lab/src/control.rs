@@ -17,18 +17,16 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use enforcer::proxy::{L7Record, Observer, ProxyStats};
+use enforcer::proxy::ProxyStats;
 use enforcer::{
     datapath::Datapath,
     engine::{EndpointSpec, Engine},
-    flow::{Clock, FlowLog},
 };
 use enforcer_common::{MARK_MASK, MARK_TO_PROXY};
-use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
     cluster::{self, PodSpec, Protocol, ServiceSpec, ServiceType, TargetPort, Topology},
+    flows::FlowRecorder,
     netlink::Netlink,
     paths::Paths,
     spawn::{PodContext, write_resolv_conf},
@@ -64,6 +62,14 @@ pub struct ServiceRuntime {
     pub backends: BTreeMap<usize, Vec<(Ipv4Addr, u16)>>,
 }
 
+/// One running lab.
+///
+/// Lock order: where a thread holds several of these locks at once it took them in this
+/// order, `policies` → `proxy` → `pods` → `services` → `engine` (applying a policy holds
+/// `policies` while it writes the maps; refreshing service backends holds `pods` and
+/// `services` while it writes the load balancer). `hosts`, `record`, `web_addr` and the flow
+/// recorder's locks are leaves: nothing else is taken while one of them is held. None is held
+/// across an await.
 pub struct Lab {
     pub paths: Paths,
     pub record: Mutex<Record>,
@@ -75,13 +81,8 @@ pub struct Lab {
     /// Hosts outside the cluster (`attacker`, `monitor`): for `lab exec` and `lab ship`.
     pub hosts: RwLock<BTreeMap<String, (PodContext, Ipv4Addr)>>,
     pub topology: Topology,
-    pub flows: FlowLog<Value>,
-    /// `hubble_policy_verdicts_total` by (direction, match, action).
-    pub verdicts: Mutex<BTreeMap<(String, String, String), u64>>,
-    /// `lab_policy_dry_run_total` by (policy, would).
-    pub dry_runs: Mutex<BTreeMap<(String, String), u64>>,
-    /// `lab_nodeport_connections_total` by (service, node port, source class).
-    pub nodeport_conns: Mutex<BTreeMap<(String, u16, &'static str), u64>>,
+    /// Flows: the recent ones, the live feed, and their counters.
+    pub recorder: Arc<FlowRecorder>,
     pub policies: Mutex<crate::policies::PolicyStore>,
     pub web_addr: Mutex<Option<SocketAddr>>,
     pub started: SystemTime,
@@ -89,46 +90,6 @@ pub struct Lab {
     /// The L7 proxy (None while stopped).
     pub proxy: Mutex<Option<enforcer::l7::ProxyHandle>>,
     pub proxy_stats: Arc<ProxyStats>,
-    l7_records: tokio::sync::mpsc::Sender<L7Record>,
-    /// L7 records dropped because flow processing could not keep up.
-    pub l7_dropped: Arc<AtomicU64>,
-    /// Forwarded L7 records not kept (over the per-second budget).
-    pub l7_sampled_out: Arc<AtomicU64>,
-}
-
-/// Hands the proxy's records to the flow log off the proxy's hot path: a bounded channel, and
-/// a count of what did not fit.
-struct FlowObserver {
-    tx: tokio::sync::mpsc::Sender<L7Record>,
-    dropped: Arc<AtomicU64>,
-    sampled_out: Arc<AtomicU64>,
-    started: std::time::Instant,
-    /// The second the budget below counts for, and how much of it is used.
-    window: AtomicU64,
-    used: AtomicU64,
-}
-
-/// Forwarded HTTP requests and responses kept as flows per second; beyond that they are
-/// sampled out (counted), so flow records never eat the CPU the proxy needs under load.
-/// Denials, parse errors and upstream errors are always kept.
-pub const L7_FORWARDED_FLOWS_PER_SECOND: u64 = 500;
-
-impl Observer for FlowObserver {
-    fn record(&self, rec: L7Record) {
-        if rec.verdict == enforcer::proxy::L7Verdict::Forwarded {
-            let now = self.started.elapsed().as_secs();
-            if self.window.swap(now, Ordering::Relaxed) != now {
-                self.used.store(0, Ordering::Relaxed);
-            }
-            if self.used.fetch_add(1, Ordering::Relaxed) >= L7_FORWARDED_FLOWS_PER_SECOND {
-                self.sampled_out.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        if self.tx.try_send(rec).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Progress lines for the user.
@@ -218,7 +179,8 @@ impl Lab {
         step("eBPF datapath loaded (TC policy programs, socket load balancer), maps pinned");
 
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        let (l7_records, l7_rx) = tokio::sync::mpsc::channel(8192);
+        let (recorder, l7_rx) = FlowRecorder::new(engine.names(), &paths.instance);
+        recorder.spawn_l7_reader(l7_rx);
         let lab = Arc::new(Self {
             paths: paths.clone(),
             record,
@@ -229,22 +191,26 @@ impl Lab {
             services: RwLock::new(BTreeMap::new()),
             hosts: RwLock::new(BTreeMap::new()),
             topology: topology.clone(),
-            flows: FlowLog::new(20_000),
-            verdicts: Mutex::new(BTreeMap::new()),
-            dry_runs: Mutex::new(BTreeMap::new()),
-            nodeport_conns: Mutex::new(BTreeMap::new()),
+            recorder,
             policies: Mutex::new(crate::policies::PolicyStore::default()),
             web_addr: Mutex::new(None),
             started: SystemTime::now(),
             shutdown,
             proxy: Mutex::new(None),
             proxy_stats: Arc::new(ProxyStats::new()),
-            l7_records,
-            l7_dropped: Arc::new(AtomicU64::new(0)),
-            l7_sampled_out: Arc::new(AtomicU64::new(0)),
         });
-        lab.clone().spawn_flow_reader()?;
-        lab.clone().spawn_l7_reader(l7_rx);
+        let events = lab
+            .engine
+            .lock()
+            .expect("engine")
+            .datapath()
+            .take_events()
+            .context("the flow-event ring buffer was taken already")?
+            .into_async()
+            .context("watching the flow-event ring buffer")?;
+        lab.recorder
+            .clone()
+            .spawn_event_reader(events, lab.shutdown.subscribe());
         lab.start_proxy()?;
         step(format!(
             "L7 proxy listening on port {PROXY_PORT} in the node namespace (transparent)"
@@ -463,6 +429,17 @@ impl Lab {
                 },
             );
         }
+        let node_ports = out
+            .values()
+            .flat_map(|s| {
+                let name = format!("{}/{}", s.spec.namespace, s.spec.name);
+                s.spec
+                    .ports
+                    .iter()
+                    .filter_map(move |p| Some((p.node_port?, name.clone())))
+            })
+            .collect();
+        self.recorder.set_node_ports(node_ports);
         *self.services.write().expect("services") = out;
         Ok(())
     }
@@ -700,47 +677,6 @@ impl Lab {
         });
     }
 
-    /// Reads the datapath's flow events and keeps them as Hubble-shaped flows.
-    fn spawn_flow_reader(self: Arc<Self>) -> Result<()> {
-        let ring = self
-            .engine
-            .lock()
-            .expect("engine")
-            .datapath()
-            .take_events()
-            .context("event ring buffer")?;
-        // SAFETY: the ring buffer owns its file descriptor for as long as the AsyncFd holds it.
-        let mut fd = unsafe { tokio::io::unix::AsyncFd::register(ring) }
-            .map_err(|e| anyhow::anyhow!("watching the event ring buffer: {e}"))?;
-        let names = self.engine.lock().expect("engine").names();
-        let clock = Clock::new();
-        let node_name = self.paths.instance.clone();
-        let mut stop = self.shutdown.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let mut guard = tokio::select! {
-                    g = fd.readable_mut() => match g { Ok(g) => g, Err(_) => break },
-                    _ = stop.changed() => break,
-                };
-                let names = names.read().expect("names").clone();
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if item.len() < std::mem::size_of::<enforcer_common::FlowEvent>() {
-                        continue;
-                    }
-                    // SAFETY: the datapath writes whole FlowEvent records (checked length).
-                    let ev: enforcer_common::FlowEvent =
-                        unsafe { std::ptr::read_unaligned(item.as_ptr() as *const _) };
-                    drop(item);
-                    let flow = enforcer::flow::from_event(&ev, &names, &clock, &node_name);
-                    self.record_flow(&flow);
-                }
-                guard.clear_ready();
-            }
-        });
-        Ok(())
-    }
-
     /// Starts the L7 proxy (if it is not running).
     pub fn start_proxy(&self) -> Result<()> {
         let mut proxy = self.proxy.lock().expect("proxy");
@@ -748,14 +684,7 @@ impl Lab {
             return Ok(());
         }
         let names = self.engine.lock().expect("engine").names();
-        let observer = Arc::new(FlowObserver {
-            tx: self.l7_records.clone(),
-            dropped: self.l7_dropped.clone(),
-            sampled_out: self.l7_sampled_out.clone(),
-            started: std::time::Instant::now(),
-            window: AtomicU64::new(0),
-            used: AtomicU64::new(0),
-        });
+        let observer = self.recorder.observer();
         let handle = tokio::task::block_in_place(|| {
             enforcer::l7::start(
                 &self.node_ns,
@@ -774,95 +703,6 @@ impl Lab {
     pub fn stop_proxy(&self) {
         if let Some(p) = self.proxy.lock().expect("proxy").take() {
             p.stop();
-        }
-    }
-
-    /// Turns the proxy's records into L7 flows.
-    fn spawn_l7_reader(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<L7Record>) {
-        let names = self.engine.lock().expect("engine").names();
-        let node_name = self.paths.instance.clone();
-        let weak = Arc::downgrade(&self);
-        drop(self);
-        tokio::spawn(async move {
-            while let Some(rec) = rx.recv().await {
-                let Some(lab) = weak.upgrade() else { break };
-                let snapshot = names.read().expect("names").clone();
-                let flow = enforcer::flow::from_l7(&rec, &snapshot, &node_name);
-                lab.record_flow(&flow);
-            }
-        });
-    }
-
-    /// Keeps a flow and counts its policy verdict (Hubble's `policy_verdicts` metric).
-    fn record_flow(&self, flow: &enforcer::flow::Flow) {
-        let decided = !flow.ingress_allowed_by.is_empty()
-            || !flow.egress_allowed_by.is_empty()
-            || !flow.ingress_denied_by.is_empty()
-            || !flow.egress_denied_by.is_empty();
-        let matched = match (flow.flow_type.as_str(), decided) {
-            ("L7", _) => "l7/http",
-            (_, true) => "l3-l4",
-            (_, false) => "none",
-        };
-        let key = (
-            flow.traffic_direction.to_lowercase(),
-            matched.to_owned(),
-            flow.verdict.to_lowercase(),
-        );
-        *self
-            .verdicts
-            .lock()
-            .expect("verdicts")
-            .entry(key)
-            .or_default() += 1;
-        for d in &flow.dry_run {
-            let policy = match &d.namespace {
-                Some(ns) => format!("{ns}/{}", d.policy),
-                None => d.policy.clone(),
-            };
-            *self
-                .dry_runs
-                .lock()
-                .expect("dry runs")
-                .entry((policy, d.would.clone()))
-                .or_default() += 1;
-        }
-        if flow.trace_observation_point == "FROM_NETWORK" && flow.verdict == "FORWARDED" {
-            // A connection from outside to a NodePort: the alert that would have caught the
-            // 72-hour exposure counts those from outside the internal ranges.
-            let port = flow
-                .l4
-                .tcp
-                .as_ref()
-                .or(flow.l4.udp.as_ref())
-                .map(|p| p.destination_port)
-                .unwrap_or(0);
-            let source: Ipv4Addr = flow.ip.source.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let class = if cluster::INTERNAL_RANGES
-                .iter()
-                .any(|r| cluster::in_prefix(source, *r))
-            {
-                "internal"
-            } else {
-                "internet"
-            };
-            let service = self
-                .services
-                .read()
-                .expect("services")
-                .values()
-                .find(|s| s.spec.ports.iter().any(|p| p.node_port == Some(port)))
-                .map(|s| format!("{}/{}", s.spec.namespace, s.spec.name))
-                .unwrap_or_default();
-            *self
-                .nodeport_conns
-                .lock()
-                .expect("nodeport")
-                .entry((service, port, class))
-                .or_default() += 1;
-        }
-        if let Ok(v) = serde_json::to_value(flow) {
-            self.flows.push(v);
         }
     }
 
@@ -914,43 +754,7 @@ impl Lab {
                 .cloned(),
         }
     }
-
-    pub fn pod_json(&self, pod: &PodRuntime) -> Value {
-        let status = pod.process.as_ref().map(|p| p.status());
-        let netns_alive = sys::netns_alive(&pod.netns);
-        let phase = match (&status, netns_alive) {
-            (_, false) => "NetworkMissing".to_owned(),
-            (Some(s), _) => format!("{:?}", s.phase),
-            (None, _) => "Pending".to_owned(),
-        };
-        let ready = status.as_ref().is_some_and(|s| s.phase == Phase::Running);
-        json!({
-            "namespace": pod.spec.namespace,
-            "name": pod.spec.name,
-            "labels": pod.spec.labels,
-            "ip": pod.ip.to_string(),
-            "node_interface": pod.node_if,
-            "netns": pod.netns,
-            "netns_alive": netns_alive,
-            "identity": pod.identity,
-            "endpoint_id": pod.ep_id,
-            "image": pod.spec.container.image,
-            "workload": pod.spec.container.workload,
-            "owner": pod.spec.owner,
-            "phase": phase,
-            "ready": ready,
-            "restarts": status.as_ref().map(|s| s.restarts).unwrap_or(0),
-            "pid": status.as_ref().and_then(|s| s.pid),
-            "last_exit": status.as_ref().and_then(|s| s.last_exit.clone()),
-            "started_at": status.as_ref().and_then(|s| s.started_at).map(rfc3339),
-            "created": rfc3339(pod.created),
-            "log_file": pod.log_file,
-            "source": pod.spec.source,
-        })
-    }
 }
-
-pub use enforcer::flow::rfc3339;
 
 /// `lxc` + 12 hex digits of a hash of the namespace name: unique and within 15 bytes.
 fn veth_name(netns: &str) -> String {
@@ -1026,25 +830,5 @@ fn listening(pid: u32, port: u16, proto: Protocol) -> bool {
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
                 == Some(port)
-    })
-}
-
-pub fn service_json(svc: &ServiceRuntime) -> Value {
-    json!({
-        "namespace": svc.spec.namespace,
-        "name": svc.spec.name,
-        "type": match svc.spec.service_type { ServiceType::ClusterIP => "ClusterIP", ServiceType::NodePort => "NodePort" },
-        "cluster_ip": svc.cluster_ip.to_string(),
-        "selector": svc.spec.selector,
-        "labels": svc.spec.labels,
-        "ports": svc.spec.ports.iter().enumerate().map(|(i, p)| json!({
-            "name": p.name,
-            "port": p.port,
-            "protocol": p.protocol.name(),
-            "target_port": match &p.target_port { TargetPort::Number(n) => json!(n), TargetPort::Name(s) => json!(s) },
-            "node_port": p.node_port,
-            "endpoints": svc.backends.get(&i).map(|b| b.iter().map(|(ip, port)| format!("{ip}:{port}")).collect::<Vec<_>>()).unwrap_or_default(),
-        })).collect::<Vec<_>>(),
-        "dns": format!("{}.{}.svc.{}", svc.spec.name, svc.spec.namespace, cluster::CLUSTER_DOMAIN),
     })
 }

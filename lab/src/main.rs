@@ -1,8 +1,8 @@
 //! `lab`: one binary that turns a Linux VM into a small Kubernetes-style cluster with an eBPF
 //! policy enforcer that understands CiliumNetworkPolicy, and a web page that teaches with it.
 //!
-//! Modules: `cli` (commands and their output), `control` (the running lab), `backend` (what
-//! the API exposes), `policies`, `metrics`, `cluster` and `topology` (the cluster as data, from
+//! Modules: `cli` (commands and their output), `control` (the running lab), `flows` (the flow
+//! recorder), `backend` (what the API exposes), `policies`, `metrics`, `cluster` and `topology` (the cluster as data, from
 //! manifests), `supervisor` and `spawn` (processes in pods), `netlink` and `sys` (kernel
 //! plumbing), `state` (the record of what was created), `paths`, `client` (the CLI's API client),
 //! `workloads` (what each image runs).
@@ -14,6 +14,7 @@ mod cli;
 mod client;
 mod cluster;
 mod control;
+mod flows;
 mod manifest;
 mod metrics;
 mod netlink;

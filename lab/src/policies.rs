@@ -3,7 +3,7 @@
 //! delete, list, per-policy and lab-wide audit mode, and persistence so a restarted lab
 //! restores it.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
 use enforcer::{
     policy::{
@@ -12,6 +12,10 @@ use enforcer::{
         normalize::{normalize, normalize_limits},
     },
     yaml::{Located, Source, parse_documents},
+};
+use model::{
+    Applied, ApplyAction, ApplyResult, AuditMode, DeleteResult, LimitStatus, LocatedError,
+    PolicyAudit, PolicyEntry,
 };
 use serde_json::{Value, json};
 use web::api::{ApiError, ApplyRequest, DeleteRequest};
@@ -49,7 +53,7 @@ impl PolicyStore {
 }
 
 /// Switches lab-wide audit mode (kept in the pinned config map, so a restart keeps it).
-pub fn set_audit_all(lab: &Lab, on: bool) -> Result<Value, ApiError> {
+pub fn set_audit_all(lab: &Lab, on: bool) -> Result<AuditMode, ApiError> {
     let mut store = lab.policies.lock().expect("policies");
     let mut engine = lab.engine.lock().expect("engine");
     let dp = engine.datapath();
@@ -62,7 +66,7 @@ pub fn set_audit_all(lab: &Lab, on: bool) -> Result<Value, ApiError> {
     dp.set_config_flags(flags)
         .map_err(|e| ApiError::new(500, e.to_string()))?;
     store.audit_all = on;
-    Ok(json!({"audit_mode": on}))
+    Ok(AuditMode { audit_mode: on })
 }
 
 fn key(doc: &PolicyDoc) -> PolicyKey {
@@ -83,7 +87,25 @@ fn errors_response(errors: Vec<Located>) -> ApiError {
         422,
         format!("the policy was not applied; nothing changed:\n{text}"),
     )
-    .with_details(serde_json::to_value(&errors).unwrap_or_default())
+    .with_details(errors.iter().map(located).collect())
+}
+
+/// A located error as the API reports it.
+pub fn located(e: &Located) -> LocatedError {
+    use enforcer::yaml::ErrorKind;
+    LocatedError {
+        file: e.file.clone(),
+        line: e.line,
+        column: e.column,
+        field: e.field.clone(),
+        message: e.message.clone(),
+        hint: e.hint.clone(),
+        kind: match e.kind {
+            ErrorKind::Syntax => model::ErrorKind::Syntax,
+            ErrorKind::Invalid => model::ErrorKind::Invalid,
+            ErrorKind::Unsupported => model::ErrorKind::Unsupported,
+        },
+    }
 }
 
 /// Every policy and limit in a source, or every error in it.
@@ -129,7 +151,16 @@ fn commit(lab: &Lab, store: &mut PolicyStore, next: PolicySet) {
     persist(lab, store);
 }
 
-pub fn apply(lab: &Lab, req: &ApplyRequest) -> Result<Value, ApiError> {
+/// What an apply does to an object that has `old` as its previous document.
+fn action(old: Option<&Value>, new: &Value) -> ApplyAction {
+    match old {
+        Some(old) if old == new => ApplyAction::Unchanged,
+        Some(_) => ApplyAction::Configured,
+        None => ApplyAction::Created,
+    }
+}
+
+pub fn apply(lab: &Lab, req: &ApplyRequest) -> Result<ApplyResult, ApiError> {
     let src = Source::new(req.source.clone(), req.text.clone());
     let (policies, limit_docs) = check_source(&src).map_err(errors_response)?;
     if policies.is_empty() && limit_docs.is_empty() {
@@ -145,34 +176,44 @@ pub fn apply(lab: &Lab, req: &ApplyRequest) -> Result<Value, ApiError> {
     let mut next = store.set();
     let mut results = Vec::new();
     for doc in policies {
-        let action = match next.docs.get(&key(&doc)) {
-            Some(old) if old.raw == doc.raw => "unchanged",
-            Some(_) => "configured",
-            None => "created",
-        };
-        results.push(json!({"kind": doc.kind.as_str(), "name": doc.name, "namespace": doc.namespace, "action": action, "audit": doc.audit_mode()}));
+        results.push(Applied {
+            kind: doc.kind.as_str().into(),
+            name: doc.name.clone(),
+            namespace: doc.namespace.clone(),
+            action: action(next.docs.get(&key(&doc)).map(|d| &d.raw), &doc.raw),
+            audit: doc.audit_mode(),
+        });
         next.docs.insert(key(&doc), doc);
     }
     for l in limit_docs {
-        let action = match next.limits.get(&limit_key(&l)) {
-            Some(old) if old.raw == l.raw => "unchanged",
-            Some(_) => "configured",
-            None => "created",
-        };
-        results.push(json!({"kind": limits::KIND, "name": l.name, "namespace": l.namespace, "action": action, "audit": false}));
+        results.push(Applied {
+            kind: limits::KIND.into(),
+            name: l.name.clone(),
+            namespace: Some(l.namespace.clone()),
+            action: action(next.limits.get(&limit_key(&l)).map(|d| &d.raw), &l.raw),
+            audit: false,
+        });
         next.limits.insert(limit_key(&l), l);
     }
     if req.dry_run {
         let list: Vec<PolicyDoc> = next.docs.values().cloned().collect();
         normalize(&list).map_err(errors_response)?;
-        return Ok(json!({"dry_run": true, "results": results}));
+        return Ok(ApplyResult {
+            dry_run: true,
+            revision: None,
+            results,
+        });
     }
     enforce(lab, &next)?;
     commit(lab, &mut store, next);
-    Ok(json!({"dry_run": false, "revision": store.revision, "results": results}))
+    Ok(ApplyResult {
+        dry_run: false,
+        revision: Some(store.revision),
+        results,
+    })
 }
 
-pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<Value, ApiError> {
+pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<DeleteResult, ApiError> {
     let mut store = lab.policies.lock().expect("policies");
     let mut next = store.set();
     let mut deleted = Vec::new();
@@ -241,10 +282,18 @@ pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<Value, ApiError> {
     }
     enforce(lab, &next)?;
     commit(lab, &mut store, next);
-    Ok(json!({"deleted": deleted, "revision": store.revision}))
+    Ok(DeleteResult {
+        deleted,
+        revision: store.revision,
+    })
 }
 
-pub fn set_audit(lab: &Lab, namespace: &str, name: &str, audit: bool) -> Result<Value, ApiError> {
+pub fn set_audit(
+    lab: &Lab,
+    namespace: &str,
+    name: &str,
+    audit: bool,
+) -> Result<PolicyAudit, ApiError> {
     let mut store = lab.policies.lock().expect("policies");
     let mut next = store.set();
     let k = next
@@ -267,7 +316,10 @@ pub fn set_audit(lab: &Lab, namespace: &str, name: &str, audit: bool) -> Result<
     }
     enforce(lab, &next)?;
     commit(lab, &mut store, next);
-    Ok(json!({"policy": describe(&k), "audit": audit}))
+    Ok(PolicyAudit {
+        policy: describe(&k),
+        audit,
+    })
 }
 
 fn describe((kind, ns, name): &PolicyKey) -> String {
@@ -285,29 +337,25 @@ pub fn audit_all(lab: &Lab) -> bool {
     lab.policies.lock().expect("policies").audit_all
 }
 
-pub fn list(lab: &Lab) -> Value {
+pub fn list(lab: &Lab) -> Vec<PolicyEntry> {
     let store = lab.policies.lock().expect("policies");
-    let policies = store.docs.values().map(|d| {
-        json!({
-            "kind": d.kind.as_str(),
-            "name": d.name,
-            "namespace": d.namespace,
-            "audit": d.audit_mode(),
-            "source": d.source.to_string(),
-            "manifest": d.raw,
-        })
+    let policies = store.docs.values().map(|d| PolicyEntry {
+        kind: d.kind.as_str().into(),
+        name: d.name.clone(),
+        namespace: d.namespace.clone(),
+        audit: d.audit_mode(),
+        source: d.source.to_string(),
+        manifest: d.raw.clone(),
     });
-    let limit_docs = store.limits.values().map(|l| {
-        json!({
-            "kind": limits::KIND,
-            "name": l.name,
-            "namespace": l.namespace,
-            "audit": false,
-            "source": l.source.to_string(),
-            "manifest": l.raw,
-        })
+    let limit_docs = store.limits.values().map(|l| PolicyEntry {
+        kind: limits::KIND.into(),
+        name: l.name.clone(),
+        namespace: Some(l.namespace.clone()),
+        audit: false,
+        source: l.source.to_string(),
+        manifest: l.raw.clone(),
     });
-    Value::Array(policies.chain(limit_docs).collect())
+    policies.chain(limit_docs).collect()
 }
 
 pub fn count(lab: &Lab) -> usize {
@@ -372,7 +420,7 @@ pub fn restore(lab: &Lab) -> anyhow::Result<usize> {
 }
 
 /// Connection limits with their current counts, per endpoint and bucket.
-pub fn limit_status(lab: &Lab) -> Value {
+pub fn limit_status(lab: &Lab) -> Vec<LimitStatus> {
     let engine = lab.engine.lock().expect("engine");
     let dp = engine.datapath_ref();
     let counts = dp.conn_counts();
@@ -393,64 +441,14 @@ pub fn limit_status(lab: &Lab) -> Value {
             .unwrap_or_default();
         seen.entry((name, bucket)).or_insert(v.max);
     }
-    Value::Array(
-        seen.into_iter()
-            .map(|((name, bucket), max)| {
-                json!({
-                    "limit": name,
-                    "pod": eps.get(&bucket.ep_id).cloned().unwrap_or_default(),
-                    "port": bucket.port,
-                    "peer_identity": if bucket.identity == 0 { Value::Null } else { json!(bucket.identity) },
-                    "connections": counts.get(&bucket).copied().unwrap_or(0),
-                    "max": max,
-                })
-            })
-            .collect(),
-    )
-}
-
-/// Policy metrics: how many, the revision, audit mode, connection limits.
-pub fn render_metrics(lab: &Lab, out: &mut String) {
-    {
-        let store = lab.policies.lock().expect("policies");
-        let _ = writeln!(
-            out,
-            "# HELP cilium_policy Number of policies currently loaded"
-        );
-        let _ = writeln!(out, "# TYPE cilium_policy gauge");
-        let _ = writeln!(out, "cilium_policy {}", store.docs.len());
-        let _ = writeln!(
-            out,
-            "# HELP cilium_policy_max_revision Highest policy revision number in the agent"
-        );
-        let _ = writeln!(out, "# TYPE cilium_policy_max_revision gauge");
-        let _ = writeln!(out, "cilium_policy_max_revision {}", store.revision);
-        let _ = writeln!(
-            out,
-            "# HELP lab_policy_audit_mode Whether lab-wide audit mode is on (would-be drops are forwarded)"
-        );
-        let _ = writeln!(out, "# TYPE lab_policy_audit_mode gauge");
-        let _ = writeln!(out, "lab_policy_audit_mode {}", u8::from(store.audit_all));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP lab_connection_limit_connections Established connections counted against a connection limit"
-    );
-    let _ = writeln!(out, "# TYPE lab_connection_limit_connections gauge");
-    let _ = writeln!(out, "# HELP lab_connection_limit_max The connection limit");
-    let _ = writeln!(out, "# TYPE lab_connection_limit_max gauge");
-    for l in limit_status(lab).as_array().into_iter().flatten() {
-        let labels = format!(
-            "limit=\"{}\",pod=\"{}\",port=\"{}\"",
-            l["limit"].as_str().unwrap_or_default(),
-            l["pod"].as_str().unwrap_or_default(),
-            l["port"]
-        );
-        let _ = writeln!(
-            out,
-            "lab_connection_limit_connections{{{labels}}} {}",
-            l["connections"]
-        );
-        let _ = writeln!(out, "lab_connection_limit_max{{{labels}}} {}", l["max"]);
-    }
+    seen.into_iter()
+        .map(|((limit, bucket), max)| LimitStatus {
+            limit,
+            pod: eps.get(&bucket.ep_id).cloned().unwrap_or_default(),
+            port: bucket.port,
+            peer_identity: (bucket.identity != 0).then_some(bucket.identity),
+            connections: counts.get(&bucket).copied().unwrap_or(0),
+            max,
+        })
+        .collect()
 }

@@ -3,12 +3,12 @@
 //! mistake — a switch that makes a NodePort skip policy — which the lab keeps clearly marked as
 //! unsafe. (Cilium's real prefilter has no such switch; the story's feature is not real.)
 
-use serde_json::{Value, json};
+use model::{PrefilterChange, PrefilterState};
 use web::api::ApiError;
 
 use crate::control::Lab;
 
-pub fn list(lab: &Lab) -> Value {
+pub fn list(lab: &Lab) -> PrefilterState {
     let engine = lab.engine.lock().expect("engine");
     let dp = engine.datapath_ref();
     let mut deny: Vec<String> = dp
@@ -19,14 +19,15 @@ pub fn list(lab: &Lab) -> Value {
     deny.sort();
     let mut bypass = dp.bypassed();
     bypass.sort();
-    json!({
-        "interface": "ext0",
-        "deny": deny,
-        "bypass_node_ports": bypass,
-        "warning": (!bypass.is_empty()).then_some(
+    PrefilterState {
+        interface: "ext0".into(),
+        deny,
+        warning: (!bypass.is_empty()).then(|| {
             "UNSAFE: connections to these NodePorts skip every network policy (the 72-hour exposure)"
-        ),
-    })
+                .into()
+        }),
+        bypass_node_ports: bypass,
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), ApiError> {
@@ -35,22 +36,22 @@ fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), ApiError> {
     })
 }
 
-/// `{"action": "update"|"delete", "cidrs": [..]}` or
-/// `{"action": "bypass", "node_port": N, "enabled": bool, "unsafe": true}`.
-pub fn change(lab: &Lab, body: &Value) -> Result<Value, ApiError> {
-    let action = body["action"].as_str().unwrap_or_default();
-    match action {
-        "update" | "delete" => {
-            let cidrs: Vec<(std::net::Ipv4Addr, u8)> = body["cidrs"]
-                .as_array()
-                .ok_or_else(|| ApiError::new(400, "give the CIDRs: --cidr 198.51.100.0/24"))?
+/// Adds or removes denied CIDRs, or turns a NodePort's bypass on or off.
+pub fn change(lab: &Lab, change: &PrefilterChange) -> Result<PrefilterState, ApiError> {
+    match change {
+        PrefilterChange::Update { cidrs } | PrefilterChange::Delete { cidrs } => {
+            if cidrs.is_empty() {
+                return Err(ApiError::new(400, "give the CIDRs: --cidr 198.51.100.0/24"));
+            }
+            let cidrs: Vec<(std::net::Ipv4Addr, u8)> = cidrs
                 .iter()
-                .map(|c| parse_cidr(c.as_str().unwrap_or_default()))
+                .map(|c| parse_cidr(c))
                 .collect::<Result<_, _>>()?;
+            let add = matches!(change, PrefilterChange::Update { .. });
             let mut engine = lab.engine.lock().expect("engine");
             let dp = engine.datapath();
             for (addr, len) in &cidrs {
-                let res = if action == "update" {
+                let res = if add {
                     dp.prefilter_add(*addr, *len)
                 } else {
                     dp.prefilter_remove(*addr, *len)
@@ -58,14 +59,16 @@ pub fn change(lab: &Lab, body: &Value) -> Result<Value, ApiError> {
                 res.map_err(|e| ApiError::new(500, e.to_string()))?;
             }
         }
-        "bypass" => {
-            let port = body["node_port"]
-                .as_u64()
-                .filter(|p| (1..=65535).contains(p))
-                .ok_or_else(|| ApiError::new(400, "give the NodePort: --node-port 30007"))?
-                as u16;
-            let enabled = body["enabled"].as_bool().unwrap_or(true);
-            if enabled && body["unsafe"].as_bool() != Some(true) {
+        PrefilterChange::Bypass {
+            node_port,
+            enabled,
+            unsafe_ok,
+        } => {
+            let port = *node_port;
+            if port == 0 {
+                return Err(ApiError::new(400, "give the NodePort: --node-port 30007"));
+            }
+            if *enabled && !unsafe_ok {
                 return Err(ApiError::new(
                     400,
                     "the bypass makes every connection to this NodePort skip policy; it exists to replay the 72-hour exposure. Confirm with --unsafe",
@@ -77,7 +80,7 @@ pub fn change(lab: &Lab, body: &Value) -> Result<Value, ApiError> {
                 .expect("services")
                 .values()
                 .any(|s| s.spec.ports.iter().any(|p| p.node_port == Some(port)));
-            if enabled && !known {
+            if *enabled && !known {
                 return Err(ApiError::new(
                     404,
                     format!("no service has NodePort {port}; see `lab get svc`"),
@@ -86,14 +89,8 @@ pub fn change(lab: &Lab, body: &Value) -> Result<Value, ApiError> {
             let mut engine = lab.engine.lock().expect("engine");
             engine
                 .datapath()
-                .set_bypass(port, enabled)
+                .set_bypass(port, *enabled)
                 .map_err(|e| ApiError::new(500, e.to_string()))?;
-        }
-        other => {
-            return Err(ApiError::new(
-                400,
-                format!("unknown prefilter action {other:?}: update, delete or bypass"),
-            ));
         }
     }
     Ok(list(lab))

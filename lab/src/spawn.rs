@@ -6,23 +6,13 @@ use std::{
     ffi::CString,
     fs::File,
     os::{fd::AsRawFd, unix::ffi::OsStrExt},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
-/// Everything needed to enter a pod. Served by the control API to `lab exec`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PodContext {
-    pub namespace: String,
-    pub pod: String,
-    pub netns: PathBuf,
-    /// The pod's cgroup directory (cgroup v2).
-    pub cgroup: PathBuf,
-    pub resolv_conf: PathBuf,
-    pub hostname: String,
-}
+/// Everything needed to enter a pod (served by the control API to `lab exec`).
+pub use model::PodContext;
 
 /// The file descriptors and C strings the child needs, prepared before fork: after fork only
 /// async-signal-safe calls are allowed, so nothing is allocated there.
@@ -35,8 +25,13 @@ pub struct Prepared {
     hostname: Vec<u8>,
 }
 
-impl PodContext {
-    pub fn prepare(&self) -> Result<Prepared> {
+/// Entering a pod: what a child process needs, prepared before the fork.
+pub trait Enter {
+    fn prepare(&self) -> Result<Prepared>;
+}
+
+impl Enter for PodContext {
+    fn prepare(&self) -> Result<Prepared> {
         let netns = File::open(&self.netns).with_context(|| {
             format!(
                 "opening the network namespace of pod {}/{} ({}); is the lab up?",

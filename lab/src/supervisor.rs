@@ -13,7 +13,10 @@ use std::{
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::{cluster::RestartPolicy, spawn::PodContext};
+use crate::{
+    cluster::RestartPolicy,
+    spawn::{Enter, PodContext},
+};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub enum Phase {

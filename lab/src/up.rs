@@ -284,7 +284,8 @@ async fn serve(
         web::Options {
             lessons_dir: lessons.map(|d| d.canonicalize().unwrap_or(d)),
         },
-    );
+    )
+    .merge(crate::bench::web::routes(lab.clone()));
     let sock = paths.api_socket();
     let _ = std::fs::remove_file(&sock);
     let unix = tokio::net::UnixListener::bind(&sock)
@@ -393,11 +394,7 @@ pub fn down(paths: &Paths) -> Result<()> {
     let client = Client::new(paths);
     let record = Record::load(paths)?;
     let asked = rt
-        .block_on(client.request(
-            hyper::Method::POST,
-            "/api/x/shutdown",
-            Some(serde_json::json!({})),
-        ))
+        .block_on(client.post::<serde::de::IgnoredAny>("/api/x/shutdown", &()))
         .is_ok();
     if asked {
         println!("Stopping lab {:?}...", paths.instance);

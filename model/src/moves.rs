@@ -247,14 +247,23 @@ impl ShipCommand {
     }
 }
 
-/// Seconds, 0 to [`MAX_TIMEOUT_SECONDS`] (exclusive of 0), as milliseconds.
+/// `--timeout SECONDS` (more than 0, at most [`MAX_TIMEOUT_SECONDS`]) as milliseconds.
 pub fn parse_timeout(v: &str) -> Result<u64, String> {
-    let secs: f64 = v
-        .parse()
+    v.parse()
         .ok()
-        .filter(|s: &f64| *s > 0.0 && *s <= MAX_TIMEOUT_SECONDS)
-        .ok_or_else(|| format!("`--timeout {v}`: give seconds, 0 to {MAX_TIMEOUT_SECONDS}"))?;
-    Ok((secs * 1000.0).round() as u64)
+        .and_then(|secs| timeout_ms(secs).ok())
+        .ok_or_else(|| format!("`--timeout {v}`: give seconds, 0 to {MAX_TIMEOUT_SECONDS}"))
+}
+
+/// A time limit in seconds (more than 0, at most [`MAX_TIMEOUT_SECONDS`]) as milliseconds.
+pub fn timeout_ms(secs: f64) -> Result<u64, String> {
+    if secs > 0.0 && secs <= MAX_TIMEOUT_SECONDS {
+        Ok((secs * 1000.0).round() as u64)
+    } else {
+        Err(format!(
+            "the time limit is {secs} s: give seconds, 0 to {MAX_TIMEOUT_SECONDS}"
+        ))
+    }
 }
 
 /// `POST /api/pods/{ns}/{name}/ship`, and the argument of `lab ship-move --json` in the pod.
@@ -448,6 +457,61 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn summaries() {
+        let ok = Outcome::Ok {
+            status: 200,
+            body: "Ship landed\n".into(),
+            elapsed_ms: 3,
+        };
+        assert_eq!(ok.summary(), "200 Ship landed");
+        let denied = Outcome::HttpError {
+            status: 403,
+            body: "Access denied\r\n".into(),
+            elapsed_ms: 3,
+        };
+        assert_eq!(denied.summary(), "403 Access denied");
+        assert_eq!(denied.exit_code(), 1);
+        let slow = Outcome::TimedOut { elapsed_ms: 5004 };
+        assert_eq!(slow.summary(), "timed out after 5.0s");
+        assert_eq!(slow.exit_code(), 3);
+        let long = Outcome::Ok {
+            status: 200,
+            body: "x ".repeat(500),
+            elapsed_ms: 1,
+        };
+        assert!(long.summary().chars().count() <= 4 + SUMMARY_BODY_CHARS + 1);
+    }
+
+    #[test]
+    fn moves_as_json_and_by_name() {
+        let mv: Move =
+            serde_json::from_str(r#"{"move": "fetch-logs", "store": "ftp:21"}"#).unwrap();
+        assert_eq!(
+            mv,
+            Move::FetchLogs {
+                store: "ftp:21".into(),
+                user: None,
+                password: None,
+                dir: String::new()
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Move::Land).unwrap(),
+            r#"{"move":"land"}"#
+        );
+        let by_name = |w: &str| Move::from_words(w, &[], (None, None), DEFAULT_TIMEOUT_MS);
+        assert_eq!(by_name("fire").unwrap(), Move::Fire);
+        assert!(by_name("jump").is_err());
+        let out = serde_json::to_value(Outcome::TimedOut { elapsed_ms: 1 }).unwrap();
+        assert_eq!(out["kind"], "timed_out");
+    }
+
+    #[test]
+    fn one_line_collapses_whitespace() {
+        assert_eq!(one_line("{\n  \"a\": 1\n}\n"), "{ \"a\": 1 }");
     }
 
     #[test]

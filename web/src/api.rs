@@ -113,7 +113,7 @@ pub trait Backend: Send + Sync + 'static {
     fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>>;
     fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Flow>>;
     fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Flow>>;
-    /// Prometheus text format.
+    /// The metrics in the OpenMetrics text format (which Prometheus reads).
     fn metrics(&self) -> String;
     /// Runs a built-in ship move in a pod.
     fn ship(&self, pod: &str, req: ShipRequest) -> BoxFut<'_, Result<ShipResult, ApiError>>;
@@ -333,7 +333,7 @@ async fn metrics(State(b): State<SharedBackend>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         b.metrics(),
     )

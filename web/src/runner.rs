@@ -203,7 +203,7 @@ impl StepOutcome {
 /// A member of the lab a lesson can name: a pod, or a host outside the cluster.
 #[derive(Clone, Debug)]
 enum Member {
-    Pod(Pod),
+    Pod(Box<Pod>),
     Host(Host),
 }
 
@@ -249,7 +249,7 @@ struct Pods(Vec<Member>);
 
 impl Pods {
     fn load(backend: &SharedBackend) -> Self {
-        let pods = backend.pods().into_iter().map(Member::Pod);
+        let pods = backend.pods().into_iter().map(|p| Member::Pod(Box::new(p)));
         let hosts = backend.hosts().into_iter().map(Member::Host);
         Self(pods.chain(hosts).collect())
     }
@@ -1639,8 +1639,13 @@ mod tests {
     #[test]
     fn connect_targets_become_addresses() {
         let pods = Pods(vec![
-            Member::Pod(pod("ftp-secure", None, [10, 244, 0, 6], 0)),
-            Member::Pod(pod("deathstar-a", Some("deathstar"), [10, 244, 0, 2], 0)),
+            Member::Pod(Box::new(pod("ftp-secure", None, [10, 244, 0, 6], 0))),
+            Member::Pod(Box::new(pod(
+                "deathstar-a",
+                Some("deathstar"),
+                [10, 244, 0, 2],
+                0,
+            ))),
         ]);
         let services: Vec<Service> = serde_json::from_value(serde_json::json!([{
             "namespace": "default", "name": "ftp-secure", "type": "ClusterIP",

@@ -126,33 +126,57 @@ impl Default for Clock {
     }
 }
 
-/// The flow-event ring buffer, read from async code: [`Self::next_batch`] waits until the
-/// kernel has written something and returns every record there is.
+/// The flow-event ring buffer: [`Self::drain`] takes what the kernel has written so far;
+/// [`Self::into_async`] makes a reader that waits for more.
 pub struct EventReader {
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: RingBuf<MapData>,
     clock: Clock,
 }
 
 impl EventReader {
-    pub(super) fn new(ring: RingBuf<MapData>) -> std::io::Result<Self> {
-        // SAFETY: the ring buffer owns its file descriptor, and the AsyncFd owns the ring
-        // buffer, so the descriptor stays open exactly as long as it is registered.
-        let ring = unsafe { AsyncFd::register(ring) }?;
-        Ok(Self {
+    pub(super) fn new(ring: RingBuf<MapData>) -> Self {
+        Self {
             ring,
             clock: Clock::new(),
-        })
+        }
     }
 
+    /// Appends every event that is ready to `out`, without waiting.
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        drain(&mut self.ring, &self.clock, out);
+    }
+
+    /// A reader for async code (needs a tokio runtime).
+    pub fn into_async(self) -> std::io::Result<AsyncEventReader> {
+        // SAFETY: the ring buffer owns its file descriptor, and the AsyncFd owns the ring
+        // buffer, so the descriptor stays open exactly as long as it is registered.
+        let ring = unsafe { AsyncFd::register(self.ring) }?;
+        Ok(AsyncEventReader {
+            ring,
+            clock: self.clock,
+        })
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, clock: &Clock, out: &mut Vec<Event>) {
+    while let Some(item) = ring.next() {
+        if let Some(ev) = Event::from_bytes(&item, clock) {
+            out.push(ev);
+        }
+    }
+}
+
+/// The flow-event ring buffer, read from async code.
+pub struct AsyncEventReader {
+    ring: AsyncFd<RingBuf<MapData>>,
+    clock: Clock,
+}
+
+impl AsyncEventReader {
     /// Waits for events and appends all that are ready to `out`.
     pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> std::io::Result<()> {
         let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            if let Some(ev) = Event::from_bytes(&item, &self.clock) {
-                out.push(ev);
-            }
-        }
+        drain(guard.get_inner_mut(), &self.clock, out);
         guard.clear_ready();
         Ok(())
     }

@@ -1,8 +1,7 @@
 //! Lock-free proxy counters and a bucketed latency histogram, readable at any time for the
-//! Prometheus endpoint (`cilium_policy_l7_total{rule=...}` and a request-latency histogram).
+//! metrics (`cilium_policy_l7_total{rule=...}` and a request-latency histogram).
 
 use std::{
-    fmt::Write as _,
     sync::atomic::{AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
@@ -112,57 +111,6 @@ impl ProxyStats {
             latency_count: self.latency_count.load(Relaxed),
         }
     }
-
-    /// Appends the Prometheus text exposition of these counters to `out`.
-    pub fn write_prometheus(&self, out: &mut String) {
-        let s = self.snapshot();
-        out.push_str("# HELP cilium_policy_l7_total Number of total proxy requests handled\n");
-        out.push_str("# TYPE cilium_policy_l7_total counter\n");
-        for (rule, v) in [
-            ("received", s.received),
-            ("forwarded", s.forwarded),
-            ("denied", s.denied),
-            ("parse_errors", s.parse_errors),
-        ] {
-            let _ = writeln!(out, "cilium_policy_l7_total{{rule=\"{rule}\"}} {v}");
-        }
-        out.push_str(
-            "# HELP cilium_proxy_upstream_errors_total Upstream failures seen by the L7 proxy\n",
-        );
-        out.push_str("# TYPE cilium_proxy_upstream_errors_total counter\n");
-        let _ = writeln!(
-            out,
-            "cilium_proxy_upstream_errors_total {}",
-            s.upstream_errors
-        );
-        out.push_str(
-            "# HELP cilium_proxy_upstream_reply_seconds Seconds waited to get a reply from an upstream server\n",
-        );
-        out.push_str("# TYPE cilium_proxy_upstream_reply_seconds histogram\n");
-        for (le, count) in &s.latency_buckets {
-            if le.is_infinite() {
-                let _ = writeln!(
-                    out,
-                    "cilium_proxy_upstream_reply_seconds_bucket{{le=\"+Inf\"}} {count}"
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    "cilium_proxy_upstream_reply_seconds_bucket{{le=\"{le}\"}} {count}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "cilium_proxy_upstream_reply_seconds_sum {}",
-            s.latency_sum_seconds
-        );
-        let _ = writeln!(
-            out,
-            "cilium_proxy_upstream_reply_seconds_count {}",
-            s.latency_count
-        );
-    }
 }
 
 #[cfg(test)]
@@ -181,12 +129,7 @@ mod tests {
         assert_eq!(snap.latency_buckets[3], (0.005, 2));
         assert_eq!(snap.latency_buckets.last().unwrap().1, 3);
         assert_eq!(snap.latency_count, 3);
-        let mut text = String::new();
-        s.write_prometheus(&mut text);
-        assert!(
-            text.contains("cilium_policy_l7_total{rule=\"denied\"} 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("le=\"+Inf\"} 3\n"), "{text}");
+        assert_eq!(snap.denied, 1);
+        assert_eq!(*snap.latency_buckets.last().unwrap(), (f64::INFINITY, 3));
     }
 }

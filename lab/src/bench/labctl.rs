@@ -12,9 +12,13 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use hyper::Method;
-use serde_json::{Value, json};
+use model::{ApplyRequest, ApplyResult, DeleteRequest, DeleteResult, PolicyEntry};
 
-use crate::{client::Client, paths::Paths, spawn::PodContext};
+use crate::{
+    client::Client,
+    paths::Paths,
+    spawn::{Enter, PodContext},
+};
 
 pub struct Pod {
     pub ip: Ipv4Addr,
@@ -73,24 +77,16 @@ impl LabCtl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn api(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        self.rt.block_on(self.client.request(method, path, body))
-    }
-
-    pub fn pods(&self) -> Result<Vec<Value>> {
-        Ok(self
-            .api(Method::GET, "/api/pods", None)?
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
+    pub fn pods(&self) -> Result<Vec<model::Pod>> {
+        self.rt.block_on(self.client.get("/api/pods"))
     }
 
     /// Reuses the lab if it runs with the bench's pods, else brings it up from `manifest`.
     pub fn ensure_up(&mut self, manifest: &Path, pods: &[&str]) -> Result<()> {
-        let has_pods = |list: &[Value]| {
+        let has_pods = |list: &[model::Pod]| {
             pods.iter().all(|name| {
                 list.iter()
-                    .any(|p| p["name"] == *name && p["namespace"] == "default")
+                    .any(|p| p.name == *name && p.namespace == "default")
             })
         };
         match self.pods() {
@@ -119,10 +115,9 @@ impl LabCtl {
         loop {
             let list = self.pods()?;
             if has_pods(&list)
-                && pods.iter().all(|n| {
-                    list.iter()
-                        .any(|p| p["name"] == *n && p["ready"].as_bool() == Some(true))
-                })
+                && pods
+                    .iter()
+                    .all(|n| list.iter().any(|p| p.name == *n && p.ready))
             {
                 return Ok(());
             }
@@ -141,40 +136,47 @@ impl LabCtl {
         let list = self.pods()?;
         let p = list
             .iter()
-            .find(|p| p["name"] == name && p["namespace"] == "default")
+            .find(|p| p.name == name && p.namespace == "default")
             .with_context(|| format!("no pod {name} in the bench lab"))?;
-        let ctx: PodContext = serde_json::from_value(self.api(
-            Method::GET,
-            &format!("/api/pods/default/{name}/context"),
-            None,
-        )?)?;
+        let ctx: PodContext = self.rt.block_on(
+            self.client
+                .get(&format!("/api/pods/default/{name}/context")),
+        )?;
         Ok(Pod {
-            ip: p["ip"].as_str().unwrap_or_default().parse()?,
-            node_interface: p["node_interface"].as_str().unwrap_or_default().to_owned(),
+            ip: p.ip,
+            node_interface: p.node_interface.clone(),
             ctx,
         })
     }
 
     /// Applies CiliumNetworkPolicy YAML through the API (validated, then applied at once).
     pub fn apply(&self, source: &str, yaml: &str) -> Result<()> {
-        self.api(
-            Method::POST,
-            "/api/policies",
-            Some(json!({"source": source, "text": yaml, "dry_run": false})),
-        )
-        .map(|_| ())
+        let req = ApplyRequest {
+            source: source.into(),
+            text: yaml.into(),
+            dry_run: false,
+        };
+        self.rt
+            .block_on(self.client.post::<ApplyResult>("/api/policies", &req))
+            .map(|_| ())
     }
 
     pub fn delete_policies(&self) -> Result<()> {
-        self.api(Method::DELETE, "/api/policies", Some(json!({"all": true})))
+        let req = DeleteRequest {
+            all: true,
+            ..Default::default()
+        };
+        self.rt
+            .block_on(
+                self.client
+                    .call::<DeleteResult>(Method::DELETE, "/api/policies", Some(&req)),
+            )
             .map(|_| ())
     }
 
     pub fn policy_count(&self) -> Result<usize> {
-        Ok(self
-            .api(Method::GET, "/api/policies", None)?
-            .as_array()
-            .map_or(0, Vec::len))
+        let list: Vec<PolicyEntry> = self.rt.block_on(self.client.get("/api/policies"))?;
+        Ok(list.len())
     }
 
     fn command(&self, pod: &Pod, argv: &[String]) -> Result<Command> {

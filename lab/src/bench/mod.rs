@@ -531,7 +531,7 @@ fn round(
 }
 
 fn timestamp_dir() -> String {
-    let t = enforcer::flow::now_rfc3339();
+    let t = model::time::rfc3339::now();
     let t = t.split('.').next().unwrap_or(&t).trim_end_matches('Z');
     t.replace([':', '-'], "").replace('T', "-")
 }
@@ -674,7 +674,7 @@ fn measure_all(
     dp: bool,
     out: &Path,
 ) -> Result<Results> {
-    let started = enforcer::flow::now_rfc3339();
+    let started = model::time::rfc3339::now();
     // A clean slate, also when the lab is reused.
     if lab.policy_count()? > 0 {
         lab.delete_policies()?;
@@ -739,7 +739,7 @@ fn measure_all(
     let results = Results {
         schema: report::SCHEMA.into(),
         started,
-        finished: enforcer::flow::now_rfc3339(),
+        finished: model::time::rfc3339::now(),
         host: report::Host {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .unwrap_or_default()

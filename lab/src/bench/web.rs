@@ -14,7 +14,8 @@
 //! added with `POST /api/x/bench/sources {"dir": "/abs/path"}` (recorded in
 //! `/run/lab/<instance>/bench/sources.json`). "Latest" is the one that finished last.
 //!
-//! Routes (under `/api/x/bench`): `GET status` (also `GET /api/x/bench`), `POST start`
+//! Routes (an axum router the lab mounts beside the control API, under `/api/x/bench`; they
+//! answer JSON as the page reads it): `GET status` (also `GET /api/x/bench`), `POST start`
 //! `{"configs": [id...], "datapath": bool}`, `POST cancel`, `GET runs`, `GET results` (the
 //! latest), `GET results/<run>`, `GET plots/<run>/<file>.svg` (`{"name", "svg"}`), `POST sources`.
 //! Plots are only ever read from a known run's directory, by a fixed file name, as a regular file
@@ -27,8 +28,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::{
+    Json, Router,
+    extract::{Path as UrlPath, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
 use serde_json::{Value, json};
-use web::api::ApiError;
 
 use crate::control::Lab;
 
@@ -66,6 +73,48 @@ struct Exit {
 
 static RUN: Mutex<Option<Run>> = Mutex::new(None);
 
+/// An error answer, shaped like the control API's (`{"error", "details"}`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub error: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            details: None,
+        }
+    }
+    fn not_found(error: impl Into<String>) -> Self {
+        Self::new(404, error)
+    }
+    fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = json!({ "error": self.error });
+        if let Some(d) = self.details {
+            body["details"] = d;
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for web::ApiError {
+    fn from(e: ApiError) -> Self {
+        web::ApiError::new(e.status, e.error)
+    }
+}
+
 fn err500(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(500, e.to_string())
 }
@@ -82,39 +131,73 @@ pub fn bench_instance(lab: &Lab) -> String {
 }
 
 /// Dispatches `/api/x/bench/<path>`.
-pub async fn route(lab: Arc<Lab>, path: &str, body: Option<Value>) -> Result<Value, ApiError> {
-    let path = path.trim_matches('/').to_owned();
-    match (path.as_str(), body) {
-        ("" | "status", None) => blocking(move || Ok(status(&lab))).await,
-        ("start", Some(body)) => start(&lab, &body),
-        ("cancel", Some(_)) => cancel(),
-        ("runs", None) => blocking(move || Ok(json!(listing(&lab)))).await,
-        ("results", None) => blocking(move || results(&lab, None)).await,
-        ("sources", Some(body)) => blocking(move || add_source(&lab, &body)).await,
-        (p, None) if p.starts_with("results/") => {
-            let id = p["results/".len()..].to_owned();
-            blocking(move || results(&lab, Some(&id))).await
-        }
-        (p, None) if p.starts_with("plots/") => {
-            let Some((id, name)) = p["plots/".len()..].split_once('/') else {
-                return Err(ApiError::not_found(
-                    "expected /api/x/bench/plots/<run>/<file>",
-                ));
-            };
-            let (id, name) = (id.to_owned(), name.to_owned());
-            blocking(move || plot(&lab, &id, &name)).await
-        }
-        (p, _) => Err(ApiError::not_found(format!(
-            "no API route /api/x/bench/{p}"
-        ))),
-    }
+type Answer = Result<Json<Value>, ApiError>;
+
+/// The routes under `/api/x/bench`.
+pub fn routes(lab: Arc<Lab>) -> Router {
+    Router::new()
+        .route("/api/x/bench", get(status_route))
+        .route("/api/x/bench/status", get(status_route))
+        .route("/api/x/bench/start", post(start_route))
+        .route("/api/x/bench/cancel", post(|| async { cancel().map(Json) }))
+        .route(
+            "/api/x/bench/runs",
+            get(|State(lab): State<Arc<Lab>>| async move {
+                blocking(move || Ok(json!(listing(&lab)))).await
+            }),
+        )
+        .route(
+            "/api/x/bench/results",
+            get(|State(lab): State<Arc<Lab>>| async move {
+                blocking(move || results(&lab, None)).await
+            }),
+        )
+        .route(
+            "/api/x/bench/results/{id}",
+            get(
+                |State(lab): State<Arc<Lab>>, UrlPath(id): UrlPath<String>| async move {
+                    blocking(move || results(&lab, Some(&id))).await
+                },
+            ),
+        )
+        .route(
+            "/api/x/bench/plots/{id}/{name}",
+            get(
+                |State(lab): State<Arc<Lab>>, UrlPath((id, name)): UrlPath<(String, String)>| async move {
+                    blocking(move || {
+                        let svg = plot_svg(&lab, &id, &name)?;
+                        Ok(json!({"run": id, "name": name, "svg": svg}))
+                    })
+                    .await
+                },
+            ),
+        )
+        .route(
+            "/api/x/bench/sources",
+            post(
+                |State(lab): State<Arc<Lab>>, Json(body): Json<Value>| async move {
+                    blocking(move || add_source(&lab, &body)).await
+                },
+            ),
+        )
+        .with_state(lab)
+}
+
+async fn status_route(State(lab): State<Arc<Lab>>) -> Answer {
+    blocking(move || Ok(status(&lab))).await
+}
+
+async fn start_route(State(lab): State<Arc<Lab>>, body: Option<Json<Value>>) -> Answer {
+    let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+    start(&lab, &body).map(Json)
 }
 
 /// File system work off the async runtime's threads.
-async fn blocking(
-    f: impl FnOnce() -> Result<Value, ApiError> + Send + 'static,
-) -> Result<Value, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(err500)?
+async fn blocking(f: impl FnOnce() -> Result<Value, ApiError> + Send + 'static) -> Answer {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(err500)?
+        .map(Json)
 }
 
 // ---- status and progress --------------------------------------------------------------------
@@ -314,7 +397,7 @@ fn start(lab: &Arc<Lab>, body: &Value) -> Result<Value, ApiError> {
         dir,
         bench_instance: instance,
         started: Instant::now(),
-        started_at: enforcer::flow::now_rfc3339(),
+        started_at: model::time::rfc3339::now(),
         pid,
         configs,
         datapath,
@@ -584,7 +667,8 @@ pub fn plain_svg(text: &str) -> bool {
     true
 }
 
-fn plot(lab: &Lab, id: &str, name: &str) -> Result<Value, ApiError> {
+/// One of a run's plots, checked to be plain SVG.
+pub fn plot_svg(lab: &Lab, id: &str, name: &str) -> Result<String, ApiError> {
     if !PLOTS.contains(&name) {
         return Err(ApiError::not_found(format!(
             "no plot {name:?}; the plots are {}",
@@ -605,7 +689,7 @@ fn plot(lab: &Lab, id: &str, name: &str) -> Result<Value, ApiError> {
             format!("{name} of run {id:?} is not a plain SVG plot as lab bench writes them"),
         ));
     }
-    Ok(json!({"run": id, "name": name, "svg": svg}))
+    Ok(svg)
 }
 
 fn add_source(lab: &Lab, body: &Value) -> Result<Value, ApiError> {
