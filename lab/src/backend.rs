@@ -255,15 +255,15 @@ impl web::Backend for LabBackend {
                         .datapath_ref()
                         .conntrack()
                         .iter()
-                        .map(|(k, v)| {
+                        .map(|c| {
                             json!({
-                                "source": format!("{}:{}", std::net::Ipv4Addr::from(u32::from_be(k.saddr)), u16::from_be(k.sport)),
-                                "destination": format!("{}:{}", std::net::Ipv4Addr::from(u32::from_be(k.daddr)), u16::from_be(k.dport)),
-                                "protocol": k.proto,
-                                "direction": if k.direction == enforcer_common::DIR_INGRESS { "ingress" } else { "egress" },
-                                "packets": v.packets,
-                                "bytes": v.bytes,
-                                "flags": v.flags,
+                                "source": c.source.to_string(),
+                                "destination": c.destination.to_string(),
+                                "protocol": c.protocol,
+                                "direction": c.direction.name(),
+                                "packets": c.entry.packets,
+                                "bytes": c.entry.bytes,
+                                "flags": c.entry.flags,
                             })
                         })
                         .collect();
