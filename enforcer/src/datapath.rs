@@ -5,12 +5,17 @@
 //! On a restart the pinned maps are reused as they are (the policy stays in force) and each
 //! pinned link gets the freshly loaded program atomically, so there is no window without
 //! enforcement.
+//!
+//! Byte order is settled here and nowhere else: callers give and get host-order values and
+//! plain Rust types ([`MapKey`], [`MapValue`], [`EndpointEntry`], [`Connection`],
+//! `Ipv4Addr`); this module encodes them as the `enforcer_common` kernel types, whose
+//! addresses and ports are in network order.
 
 use std::{
     collections::BTreeMap,
     ffi::CString,
     io,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     os::{
         fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
@@ -29,10 +34,13 @@ use aya::{
     },
 };
 use enforcer_common::{
-    CONFIG_FLAGS, CtEntry, CtKey, EndpointInfo, IpcacheKey, IpcacheValue, LimitKey, LimitValue,
-    METRICS_LEN, PolicyKey, PolicyValue, ServiceKey, ServiceValue,
+    CONFIG_FLAGS, CtEntry, CtKey, DIR_EGRESS, DIR_INGRESS, EndpointInfo, IpcacheKey, IpcacheValue,
+    LimitKey, LimitValue, METRICS_LEN, PolicyKey, PolicyValue, ServiceKey, ServiceValue,
+    VERDICT_ALLOW, VERDICT_DENY, VERDICT_NONE, VERDICT_REDIRECT,
 };
 use thiserror::Error;
+
+use crate::policy::resolve::{Direction, MapKey, MapValue, Verdict};
 
 pub mod events;
 pub use events::{AsyncEventReader, Clock, Event, EventReader};
@@ -110,6 +118,83 @@ fn cidr_key(addr: Ipv4Addr, prefix: u8) -> Key<IpcacheKey> {
             addr: u32::from(addr).to_be(),
         },
     )
+}
+
+/// The kernel's key of a policy entry. The ids and the port are in network order: the LPM trie
+/// compares keys byte by byte, so the most significant bits must come first.
+fn policy_key(k: &MapKey) -> Key<PolicyKey> {
+    Key::new(
+        k.prefix_len,
+        PolicyKey {
+            ep_id: k.endpoint.to_be(),
+            identity: k.identity.to_be(),
+            direction: k.direction.code(),
+            proto: k.protocol,
+            dport: k.port.to_be(),
+        },
+    )
+}
+
+/// The inverse of [`policy_key`]; `None` for a key user space never writes.
+fn map_key(k: &Key<PolicyKey>) -> Option<MapKey> {
+    let d = k.data();
+    Some(MapKey {
+        endpoint: u32::from_be(d.ep_id),
+        identity: u32::from_be(d.identity),
+        direction: direction_of(d.direction)?,
+        protocol: d.proto,
+        port: u16::from_be(d.dport),
+        prefix_len: k.prefix_len(),
+    })
+}
+
+fn policy_value(v: &MapValue) -> PolicyValue {
+    PolicyValue {
+        verdict: verdict_code(v.verdict),
+        audit_verdict: verdict_code(v.audit_verdict),
+        proxy_port: v.proxy_port,
+        rule_ref: v.rule_ref,
+        audit_rule_ref: v.audit_rule_ref,
+    }
+}
+
+fn verdict_code(v: Verdict) -> u8 {
+    match v {
+        Verdict::None => VERDICT_NONE,
+        Verdict::Allow => VERDICT_ALLOW,
+        Verdict::Deny => VERDICT_DENY,
+        Verdict::Redirect => VERDICT_REDIRECT,
+    }
+}
+
+fn direction_of(code: u8) -> Option<Direction> {
+    match code {
+        DIR_INGRESS => Some(Direction::Ingress),
+        DIR_EGRESS => Some(Direction::Egress),
+        _ => None,
+    }
+}
+
+/// An entry of the `ENDPOINTS` map (keyed by the ifindex of the pod's node-side veth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointEntry {
+    pub ep_id: u32,
+    pub identity: u32,
+    pub ip: Ipv4Addr,
+    /// `EP_*` flags: which directions are in default deny.
+    pub flags: u32,
+}
+
+/// A tracked connection: the tuple of the packet that opened it, the direction in which the
+/// endpoint saw it, and the tracking entry (counters and `CT_*` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub source: SocketAddrV4,
+    pub destination: SocketAddrV4,
+    pub protocol: u8,
+    /// `Egress`: opened by the endpoint.
+    pub direction: Direction,
+    pub entry: CtEntry,
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -479,7 +564,13 @@ impl Datapath {
         }
     }
 
-    pub fn set_endpoint(&mut self, ifindex: u32, info: EndpointInfo) -> Result<()> {
+    pub fn set_endpoint(&mut self, ifindex: u32, ep: &EndpointEntry) -> Result<()> {
+        let info = EndpointInfo {
+            ep_id: ep.ep_id,
+            identity: ep.identity,
+            ipv4: u32::from(ep.ip).to_be(),
+            flags: ep.flags,
+        };
         self.endpoints
             .insert(ifindex, info, 0)
             .map_err(map_err("ENDPOINTS"))
@@ -492,8 +583,21 @@ impl Datapath {
         }
     }
 
-    pub fn endpoints(&self) -> Vec<(u32, EndpointInfo)> {
-        self.endpoints.iter().filter_map(|r| r.ok()).collect()
+    /// Every endpoint entry as (ifindex, entry).
+    pub fn endpoints(&self) -> Vec<(u32, EndpointEntry)> {
+        self.endpoints
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(ifindex, e)| {
+                let entry = EndpointEntry {
+                    ep_id: e.ep_id,
+                    identity: e.identity,
+                    ip: Ipv4Addr::from(u32::from_be(e.ipv4)),
+                    flags: e.flags,
+                };
+                (ifindex, entry)
+            })
+            .collect()
     }
 
     pub fn set_ipcache(&mut self, addr: Ipv4Addr, prefix: u8, value: IpcacheValue) -> Result<()> {
@@ -526,31 +630,36 @@ impl Datapath {
             .collect()
     }
 
-    pub fn set_policy(
-        &mut self,
-        prefix_len: u32,
-        key: PolicyKey,
-        value: PolicyValue,
-    ) -> Result<()> {
+    pub fn set_policy(&mut self, key: &MapKey, value: &MapValue) -> Result<()> {
         self.policy
-            .insert(&Key::new(prefix_len, key), value, 0)
+            .insert(&policy_key(key), policy_value(value), 0)
             .map_err(map_err("POLICY"))
     }
 
-    pub fn remove_policy(&mut self, prefix_len: u32, key: PolicyKey) -> Result<()> {
-        match self.policy.remove(&Key::new(prefix_len, key)) {
+    pub fn remove_policy(&mut self, key: &MapKey) -> Result<()> {
+        self.remove_policy_key(&policy_key(key))
+    }
+
+    fn remove_policy_key(&mut self, key: &Key<PolicyKey>) -> Result<()> {
+        match self.policy.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err("POLICY")(e)),
         }
     }
 
-    /// The whole policy map as (prefix length, key) → value.
-    pub fn policy(&self) -> BTreeMap<(u32, PolicyKey), PolicyValue> {
-        self.policy
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
-            .collect()
+    /// Removes every policy entry that `keep` refuses, and any key user space would never
+    /// write; returns how many went.
+    pub fn retain_policy(&mut self, keep: impl Fn(&MapKey) -> bool) -> Result<usize> {
+        let gone: Vec<Key<PolicyKey>> = self
+            .policy
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !map_key(k).is_some_and(|k| keep(&k)))
+            .collect();
+        for k in &gone {
+            self.remove_policy_key(k)?;
+        }
+        Ok(gone.len())
     }
 
     pub fn set_config_flags(&mut self, flags: u32) -> Result<()> {
@@ -573,17 +682,39 @@ impl Datapath {
             .collect()
     }
 
-    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
-        self.ct.iter().filter_map(|r| r.ok()).collect()
+    pub fn conntrack(&self) -> Vec<Connection> {
+        self.ct
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, entry)| Connection {
+                source: SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(k.saddr)),
+                    u16::from_be(k.sport),
+                ),
+                destination: SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(k.daddr)),
+                    u16::from_be(k.dport),
+                ),
+                protocol: k.proto,
+                direction: if k.direction == DIR_INGRESS {
+                    Direction::Ingress
+                } else {
+                    Direction::Egress
+                },
+                entry,
+            })
+            .collect()
     }
 
-    /// Removes tracking entries matching `pred` (used when an endpoint goes away).
-    pub fn flush_conntrack(&mut self, pred: impl Fn(&CtKey) -> bool) {
+    /// Removes the tracking entries of connections from or to `addr` (used when an endpoint
+    /// goes away).
+    pub fn flush_conntrack(&mut self, addr: Ipv4Addr) {
+        let addr = u32::from(addr).to_be();
         let keys: Vec<CtKey> = self
             .ct
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| pred(k))
+            .filter(|k| k.saddr == addr || k.daddr == addr)
             .collect();
         for k in keys {
             let _ = self.ct.remove(&k);
@@ -675,4 +806,75 @@ where
         .ok_or(DatapathError::Missing(name))?
         .try_into()
         .map_err(|source| DatapathError::Program { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enforcer_common::{POLICY_KEY_FIXED_BITS, POLICY_KEY_FULL_BITS};
+
+    /// The bytes of a policy key as the kernel's LPM trie compares them: most significant
+    /// first, so a prefix of the key is a prefix of its bytes.
+    fn bytes(k: &PolicyKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(k.ep_id.to_ne_bytes());
+        out.extend(k.identity.to_ne_bytes());
+        out.extend([k.direction, k.proto]);
+        out.extend(k.dport.to_ne_bytes());
+        out
+    }
+
+    #[test]
+    fn policy_keys_are_encoded_in_network_order_and_decoded_back() {
+        let key = MapKey {
+            endpoint: 1,
+            identity: 0x0100_0002,
+            direction: Direction::Egress,
+            protocol: 6,
+            port: 30000,
+            prefix_len: POLICY_KEY_FIXED_BITS + 8 + 13,
+        };
+        let encoded = policy_key(&key);
+        assert_eq!(encoded.prefix_len(), POLICY_KEY_FIXED_BITS + 21);
+        let d = encoded.data();
+        assert_eq!(
+            bytes(&d),
+            [0, 0, 0, 1, 1, 0, 0, 2, DIR_EGRESS, 6, 0x75, 0x30]
+        );
+        assert_eq!(map_key(&encoded), Some(key));
+        let l3 = MapKey {
+            protocol: 0,
+            port: 0,
+            prefix_len: POLICY_KEY_FIXED_BITS,
+            ..key
+        };
+        assert_eq!(map_key(&policy_key(&l3)), Some(l3));
+        let foreign = Key::new(POLICY_KEY_FULL_BITS, PolicyKey { direction: 9, ..d });
+        assert_eq!(
+            map_key(&foreign),
+            None,
+            "a direction user space never writes"
+        );
+    }
+
+    #[test]
+    fn policy_values_keep_their_host_order_fields() {
+        let v = MapValue {
+            verdict: Verdict::Redirect,
+            audit_verdict: Verdict::Deny,
+            proxy_port: 15001,
+            rule_ref: 7,
+            audit_rule_ref: 9,
+        };
+        assert_eq!(
+            policy_value(&v),
+            PolicyValue {
+                verdict: VERDICT_REDIRECT,
+                audit_verdict: VERDICT_DENY,
+                proxy_port: 15001,
+                rule_ref: 7,
+                audit_rule_ref: 9,
+            }
+        );
+    }
 }

@@ -3,6 +3,10 @@
 //! policy set applied) is resolved in full and then written as a difference, in an order that
 //! never drops traffic that stays allowed: new entries first, then address and endpoint
 //! changes, then removals.
+//!
+//! Two halves: [`DesiredState`] computes what the maps must hold ([`MapState`]) from pods and
+//! rules, without the kernel (the map fixtures in `tests/maps.rs` run it as it is); [`Engine`]
+//! owns one, attaches pods, and writes the differences through [`Datapath`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -11,16 +15,16 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use enforcer_common::{
-    EndpointInfo, IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, LimitKey, LimitValue, PolicyKey,
-    PolicyValue,
-};
+use enforcer_common::{IDENTITY_HOST, IDENTITY_WORLD, IpcacheValue, LimitKey, LimitValue};
 use serde::Serialize;
 
 use crate::{
-    datapath::{Datapath, DatapathError},
+    datapath::{Datapath, DatapathError, EndpointEntry},
     identity::{Identities, LabelSet, pod_labels},
-    policy::resolve::{EndpointRef, HttpSpec, NormRule, Resolved, resolve},
+    policy::resolve::{
+        EndpointRef, HttpSpec, MapKey, MapValue, NormLimit, NormRule, Resolved, resolve,
+        resolve_limits,
+    },
     proxy::{CompiledRules, HttpRuleSpec},
 };
 
@@ -77,9 +81,9 @@ pub struct Names {
     /// (endpoint, direction) → rules that put it in default deny.
     pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
     /// L7 rules of enforced redirects by exact key.
-    pub http: BTreeMap<PolicyKey, Vec<HttpSpec>>,
+    pub http: BTreeMap<MapKey, Vec<HttpSpec>>,
     /// The same, compiled for the proxy.
-    pub l7: BTreeMap<PolicyKey, Arc<CompiledRules>>,
+    pub l7: BTreeMap<MapKey, Arc<CompiledRules>>,
     /// CIDR prefixes with their identities, for naming addresses outside the cluster.
     pub cidrs: Vec<((Ipv4Addr, u8), u32)>,
     /// The node's own addresses (identity `host`).
@@ -120,7 +124,7 @@ pub struct RuleSet {
     pub rules: Vec<NormRule>,
     pub table: Vec<RuleInfo>,
     pub cidrs: Vec<(Ipv4Addr, u8)>,
-    pub limits: Vec<crate::policy::resolve::NormLimit>,
+    pub limits: Vec<NormLimit>,
 }
 
 impl Default for RuleSet {
@@ -147,20 +151,148 @@ fn placeholder_rule() -> RuleInfo {
     }
 }
 
-pub struct Engine {
-    dp: Datapath,
-    node_netns: PathBuf,
+/// What the kernel's maps hold besides the endpoints themselves, as resolution computes it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MapState {
+    /// `POLICY`, with the endpoints' default-deny flags, the L7 rules of redirects and the rules
+    /// that switch default deny on.
+    pub policy: Resolved,
+    /// `IPCACHE` entries of the CIDR prefixes the rules name: prefix → identity.
+    pub cidrs: BTreeMap<(Ipv4Addr, u8), u32>,
+    /// `CONN_LIMITS`.
+    pub limits: BTreeMap<LimitKey, LimitValue>,
+}
+
+/// The pods, their identities and the rules in force, and the map state they call for. Pure:
+/// no kernel, no root. Identities and endpoint ids are allocated in the order pods are added,
+/// so the same pods in the same order get the same numbers.
+pub struct DesiredState {
     node_ips: Vec<Ipv4Addr>,
+    proxy_port: u16,
     identities: Identities,
     endpoints: BTreeMap<u32, Endpoint>,
     next_ep: u32,
     rules: RuleSet,
-    resolved: Resolved,
-    /// CIDR prefixes currently in the ipcache (with their identity).
-    cidr_entries: BTreeMap<(Ipv4Addr, u8), u32>,
-    /// Connection limits in force.
-    limit_entries: BTreeMap<LimitKey, LimitValue>,
-    proxy_port: u16,
+}
+
+impl DesiredState {
+    /// The node's own addresses are the `host` identity; redirects name `proxy_port`.
+    pub fn new(node_ips: &[Ipv4Addr], proxy_port: u16) -> Self {
+        Self {
+            node_ips: node_ips.to_vec(),
+            proxy_port,
+            identities: Identities::new(),
+            endpoints: BTreeMap::new(),
+            next_ep: 1,
+            rules: RuleSet::default(),
+        }
+    }
+
+    /// Registers a pod whose veth has `ifindex`: its identity (shared by pods with the same
+    /// labels) and the next endpoint id. Call [`DesiredState::compute`] afterwards.
+    pub fn add_endpoint(&mut self, spec: EndpointSpec, ifindex: u32) -> u32 {
+        let labels = pod_labels(&spec.namespace, &spec.labels, &spec.namespace_labels);
+        let identity = self.identities.acquire_pod(labels.clone());
+        let ep_id = self.next_ep;
+        self.next_ep += 1;
+        self.endpoints.insert(
+            ep_id,
+            Endpoint {
+                ep_id,
+                namespace: spec.namespace,
+                pod: spec.pod,
+                ip: spec.ip,
+                ifname: spec.ifname,
+                ifindex,
+                identity,
+                labels,
+                flags: 0,
+            },
+        );
+        ep_id
+    }
+
+    /// Forgets a pod and its reference to its identity.
+    pub fn remove_endpoint(&mut self, ep_id: u32) -> Option<Endpoint> {
+        let ep = self.endpoints.remove(&ep_id)?;
+        self.identities.release_pod(ep.identity);
+        Some(ep)
+    }
+
+    pub fn set_rules(&mut self, rules: RuleSet) {
+        self.rules = rules;
+    }
+
+    pub fn endpoint(&self, ep_id: u32) -> Option<&Endpoint> {
+        self.endpoints.get(&ep_id)
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.values()
+    }
+
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    pub fn rule_table(&self) -> &[RuleInfo] {
+        &self.rules.table
+    }
+
+    pub fn node_ips(&self) -> &[Ipv4Addr] {
+        &self.node_ips
+    }
+
+    /// Resolves the rules for the current pods: gives the CIDR prefixes the rules name their
+    /// identities, sets each endpoint's default-deny flags, and returns the map state.
+    pub fn compute(&mut self) -> MapState {
+        // Identities for the CIDRs named by the rules, and their addresses (pods and the node
+        // keep their own /32 entries: CIDR rules never select them).
+        self.identities.set_cidrs(&self.rules.cidrs);
+        let taken: BTreeSet<Ipv4Addr> = self
+            .endpoints
+            .values()
+            .map(|e| e.ip)
+            .chain(self.node_ips.iter().copied())
+            .collect();
+        let mut cidrs = BTreeMap::new();
+        for (prefix, len) in &self.rules.cidrs {
+            if *len == 0 || (*len == 32 && taken.contains(prefix)) {
+                continue;
+            }
+            if let Some(id) = self.identities.cidr_identity(*prefix, *len) {
+                cidrs.insert((*prefix, *len), id);
+            }
+        }
+
+        let eps: Vec<EndpointRef> = self
+            .endpoints
+            .values()
+            .map(|e| EndpointRef {
+                ep_id: e.ep_id,
+                labels: e.labels.clone(),
+            })
+            .collect();
+        let idents: Vec<_> = self.identities.all().collect();
+        let policy = resolve(&self.rules.rules, &eps, &idents, self.proxy_port);
+        let limits = resolve_limits(&self.rules.limits, &eps, &idents);
+        for ep in self.endpoints.values_mut() {
+            ep.flags = policy.flags.get(&ep.ep_id).copied().unwrap_or(0);
+        }
+        MapState {
+            policy,
+            cidrs,
+            limits,
+        }
+    }
+}
+
+pub struct Engine {
+    dp: Datapath,
+    node_netns: PathBuf,
+    state: DesiredState,
+    /// What the maps hold: the map state last written in full.
+    written: MapState,
     names: SharedNames,
 }
 
@@ -193,15 +325,8 @@ impl Engine {
         let engine = Self {
             dp,
             node_netns: node_netns.to_owned(),
-            node_ips: node_ips.to_vec(),
-            identities: Identities::new(),
-            endpoints: BTreeMap::new(),
-            next_ep: 1,
-            rules: RuleSet::default(),
-            resolved: Resolved::default(),
-            cidr_entries: BTreeMap::new(),
-            limit_entries: BTreeMap::new(),
-            proxy_port,
+            state: DesiredState::new(node_ips, proxy_port),
+            written: MapState::default(),
             names: Arc::new(RwLock::new(Arc::new(Names::default()))),
         };
         engine.publish();
@@ -221,19 +346,19 @@ impl Engine {
     }
 
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.endpoints.values()
+        self.state.endpoints()
     }
 
     pub fn identities(&self) -> &Identities {
-        &self.identities
+        self.state.identities()
     }
 
     pub fn rule_table(&self) -> &[RuleInfo] {
-        &self.rules.table
+        self.state.rule_table()
     }
 
     pub fn resolved(&self) -> &Resolved {
-        &self.resolved
+        &self.written.policy
     }
 
     /// Attaches the datapath to the pod's veth, gives it an identity and its policy.
@@ -268,46 +393,23 @@ impl Engine {
                 detail: e.to_string(),
             })??;
             Datapath::pin_links(links)?;
-
-            let labels = pod_labels(&spec.namespace, &spec.labels, &spec.namespace_labels);
-            let identity = self.identities.acquire_pod(labels.clone());
-            let ep_id = self.next_ep;
-            self.next_ep += 1;
-            self.endpoints.insert(
-                ep_id,
-                Endpoint {
-                    ep_id,
-                    namespace: spec.namespace,
-                    pod: spec.pod,
-                    ip: spec.ip,
-                    ifname: spec.ifname,
-                    ifindex,
-                    identity,
-                    labels,
-                    flags: 0,
-                },
-            );
-            ids.push(ep_id);
+            ids.push(self.state.add_endpoint(spec, ifindex));
         }
         self.sync()?;
-        Ok(ids.iter().map(|id| self.endpoints[id].clone()).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.state.endpoint(*id).cloned())
+            .collect())
     }
 
     /// After a restart: removes what the pinned maps still hold that the current state does not
     /// have (entries of pods or rules that no longer exist).
     pub fn reconcile(&mut self) -> Result<usize, DatapathError> {
-        let mut removed = 0;
-        let stale: Vec<(u32, PolicyKey)> = self
+        let written = &self.written;
+        let mut removed = self
             .dp
-            .policy()
-            .into_keys()
-            .filter(|k| !self.resolved.map.contains_key(k))
-            .collect();
-        for (prefix, key) in stale {
-            self.dp.remove_policy(prefix, key)?;
-            removed += 1;
-        }
-        let ifindexes: BTreeSet<u32> = self.endpoints.values().map(|e| e.ifindex).collect();
+            .retain_policy(|k| written.policy.map.contains_key(k))?;
+        let ifindexes: BTreeSet<u32> = self.state.endpoints().map(|e| e.ifindex).collect();
         for (ifindex, _) in self.dp.endpoints() {
             if !ifindexes.contains(&ifindex) {
                 self.dp.remove_endpoint(ifindex)?;
@@ -315,17 +417,17 @@ impl Engine {
             }
         }
         for key in self.dp.limits().into_keys() {
-            if !self.limit_entries.contains_key(&key) {
+            if !self.written.limits.contains_key(&key) {
                 self.dp.remove_limit(key)?;
                 removed += 1;
             }
         }
         removed += self.remove_conn_counts_of_gone_pods();
         let mut wanted: BTreeSet<(Ipv4Addr, u8)> =
-            self.endpoints.values().map(|e| (e.ip, 32)).collect();
-        wanted.extend(self.node_ips.iter().map(|ip| (*ip, 32)));
+            self.state.endpoints().map(|e| (e.ip, 32)).collect();
+        wanted.extend(self.state.node_ips().iter().map(|ip| (*ip, 32)));
         wanted.insert((Ipv4Addr::UNSPECIFIED, 0));
-        wanted.extend(self.cidr_entries.keys().copied());
+        wanted.extend(self.written.cidrs.keys().copied());
         for (addr, len, _) in self.dp.ipcache() {
             if !wanted.contains(&(addr, len)) {
                 self.dp.remove_ipcache(addr, len)?;
@@ -337,15 +439,13 @@ impl Engine {
 
     /// Forgets a pod: its maps entries, tracking entries and identity reference.
     pub fn remove_endpoint(&mut self, ep_id: u32) -> Result<(), DatapathError> {
-        let Some(ep) = self.endpoints.remove(&ep_id) else {
+        let Some(ep) = self.state.remove_endpoint(ep_id) else {
             return Ok(());
         };
         self.dp.remove_ipcache(ep.ip, 32)?;
         self.dp.remove_endpoint(ep.ifindex)?;
         self.dp.detach_pod(&ep.ifname);
-        let ip = u32::from(ep.ip).to_be();
-        self.dp.flush_conntrack(|k| k.saddr == ip || k.daddr == ip);
-        self.identities.release_pod(ep.identity);
+        self.dp.flush_conntrack(ep.ip);
         self.remove_conn_counts_of_gone_pods();
         self.sync()
     }
@@ -358,7 +458,7 @@ impl Engine {
             .dp
             .conn_counts()
             .into_keys()
-            .filter(|k| !self.endpoints.contains_key(&k.ep_id))
+            .filter(|k| self.state.endpoint(k.ep_id).is_none())
             .collect();
         for k in &gone {
             self.dp.remove_conn_count(*k);
@@ -369,52 +469,24 @@ impl Engine {
     /// Replaces the rules in force. The caller has validated them; this only resolves and
     /// writes.
     pub fn set_rules(&mut self, rules: RuleSet) -> Result<(), DatapathError> {
-        self.rules = rules;
+        self.state.set_rules(rules);
         self.sync()
     }
 
     /// Re-resolves everything and writes the difference to the kernel.
     pub fn sync(&mut self) -> Result<(), DatapathError> {
-        // Identities for the CIDRs named by the rules, and their addresses (pods and the node
-        // keep their own /32 entries: CIDR rules never select them).
-        self.identities.set_cidrs(&self.rules.cidrs);
-        let taken: BTreeSet<Ipv4Addr> = self
-            .endpoints
-            .values()
-            .map(|e| e.ip)
-            .chain(self.node_ips.iter().copied())
-            .collect();
-        let mut cidr_entries = BTreeMap::new();
-        for (prefix, len) in &self.rules.cidrs {
-            if *len == 0 || (*len == 32 && taken.contains(prefix)) {
-                continue;
-            }
-            if let Some(id) = self.identities.cidr_identity(*prefix, *len) {
-                cidr_entries.insert((*prefix, *len), id);
-            }
-        }
-
-        let eps: Vec<EndpointRef> = self
-            .endpoints
-            .values()
-            .map(|e| EndpointRef {
-                ep_id: e.ep_id,
-                labels: e.labels.clone(),
-            })
-            .collect();
-        let idents: Vec<_> = self.identities.all().collect();
-        let new = resolve(&self.rules.rules, &eps, &idents, self.proxy_port);
-        let limits = crate::policy::resolve::resolve_limits(&self.rules.limits, &eps, &idents);
+        let new = self.state.compute();
+        let old = &self.written;
 
         // 1. New and changed policy entries.
-        for (k, v) in &new.map {
-            if self.resolved.map.get(k) != Some(v) {
-                self.dp.set_policy(k.0, k.1, *v)?;
+        for (k, v) in &new.policy.map {
+            if old.policy.map.get(k) != Some(v) {
+                self.dp.set_policy(k, v)?;
             }
         }
         // 2. Addresses of CIDR identities.
-        for (&(p, l), &id) in &cidr_entries {
-            if self.cidr_entries.get(&(p, l)) != Some(&id) {
+        for (&(p, l), &id) in &new.cidrs {
+            if old.cidrs.get(&(p, l)) != Some(&id) {
                 self.dp.set_ipcache(
                     p,
                     l,
@@ -427,60 +499,55 @@ impl Engine {
             }
         }
         // 3. Endpoints, with their default-deny flags.
-        for ep in self.endpoints.values_mut() {
-            let flags = new.flags.get(&ep.ep_id).copied().unwrap_or(0);
-            ep.flags = flags;
-            self.dp.set_endpoint(
-                ep.ifindex,
-                EndpointInfo {
-                    ep_id: ep.ep_id,
-                    identity: ep.identity,
-                    ipv4: u32::from(ep.ip).to_be(),
-                    flags,
-                },
-            )?;
+        for ep in self.state.endpoints() {
+            let entry = EndpointEntry {
+                ep_id: ep.ep_id,
+                identity: ep.identity,
+                ip: ep.ip,
+                flags: ep.flags,
+            };
+            self.dp.set_endpoint(ep.ifindex, &entry)?;
             self.dp.set_ipcache(
                 ep.ip,
                 32,
                 IpcacheValue {
                     identity: ep.identity,
                     ep_id: ep.ep_id,
-                    ep_flags: flags,
+                    ep_flags: ep.flags,
                 },
             )?;
         }
         // Connection limits (counts stay: established connections keep being counted).
-        for (k, v) in &limits {
-            if self.limit_entries.get(k) != Some(v) {
+        for (k, v) in &new.limits {
+            if old.limits.get(k) != Some(v) {
                 self.dp.set_limit(*k, *v)?;
             }
         }
         // 4. Removals.
-        for k in self.limit_entries.keys() {
-            if !limits.contains_key(k) {
+        for k in old.limits.keys() {
+            if !new.limits.contains_key(k) {
                 self.dp.remove_limit(*k)?;
             }
         }
-        self.limit_entries = limits;
-        for k in self.resolved.map.keys() {
-            if !new.map.contains_key(k) {
-                self.dp.remove_policy(k.0, k.1)?;
+        for k in old.policy.map.keys() {
+            if !new.policy.map.contains_key(k) {
+                self.dp.remove_policy(k)?;
             }
         }
-        for &(p, l) in self.cidr_entries.keys() {
-            if !cidr_entries.contains_key(&(p, l)) {
+        for &(p, l) in old.cidrs.keys() {
+            if !new.cidrs.contains_key(&(p, l)) {
                 self.dp.remove_ipcache(p, l)?;
             }
         }
-        self.cidr_entries = cidr_entries;
-        self.resolved = new;
+        self.written = new;
         self.publish();
         Ok(())
     }
 
     fn publish(&self) {
         let l7 = self
-            .resolved
+            .written
+            .policy
             .http
             .iter()
             .filter_map(|(key, specs)| {
@@ -507,29 +574,34 @@ impl Engine {
             })
             .collect();
         let names = Names {
-            endpoints_by_id: self.endpoints.clone(),
-            endpoints_by_ip: self.endpoints.values().map(|e| (e.ip, e.ep_id)).collect(),
+            endpoints_by_id: self
+                .state
+                .endpoints()
+                .map(|e| (e.ep_id, e.clone()))
+                .collect(),
+            endpoints_by_ip: self.state.endpoints().map(|e| (e.ip, e.ep_id)).collect(),
             identities: self
-                .identities
+                .state
+                .identities()
                 .all()
                 .map(|i| (i.id, i.label_strings()))
                 .collect(),
-            rules: self.rules.table.clone(),
-            enforcers: self.resolved.enforcers.clone(),
-            http: self.resolved.http.clone(),
+            rules: self.state.rule_table().to_vec(),
+            enforcers: self.written.policy.enforcers.clone(),
+            http: self.written.policy.http.clone(),
             l7,
-            cidrs: self.cidr_entries.iter().map(|(k, v)| (*k, *v)).collect(),
-            node_ips: self.node_ips.clone(),
+            cidrs: self.written.cidrs.iter().map(|(k, v)| (*k, *v)).collect(),
+            node_ips: self.state.node_ips().to_vec(),
         };
         *self.names.write().expect("names lock") = Arc::new(names);
     }
 
     /// The number of entries in the policy map (for `lab get` and the benchmark).
     pub fn policy_entries(&self) -> usize {
-        self.resolved.map.len()
+        self.written.policy.map.len()
     }
 
-    pub fn policy_value(&self, prefix: u32, key: &PolicyKey) -> Option<PolicyValue> {
-        self.resolved.map.get(&(prefix, *key)).copied()
+    pub fn policy_value(&self, key: &MapKey) -> Option<MapValue> {
+        self.written.policy.map.get(key).copied()
     }
 }

@@ -353,9 +353,9 @@ pub fn from_l7(rec: &crate::proxy::L7Record, names: &Names, node_name: &str) -> 
     // Whose rules judged it: the server's ingress when it is a local pod with HTTP rules.
     let ingress = names.endpoint_by_ip(server).is_some_and(|ep| {
         names.l7.keys().any(|k| {
-            u32::from_be(k.ep_id) == ep
-                && k.direction == DIR_INGRESS
-                && u16::from_be(k.dport) == rec.conn.original_dst.port()
+            k.endpoint == ep
+                && k.direction == crate::policy::resolve::Direction::Ingress
+                && k.port == rec.conn.original_dst.port()
         })
     });
     let kind = match rec.kind {

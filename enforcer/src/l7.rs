@@ -16,12 +16,13 @@ use std::{
     sync::Arc,
 };
 
-use enforcer_common::{DIR_EGRESS, DIR_INGRESS, MARK_FROM_PROXY, PolicyKey};
+use enforcer_common::MARK_FROM_PROXY;
 use nix::sys::socket::{setsockopt, sockopt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{
     engine::{Names, SharedNames},
+    policy::resolve::{Direction, MapKey},
     proxy::{
         BoxFuture, ConnMeta, Connector, Judge, Observer, ProxyConfig, ProxyStats, RequestHead,
         Verdict, serve_listener,
@@ -38,11 +39,7 @@ pub struct EngineJudge {
 fn applicable<'a>(
     names: &'a Names,
     conn: &ConnMeta,
-) -> Vec<(
-    &'static str,
-    PolicyKey,
-    &'a Arc<crate::proxy::CompiledRules>,
-)> {
+) -> Vec<(&'static str, MapKey, &'a Arc<crate::proxy::CompiledRules>)> {
     let (client, server, port) = (
         *conn.client.ip(),
         *conn.original_dst.ip(),
@@ -52,25 +49,13 @@ fn applicable<'a>(
     let server_id = names.identity_of(server);
     let mut out = Vec::new();
     if let Some(ep) = names.endpoint_by_ip(server) {
-        let key = PolicyKey {
-            ep_id: ep.to_be(),
-            identity: client_id.to_be(),
-            direction: DIR_INGRESS,
-            proto: 6,
-            dport: port.to_be(),
-        };
+        let key = MapKey::exact(ep, client_id, Direction::Ingress, 6, port);
         if let Some(r) = names.l7.get(&key) {
             out.push(("ingress", key, r));
         }
     }
     if let Some(ep) = names.endpoint_by_ip(client) {
-        let key = PolicyKey {
-            ep_id: ep.to_be(),
-            identity: server_id.to_be(),
-            direction: DIR_EGRESS,
-            proto: 6,
-            dport: port.to_be(),
-        };
+        let key = MapKey::exact(ep, server_id, Direction::Egress, 6, port);
         if let Some(r) = names.l7.get(&key) {
             out.push(("egress", key, r));
         }

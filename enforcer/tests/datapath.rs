@@ -4,7 +4,10 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use enforcer::datapath::{Datapath, Event};
+use enforcer::{
+    datapath::{Datapath, EndpointEntry, Event},
+    policy::resolve::{Direction, MapKey, MapValue, Verdict},
+};
 use enforcer_common::*;
 use testkit::{BpfFs, TcpServer, Topology, in_netns, require_root, tcp_connects, tcp_roundtrip};
 
@@ -36,13 +39,13 @@ fn lab() -> Lab {
         })
         .expect("netns");
         Datapath::pin_links(links).expect("pin");
-        let ep = EndpointInfo {
+        let ep = EndpointEntry {
             ep_id: i as u32 + 1,
             identity: 1001 + i as u32,
-            ipv4: u32::from(pod.ip).to_be(),
+            ip: pod.ip,
             flags: 0,
         };
-        dp.set_endpoint(ifindex, ep).expect("endpoint");
+        dp.set_endpoint(ifindex, &ep).expect("endpoint");
         dp.set_ipcache(
             pod.ip,
             32,
@@ -72,13 +75,13 @@ fn ifindex(lab: &Lab, pod: usize) -> u32 {
 fn set_flags(lab: &mut Lab, pod: usize, flags: u32) {
     let idx = ifindex(lab, pod);
     let p = &lab.topo.pods[pod];
-    let ep = EndpointInfo {
+    let ep = EndpointEntry {
         ep_id: pod as u32 + 1,
         identity: 1001 + pod as u32,
-        ipv4: u32::from(p.ip).to_be(),
+        ip: p.ip,
         flags,
     };
-    lab.dp.set_endpoint(idx, ep).unwrap();
+    lab.dp.set_endpoint(idx, &ep).unwrap();
     lab.dp
         .set_ipcache(
             p.ip,
@@ -92,22 +95,16 @@ fn set_flags(lab: &mut Lab, pod: usize, flags: u32) {
         .unwrap();
 }
 
-fn allow(lab: &mut Lab, ep: u32, dir: u8, peer: u32, port: u16, verdict: u8) {
-    let key = PolicyKey {
-        ep_id: ep.to_be(),
-        identity: peer.to_be(),
-        direction: dir,
-        proto: 6,
-        dport: port.to_be(),
-    };
-    let value = PolicyValue {
+fn allow(lab: &mut Lab, ep: u32, dir: Direction, peer: u32, port: u16, verdict: Verdict) {
+    let key = MapKey::exact(ep, peer, dir, 6, port);
+    let value = MapValue {
         verdict,
         audit_verdict: verdict,
         proxy_port: 0,
         rule_ref: 7,
         audit_rule_ref: 7,
     };
-    lab.dp.set_policy(POLICY_KEY_FULL_BITS, key, value).unwrap();
+    lab.dp.set_policy(&key, &value).unwrap();
 }
 
 fn drain_events(lab: &mut Lab) -> Vec<Event> {
@@ -127,12 +124,12 @@ fn no_policy_forwards_and_tracks() {
     let ct = lab.dp.conntrack();
     assert!(
         ct.iter()
-            .any(|(k, _)| k.direction == DIR_EGRESS && k.dport == PORT.to_be()),
+            .any(|c| c.direction == Direction::Egress && c.destination.port() == PORT),
         "egress entry"
     );
     assert!(
         ct.iter()
-            .any(|(k, _)| k.direction == DIR_INGRESS && k.dport == PORT.to_be()),
+            .any(|c| c.direction == Direction::Ingress && c.destination.port() == PORT),
         "ingress entry"
     );
 }
@@ -148,14 +145,14 @@ fn default_deny_drops_until_the_map_allows() {
         "default deny must drop"
     );
 
-    allow(&mut lab, 2, DIR_INGRESS, 1001, PORT, VERDICT_ALLOW);
+    allow(&mut lab, 2, Direction::Ingress, 1001, PORT, Verdict::Allow);
     assert_eq!(
         tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"x", LONG).unwrap(),
         b"ok"
     );
 
     // An explicit deny for the same key wins, and the reason says so.
-    allow(&mut lab, 2, DIR_INGRESS, 1001, PORT, VERDICT_DENY);
+    allow(&mut lab, 2, Direction::Ingress, 1001, PORT, Verdict::Deny);
     assert!(
         !tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap(),
         "deny must drop"
@@ -194,7 +191,7 @@ fn egress_default_deny_and_replies() {
     set_flags(&mut lab, 0, EP_EGRESS_ENFORCED | EP_EGRESS_WOULD_ENFORCE);
     set_flags(&mut lab, 1, EP_EGRESS_ENFORCED | EP_EGRESS_WOULD_ENFORCE);
     assert!(!tcp_connects(&lab.topo.pods[0].ns, b, PORT, SHORT).unwrap());
-    allow(&mut lab, 1, DIR_EGRESS, 1002, PORT, VERDICT_ALLOW);
+    allow(&mut lab, 1, Direction::Egress, 1002, PORT, Verdict::Allow);
     assert_eq!(
         tcp_roundtrip(&lab.topo.pods[0].ns, b, PORT, b"ping", LONG).unwrap(),
         b"pong"

@@ -15,6 +15,7 @@ use enforcer::{
     datapath::{Clock, Event},
     engine::{Endpoint, Names, RuleInfo},
     flow::{Flow, from_event, from_l7},
+    policy::resolve::{Direction, MapKey},
     proxy::{CompiledRules, ConnMeta, L7Kind, L7Record, L7Verdict},
 };
 use enforcer_common::*;
@@ -87,13 +88,7 @@ fn names() -> Names {
     names.enforcers.insert((1, DIR_INGRESS), vec![1, 2]);
     names.enforcers.insert((2, DIR_EGRESS), vec![3]);
     names.node_ips = vec![Ipv4Addr::new(10, 244, 0, 1)];
-    let l7_key = PolicyKey {
-        ep_id: 1u32.to_be(),
-        identity: 258u32.to_be(),
-        direction: DIR_INGRESS,
-        proto: 6,
-        dport: 80u16.to_be(),
-    };
+    let l7_key = MapKey::exact(1, 258, Direction::Ingress, 6, 80);
     names.l7.insert(
         l7_key,
         Arc::new(CompiledRules::compile(&[]).expect("no rules")),

@@ -9,10 +9,9 @@ use enforcer::{
     policy::{
         api::{Entity, PolicyDoc, PolicyKind},
         normalize::{normalize, parse_cidr},
-        resolve::{EndpointRef, resolve},
+        resolve::{EndpointRef, MapKey, Verdict, resolve},
     },
 };
-use enforcer_common::{VERDICT_ALLOW, VERDICT_REDIRECT};
 
 use crate::cluster::{PodSpec, ServiceSpec, ServiceType};
 
@@ -292,8 +291,7 @@ fn resolution_findings(input: &Input) -> Vec<Finding> {
     };
 
     // Each rule alone, and whether everything it allows is also allowed by another rule.
-    let mut by_rule: BTreeMap<u32, std::collections::BTreeSet<(u32, enforcer_common::PolicyKey)>> =
-        BTreeMap::new();
+    let mut by_rule: BTreeMap<u32, std::collections::BTreeSet<MapKey>> = BTreeMap::new();
     for rule in set.rules.iter().filter(|r| !r.deny) {
         let single = resolve(std::slice::from_ref(rule), &eps, &idents, 0);
         by_rule
@@ -306,9 +304,7 @@ fn resolution_findings(input: &Input) -> Vec<Finding> {
             continue;
         }
         let covered_by = by_rule.iter().find(|(o, other)| {
-            *o != r
-                && other.len() > keys.len()
-                && keys.iter().all(|(prefix, k)| covers(other, *prefix, *k))
+            *o != r && other.len() > keys.len() && keys.iter().all(|k| covers(other, *k))
         });
         if let Some((o, _)) = covered_by {
             let (info, doc) = doc_of(*r);
@@ -344,8 +340,8 @@ fn resolution_findings(input: &Input) -> Vec<Finding> {
     for rule in set.rules.iter().filter(|r| r.http.is_some()) {
         let single = resolve(std::slice::from_ref(rule), &eps, &idents, 0);
         let cancelled = single.map.iter().any(|(k, v)| {
-            v.verdict == VERDICT_REDIRECT
-                && full.map.get(k).is_some_and(|f| f.verdict == VERDICT_ALLOW)
+            v.verdict == Verdict::Redirect
+                && full.map.get(k).is_some_and(|f| f.verdict == Verdict::Allow)
         });
         if cancelled {
             let (info, doc) = doc_of(rule.rule_ref);
@@ -362,39 +358,9 @@ fn resolution_findings(input: &Input) -> Vec<Finding> {
     out
 }
 
-/// Whether the key set `set` covers `(prefix, key)` (the same key, or a less specific one).
-fn covers(
-    set: &std::collections::BTreeSet<(u32, enforcer_common::PolicyKey)>,
-    prefix: u32,
-    key: enforcer_common::PolicyKey,
-) -> bool {
-    use enforcer_common::POLICY_KEY_FIXED_BITS;
-    if set.contains(&(prefix, key)) {
-        return true;
-    }
-    // L3-only entry of the same endpoint, identity and direction.
-    let l3 = enforcer_common::PolicyKey {
-        proto: 0,
-        dport: 0,
-        ..key
-    };
-    if set.contains(&(POLICY_KEY_FIXED_BITS, l3)) {
-        return true;
-    }
-    // Shorter port prefixes.
-    (POLICY_KEY_FIXED_BITS + 8..prefix).any(|p| {
-        let bits = p - POLICY_KEY_FIXED_BITS - 8;
-        let mask: u16 = if bits == 0 {
-            0
-        } else {
-            u16::MAX << (16 - bits)
-        };
-        let k = enforcer_common::PolicyKey {
-            dport: (u16::from_be(key.dport) & mask).to_be(),
-            ..key
-        };
-        set.contains(&(p, k))
-    })
+/// Whether the key set `set` covers `key` (the same key, or a less specific one).
+fn covers(set: &std::collections::BTreeSet<MapKey>, key: MapKey) -> bool {
+    key.covering().any(|k| set.contains(&k))
 }
 
 /// Renders findings for a terminal.

@@ -294,28 +294,14 @@ impl web::Backend for LabBackend {
             .datapath_ref()
             .conntrack()
             .iter()
-            .map(|(k, v)| {
-                let addr = |a: u32, p: u16| {
-                    format!(
-                        "{}:{}",
-                        std::net::Ipv4Addr::from(u32::from_be(a)),
-                        u16::from_be(p)
-                    )
-                };
-                ConntrackEntry {
-                    source: addr(k.saddr, k.sport),
-                    destination: addr(k.daddr, k.dport),
-                    protocol: k.proto,
-                    direction: if k.direction == enforcer_common::DIR_INGRESS {
-                        "ingress"
-                    } else {
-                        "egress"
-                    }
-                    .into(),
-                    packets: v.packets,
-                    bytes: v.bytes,
-                    flags: v.flags,
-                }
+            .map(|c| ConntrackEntry {
+                source: c.source.to_string(),
+                destination: c.destination.to_string(),
+                protocol: c.protocol,
+                direction: c.direction.name().into(),
+                packets: c.entry.packets,
+                bytes: c.entry.bytes,
+                flags: c.entry.flags,
             })
             .collect()
     }

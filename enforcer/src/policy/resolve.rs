@@ -11,16 +11,16 @@
 //!   port inside it), because the kernel's longest-prefix match alone would pick the allow;
 //! * each key is resolved twice: for the enforced policies and for all policies including
 //!   those in audit mode (the "would-be" verdict the datapath reports as AUDIT).
+//!
+//! Everything here is in host byte order with plain Rust types ([`MapKey`], [`MapValue`]);
+//! [`crate::datapath`] encodes them for the kernel.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
-use enforcer_common::{
-    DIR_EGRESS, DIR_INGRESS, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyValue, VERDICT_ALLOW,
-    VERDICT_DENY, VERDICT_NONE, VERDICT_REDIRECT,
-};
+use enforcer_common::{DIR_EGRESS, DIR_INGRESS, POLICY_KEY_FIXED_BITS, POLICY_KEY_FULL_BITS};
 
 use crate::identity::{Identity, IdentityKind, LabelSet};
 
@@ -48,6 +48,108 @@ impl Direction {
             Direction::Egress => "egress",
         }
     }
+}
+
+/// One key of the policy map: the endpoint whose policy it is, the peer identity, the direction,
+/// and a protocol and destination-port prefix. `prefix_len` counts the leading bits of the
+/// kernel's key that must match, as its LPM trie does: [`POLICY_KEY_FIXED_BITS`] (endpoint,
+/// identity, direction) matches every protocol and port, 8 more bits one protocol, and up to 16
+/// more a block of ports. Bits beyond the prefix are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MapKey {
+    pub endpoint: u32,
+    pub identity: u32,
+    pub direction: Direction,
+    /// IP protocol number (0 when the prefix leaves it out).
+    pub protocol: u8,
+    /// First port of the block (0 when the prefix leaves it out).
+    pub port: u16,
+    pub prefix_len: u32,
+}
+
+impl MapKey {
+    /// The key of one protocol and port: what a packet looks up.
+    pub fn exact(
+        endpoint: u32,
+        identity: u32,
+        direction: Direction,
+        protocol: u8,
+        port: u16,
+    ) -> Self {
+        Self {
+            endpoint,
+            identity,
+            direction,
+            protocol,
+            port,
+            prefix_len: POLICY_KEY_FULL_BITS,
+        }
+    }
+
+    /// How many bits of the port the key matches; `None` when it matches every protocol.
+    pub fn port_bits(&self) -> Option<u32> {
+        (self.prefix_len >= POLICY_KEY_FIXED_BITS + 8)
+            .then(|| self.prefix_len - POLICY_KEY_FIXED_BITS - 8)
+    }
+
+    /// This key and every less specific key covering it, most specific first: the entries
+    /// the kernel's longest-prefix match would fall back to.
+    pub fn covering(self) -> impl Iterator<Item = MapKey> {
+        (POLICY_KEY_FIXED_BITS..=self.prefix_len)
+            .rev()
+            // Only the lengths keys are ever written with: fixed, +proto, +proto+port bits.
+            .filter(|&p| p == POLICY_KEY_FIXED_BITS || p >= POLICY_KEY_FIXED_BITS + 8)
+            .map(move |p| self.truncated(p))
+    }
+
+    /// The same key cut to `prefix_len` bits (the bits beyond it zeroed).
+    fn truncated(self, prefix_len: u32) -> Self {
+        if prefix_len < POLICY_KEY_FIXED_BITS + 8 {
+            return Self {
+                protocol: 0,
+                port: 0,
+                prefix_len,
+                ..self
+            };
+        }
+        let port_bits = prefix_len - POLICY_KEY_FIXED_BITS - 8;
+        let mask = if port_bits == 0 {
+            0
+        } else {
+            u16::MAX << (16 - port_bits)
+        };
+        Self {
+            port: self.port & mask,
+            prefix_len,
+            ..self
+        }
+    }
+}
+
+/// What the datapath does with a packet whose key matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// No rule of the policy set matched: the endpoint's default for the direction applies.
+    #[default]
+    None,
+    Allow,
+    Deny,
+    /// Allowed at L3/L4, but HTTP must be judged by the L7 proxy.
+    Redirect,
+}
+
+/// The value of a policy map entry: the verdicts of the enforced and of the would-be policy
+/// sets (audit-mode policies included), and the rules that decided them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MapValue {
+    pub verdict: Verdict,
+    pub audit_verdict: Verdict,
+    /// Port of the L7 proxy's listener when `verdict` is [`Verdict::Redirect`], else 0.
+    pub proxy_port: u16,
+    /// Index into the rule table of the rule that decided `verdict` (0: none).
+    pub rule_ref: u32,
+    /// The same for `audit_verdict`.
+    pub audit_rule_ref: u32,
 }
 
 /// Cilium's entities.
@@ -191,12 +293,12 @@ pub struct EndpointRef {
 /// The result of resolution for all endpoints.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Resolved {
-    /// The POLICY map: (prefix length, key) → value.
-    pub map: BTreeMap<(u32, PolicyKey), PolicyValue>,
+    /// The POLICY map.
+    pub map: BTreeMap<MapKey, MapValue>,
     /// Endpoint flags (`EP_*`) by endpoint id.
     pub flags: BTreeMap<u32, u32>,
     /// L7 rules by exact key (endpoint, peer, direction, TCP, port) for enforced redirects.
-    pub http: BTreeMap<PolicyKey, Vec<HttpSpec>>,
+    pub http: BTreeMap<MapKey, Vec<HttpSpec>>,
     /// Which rules select which endpoint, by direction: (ep, dir) → rule refs that enable
     /// default deny. Used to explain default-deny drops.
     pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
@@ -233,15 +335,15 @@ impl KeyState {
         }
     }
     /// (verdict, rule) of this key alone.
-    fn verdict(&self) -> (u8, u32) {
+    fn verdict(&self) -> (Verdict, u32) {
         if let Some(r) = self.deny {
-            (VERDICT_DENY, r)
+            (Verdict::Deny, r)
         } else if let Some(r) = self.allow {
-            (VERDICT_ALLOW, r)
+            (Verdict::Allow, r)
         } else if let Some((r, _)) = &self.redirect {
-            (VERDICT_REDIRECT, *r)
+            (Verdict::Redirect, *r)
         } else {
-            (VERDICT_NONE, 0)
+            (Verdict::None, 0)
         }
     }
 }
@@ -261,14 +363,13 @@ pub fn resolve(
         .collect();
 
     for ep in endpoints {
-        let mut enforced: BTreeMap<(u32, PolicyKey), KeyState> = BTreeMap::new();
-        let mut would: BTreeMap<(u32, PolicyKey), KeyState> = BTreeMap::new();
+        let mut enforced: BTreeMap<MapKey, KeyState> = BTreeMap::new();
+        let mut would: BTreeMap<MapKey, KeyState> = BTreeMap::new();
         let mut flags = 0u32;
         for (rule, peers) in rules.iter().zip(&peer_sets) {
             if !rule.subject.matches(&ep.labels) {
                 continue;
             }
-            let dir = rule.direction.code();
             if rule.default_deny {
                 let (e_bit, w_bit) = match rule.direction {
                     Direction::Ingress => (
@@ -285,7 +386,7 @@ pub fn resolve(
                     flags |= e_bit;
                 }
                 out.enforcers
-                    .entry((ep.ep_id, dir))
+                    .entry((ep.ep_id, rule.direction.code()))
                     .or_default()
                     .push(rule.rule_ref);
             }
@@ -297,38 +398,31 @@ pub fn resolve(
                 Contribution::Allow(rule.rule_ref)
             };
             for &peer in peers {
-                for (prefix, key) in keys_for(ep.ep_id, peer, dir, rule.ports.as_deref()) {
-                    would
-                        .entry((prefix, key))
-                        .or_default()
-                        .add(contribution.clone());
+                for key in keys_for(ep.ep_id, peer, rule.direction, rule.ports.as_deref()) {
+                    would.entry(key).or_default().add(contribution.clone());
                     if !rule.audit {
-                        enforced
-                            .entry((prefix, key))
-                            .or_default()
-                            .add(contribution.clone());
+                        enforced.entry(key).or_default().add(contribution.clone());
                     }
                 }
             }
         }
         out.flags.insert(ep.ep_id, flags);
 
-        let all_keys: BTreeSet<(u32, PolicyKey)> =
-            enforced.keys().chain(would.keys()).copied().collect();
+        let all_keys: BTreeSet<MapKey> = enforced.keys().chain(would.keys()).copied().collect();
         for k in all_keys {
             let (verdict, rule_ref, http) = settle(&enforced, k);
             let (audit_verdict, audit_rule_ref, _) = settle(&would, k);
-            if verdict == VERDICT_REDIRECT
+            if verdict == Verdict::Redirect
                 && let Some(h) = http
             {
-                out.http.insert(k.1, h);
+                out.http.insert(k, h);
             }
             out.map.insert(
                 k,
-                PolicyValue {
+                MapValue {
                     verdict,
                     audit_verdict,
-                    proxy_port: if verdict == VERDICT_REDIRECT {
+                    proxy_port: if verdict == Verdict::Redirect {
                         proxy_port
                     } else {
                         0
@@ -344,14 +438,11 @@ pub fn resolve(
 
 /// The verdict at key `k` given one set: a deny at `k` or at any less specific key covering it
 /// wins; otherwise the most specific key at or above `k` decides.
-fn settle(
-    set: &BTreeMap<(u32, PolicyKey), KeyState>,
-    k: (u32, PolicyKey),
-) -> (u8, u32, Option<Vec<HttpSpec>>) {
+fn settle(set: &BTreeMap<MapKey, KeyState>, k: MapKey) -> (Verdict, u32, Option<Vec<HttpSpec>>) {
     let mut most_specific: Option<&KeyState> = None;
     let mut deny: Option<u32> = None;
-    for (prefix, key) in ancestors(k) {
-        if let Some(state) = set.get(&(prefix, key)) {
+    for key in k.covering() {
+        if let Some(state) = set.get(&key) {
             if most_specific.is_none() {
                 most_specific = Some(state);
             }
@@ -361,10 +452,10 @@ fn settle(
         }
     }
     if let Some(r) = deny {
-        return (VERDICT_DENY, r, None);
+        return (Verdict::Deny, r, None);
     }
     match most_specific {
-        None => (VERDICT_NONE, 0, None),
+        None => (Verdict::None, 0, None),
         Some(state) => {
             let (v, r) = state.verdict();
             let http = state
@@ -376,58 +467,28 @@ fn settle(
     }
 }
 
-/// `k` itself and every less specific key covering it, most specific first.
-fn ancestors((prefix, key): (u32, PolicyKey)) -> impl Iterator<Item = (u32, PolicyKey)> {
-    (POLICY_KEY_FIXED_BITS..=prefix).rev().filter_map(move |p| {
-        // Only the lengths keys are ever written with: fixed, +proto, +proto+port bits.
-        if p != POLICY_KEY_FIXED_BITS && p < POLICY_KEY_FIXED_BITS + 8 {
-            return None;
-        }
-        Some((p, truncate(key, p)))
-    })
-}
-
-/// Zeroes the bits of `key` beyond `prefix`.
-fn truncate(mut key: PolicyKey, prefix: u32) -> PolicyKey {
-    if prefix < POLICY_KEY_FIXED_BITS + 8 {
-        key.proto = 0;
-        key.dport = 0;
-        return key;
-    }
-    let port_bits = prefix - POLICY_KEY_FIXED_BITS - 8;
-    let port = u16::from_be(key.dport);
-    let mask: u16 = if port_bits == 0 {
-        0
-    } else {
-        u16::MAX << (16 - port_bits)
-    };
-    key.dport = (port & mask).to_be();
-    key
-}
-
 /// The LPM keys for one (endpoint, peer, direction) and a port list.
-fn keys_for(ep: u32, peer: u32, dir: u8, ports: Option<&[PortRange]>) -> Vec<(u32, PolicyKey)> {
-    let base = PolicyKey {
-        ep_id: ep.to_be(),
-        identity: peer.to_be(),
-        direction: dir,
-        proto: 0,
-        dport: 0,
+fn keys_for(ep: u32, peer: u32, direction: Direction, ports: Option<&[PortRange]>) -> Vec<MapKey> {
+    let base = MapKey {
+        endpoint: ep,
+        identity: peer,
+        direction,
+        protocol: 0,
+        port: 0,
+        prefix_len: POLICY_KEY_FIXED_BITS,
     };
     let Some(ports) = ports else {
-        return vec![(POLICY_KEY_FIXED_BITS, base)];
+        return vec![base];
     };
     let mut out = Vec::new();
     for pr in ports {
         for (start, bits) in range_to_prefixes(pr.first, pr.last) {
-            out.push((
-                POLICY_KEY_FIXED_BITS + 8 + bits,
-                PolicyKey {
-                    proto: pr.proto,
-                    dport: start.to_be(),
-                    ..base
-                },
-            ));
+            out.push(MapKey {
+                protocol: pr.proto,
+                port: start,
+                prefix_len: POLICY_KEY_FIXED_BITS + 8 + bits,
+                ..base
+            });
         }
     }
     out
@@ -523,6 +584,9 @@ mod tests {
     use enforcer_common::*;
     use std::net::Ipv4Addr;
 
+    const IN: Direction = Direction::Ingress;
+    const EG: Direction = Direction::Egress;
+
     /// `key=value` pairs that must all be present (with any source).
     #[derive(Debug)]
     struct Has(Vec<(&'static str, &'static str)>);
@@ -602,36 +666,37 @@ mod tests {
     }
 
     /// The datapath's lookup, done on the resolved map: longest prefix, then the endpoint default.
-    fn lookup(r: &Resolved, ep: u32, peer: u32, dir: u8, proto: u8, port: u16) -> (u8, u8) {
-        let full = PolicyKey {
-            ep_id: ep.to_be(),
-            identity: peer.to_be(),
-            direction: dir,
-            proto,
-            dport: port.to_be(),
-        };
-        let hit = ancestors((POLICY_KEY_FULL_BITS, full)).find_map(|k| r.map.get(&k));
+    fn lookup(
+        r: &Resolved,
+        ep: u32,
+        peer: u32,
+        dir: Direction,
+        proto: u8,
+        port: u16,
+    ) -> (Verdict, Verdict) {
+        let full = MapKey::exact(ep, peer, dir, proto, port);
+        let hit = full.covering().find_map(|k| r.map.get(&k));
         let flags = r.flags.get(&ep).copied().unwrap_or(0);
-        let (e_bit, w_bit) = if dir == DIR_INGRESS {
+        let (e_bit, w_bit) = if dir == IN {
             (EP_INGRESS_ENFORCED, EP_INGRESS_WOULD_ENFORCE)
         } else {
             (EP_EGRESS_ENFORCED, EP_EGRESS_WOULD_ENFORCE)
         };
         let def = |bit: u32| {
             if flags & bit != 0 {
-                VERDICT_DENY
+                Verdict::Deny
             } else {
-                VERDICT_ALLOW
+                Verdict::Allow
             }
         };
         match hit {
             Some(v) => (
-                if v.verdict == VERDICT_NONE {
+                if v.verdict == Verdict::None {
                     def(e_bit)
                 } else {
                     v.verdict
                 },
-                if v.audit_verdict == VERDICT_NONE {
+                if v.audit_verdict == Verdict::None {
                     def(w_bit)
                 } else {
                     v.audit_verdict
@@ -651,7 +716,7 @@ mod tests {
         let mut r = rule(
             1,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             from(vec![("org", "empire")]),
         );
         r.ports = Some(vec![PortRange {
@@ -661,13 +726,13 @@ mod tests {
         }]);
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
         let (tie, xwing) = (ident(&w, 1), ident(&w, 2));
-        assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
-        assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 81).0, VERDICT_DENY);
-        assert_eq!(lookup(&res, 1, xwing, DIR_INGRESS, 6, 80).0, VERDICT_DENY);
+        assert_eq!(lookup(&res, 1, tie, IN, 6, 80).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 1, tie, IN, 6, 81).0, Verdict::Deny);
+        assert_eq!(lookup(&res, 1, xwing, IN, 6, 80).0, Verdict::Deny);
         // The ships are not selected: no default deny for them.
-        assert_eq!(lookup(&res, 3, tie, DIR_INGRESS, 6, 80).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 3, tie, IN, 6, 80).0, Verdict::Allow);
         // Egress of the deathstar is untouched (default deny is per direction).
-        assert_eq!(lookup(&res, 1, xwing, DIR_EGRESS, 6, 80).0, VERDICT_ALLOW);
+        assert_eq!(lookup(&res, 1, xwing, EG, 6, 80).0, Verdict::Allow);
         assert_eq!(res.enforcers.get(&(1, DIR_INGRESS)), Some(&vec![1]));
     }
 
@@ -675,12 +740,7 @@ mod tests {
     fn deny_range_beats_allowed_port_inside_it() {
         let w = world();
         let tie = ident(&w, 1);
-        let mut allow = rule(
-            1,
-            vec![("class", "deathstar")],
-            Direction::Ingress,
-            Peers::Any,
-        );
+        let mut allow = rule(1, vec![("class", "deathstar")], IN, Peers::Any);
         allow.ports = Some(vec![PortRange {
             proto: 6,
             first: 80,
@@ -689,7 +749,7 @@ mod tests {
         let mut deny = rule(
             2,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             from(vec![("class", "tiefighter")]),
         );
         deny.deny = true;
@@ -699,15 +759,12 @@ mod tests {
             last: 127,
         }]);
         let res = resolve(&[allow, deny], &w.eps, &ids(&w), 0);
-        assert_eq!(lookup(&res, 1, tie, DIR_INGRESS, 6, 80).0, VERDICT_DENY);
-        assert_eq!(
-            lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0,
-            VERDICT_ALLOW
-        );
+        assert_eq!(lookup(&res, 1, tie, IN, 6, 80).0, Verdict::Deny);
+        assert_eq!(lookup(&res, 1, ident(&w, 2), IN, 6, 80).0, Verdict::Allow);
         let v = res
             .map
             .values()
-            .find(|v| v.verdict == VERDICT_DENY)
+            .find(|v| v.verdict == Verdict::Deny)
             .unwrap();
         assert_eq!(v.rule_ref, 2);
     }
@@ -722,12 +779,7 @@ mod tests {
             headers: vec![],
             rule_ref: 1,
         };
-        let mut l7 = rule(
-            1,
-            vec![("class", "deathstar")],
-            Direction::Ingress,
-            Peers::Any,
-        );
+        let mut l7 = rule(1, vec![("class", "deathstar")], IN, Peers::Any);
         l7.ports = Some(vec![PortRange {
             proto: 6,
             first: 80,
@@ -737,7 +789,7 @@ mod tests {
         let mut l4 = rule(
             2,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             from(vec![("class", "tiefighter")]),
         );
         l4.ports = Some(vec![PortRange {
@@ -746,21 +798,12 @@ mod tests {
             last: 80,
         }]);
         let res = resolve(&[l7, l4], &w.eps, &ids(&w), 15001);
+        assert_eq!(lookup(&res, 1, ident(&w, 1), IN, 6, 80).0, Verdict::Allow);
         assert_eq!(
-            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0,
-            VERDICT_ALLOW
+            lookup(&res, 1, ident(&w, 2), IN, 6, 80).0,
+            Verdict::Redirect
         );
-        assert_eq!(
-            lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80).0,
-            VERDICT_REDIRECT
-        );
-        let key = PolicyKey {
-            ep_id: 1u32.to_be(),
-            identity: ident(&w, 2).to_be(),
-            direction: DIR_INGRESS,
-            proto: 6,
-            dport: 80u16.to_be(),
-        };
+        let key = MapKey::exact(1, ident(&w, 2), IN, 6, 80);
         assert_eq!(res.http.get(&key).map(|h| h.len()), Some(1));
         assert!(res.map.values().any(|v| v.proxy_port == 15001));
     }
@@ -771,18 +814,18 @@ mod tests {
         let mut r = rule(
             1,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             from(vec![("org", "empire")]),
         );
         r.audit = true;
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
         assert_eq!(
-            lookup(&res, 1, ident(&w, 2), DIR_INGRESS, 6, 80),
-            (VERDICT_ALLOW, VERDICT_DENY)
+            lookup(&res, 1, ident(&w, 2), IN, 6, 80),
+            (Verdict::Allow, Verdict::Deny)
         );
         assert_eq!(
-            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80),
-            (VERDICT_ALLOW, VERDICT_ALLOW)
+            lookup(&res, 1, ident(&w, 1), IN, 6, 80),
+            (Verdict::Allow, Verdict::Allow)
         );
     }
 
@@ -798,7 +841,7 @@ mod tests {
         let r = rule(
             1,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             Peers::Select {
                 endpoints: vec![],
                 cidrs: vec![CidrPeer {
@@ -809,21 +852,12 @@ mod tests {
             },
         );
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
-        assert_eq!(lookup(&res, 1, ten, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
-        assert_eq!(lookup(&res, 1, ten_one, DIR_INGRESS, 6, 1).0, VERDICT_DENY);
-        assert_eq!(
-            lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0,
-            VERDICT_DENY
-        );
-        assert_eq!(
-            lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0,
-            VERDICT_ALLOW
-        );
+        assert_eq!(lookup(&res, 1, ten, IN, 6, 1).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 1, ten_one, IN, 6, 1).0, Verdict::Deny);
+        assert_eq!(lookup(&res, 1, IDENTITY_WORLD, IN, 6, 1).0, Verdict::Deny);
+        assert_eq!(lookup(&res, 1, IDENTITY_HOST, IN, 6, 1).0, Verdict::Allow);
         // CIDR rules never select pods.
-        assert_eq!(
-            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 1).0,
-            VERDICT_DENY
-        );
+        assert_eq!(lookup(&res, 1, ident(&w, 1), IN, 6, 1).0, Verdict::Deny);
     }
 
     #[test]
@@ -837,7 +871,7 @@ mod tests {
         let r = rule(
             1,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             Peers::Select {
                 endpoints: vec![],
                 cidrs: vec![],
@@ -845,15 +879,9 @@ mod tests {
             },
         );
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
-        assert_eq!(
-            lookup(&res, 1, IDENTITY_WORLD, DIR_INGRESS, 6, 1).0,
-            VERDICT_ALLOW
-        );
-        assert_eq!(lookup(&res, 1, doc, DIR_INGRESS, 6, 1).0, VERDICT_ALLOW);
-        assert_eq!(
-            lookup(&res, 1, IDENTITY_HOST, DIR_INGRESS, 6, 1).0,
-            VERDICT_DENY
-        );
+        assert_eq!(lookup(&res, 1, IDENTITY_WORLD, IN, 6, 1).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 1, doc, IN, 6, 1).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 1, IDENTITY_HOST, IN, 6, 1).0, Verdict::Deny);
     }
 
     #[test]
@@ -862,7 +890,7 @@ mod tests {
         let r = rule(
             1,
             vec![("class", "deathstar")],
-            Direction::Ingress,
+            IN,
             Peers::Select {
                 endpoints: vec![],
                 cidrs: vec![],
@@ -871,10 +899,7 @@ mod tests {
         );
         let res = resolve(&[r], &w.eps, &ids(&w), 0);
         assert!(res.map.is_empty());
-        assert_eq!(
-            lookup(&res, 1, ident(&w, 1), DIR_INGRESS, 6, 80).0,
-            VERDICT_DENY
-        );
+        assert_eq!(lookup(&res, 1, ident(&w, 1), IN, 6, 80).0, Verdict::Deny);
     }
 
     #[test]
