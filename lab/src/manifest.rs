@@ -44,6 +44,10 @@ use enforcer::{
 use serde::{Deserialize, Serialize, de::IgnoredAny};
 use serde_json::Value;
 
+use crate::cluster::{
+    NODE_PORT_RANGE, Protocol, RestartPolicy, ServicePort, ServiceType, TargetPort,
+};
+
 // ---------------------------------------------------------------------------------------------
 // Objects
 
@@ -142,23 +146,6 @@ pub struct EnvVar {
     pub value: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RestartPolicy {
-    #[default]
-    Always,
-    OnFailure,
-    Never,
-}
-
-/// L4 protocol of a container or service port (Kubernetes default: TCP).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DeploymentObject {
     pub meta: Meta,
@@ -185,42 +172,12 @@ pub struct ServiceObject {
     pub ports: Vec<ServicePort>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-pub enum ServiceType {
-    #[default]
-    ClusterIP,
-    NodePort,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ServicePort {
-    /// Required when the service has more than one port.
-    pub name: Option<String>,
-    pub port: u16,
-    /// `port` when not written.
-    pub target_port: TargetPort,
-    pub protocol: Protocol,
-    /// Only for `NodePort` services, 30000 to 32767; `None` means "pick one".
-    pub node_port: Option<u16>,
-}
-
-/// A service's target: a port number, or the name of a container port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(untagged)]
-pub enum TargetPort {
-    Number(u16),
-    Name(String),
-}
-
 /// The objects and the policies of a file.
 #[derive(Clone, Debug, Default)]
 pub struct Bundle {
     pub objects: Vec<(Object, SourceRef)>,
     pub policies: Vec<PolicyDoc>,
 }
-
-/// NodePorts the lab can allocate (Kubernetes' default range).
-pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -1120,7 +1077,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
         let node_port = match (p.node_port, service_type) {
             (None, _) => None,
             (Some(n), ServiceType::NodePort) => match u16::try_from(n) {
-                Ok(n) if NODE_PORT_RANGE.contains(&n) => Some(n),
+                Ok(n) if (NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&n) => Some(n),
                 _ => {
                     ctx.value_err(
                         &np,
