@@ -15,6 +15,7 @@
 //!   typed struct, with serde errors turned into [`Located`] errors at the right line, "did you
 //!   mean" hints for misspelt fields and values ([`suggest`]), and error recovery so one pass
 //!   reports every unknown field, not just the first.
+//! - `check`: [`Checker`], the errors of one document while its semantic rules are checked.
 //! - `meta`: Kubernetes object metadata ([`ObjectMeta`], [`check_metadata`]); [`names`]:
 //!   Kubernetes name rules (DNS-1123 labels and subdomains, IANA port names).
 //!
@@ -26,6 +27,7 @@
 //! `null`, `~`, `80`, `0x1F`, `1.5`; quoted scalars are strings. Mapping keys are always strings.
 //! Duplicate keys are errors. Anchors and aliases work; merge keys (`<<`) do not.
 
+mod check;
 mod decode;
 mod document;
 mod hints;
@@ -38,6 +40,7 @@ mod scalar;
 mod source;
 mod suggest;
 
+pub use check::{Checker, NamesInFile};
 pub use decode::{Decoded, suggested_fields};
 pub use document::Document;
 pub use hints::UNSUPPORTED_MARK;
