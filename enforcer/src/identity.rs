@@ -190,9 +190,9 @@ impl Identities {
     }
 }
 
+/// The network address of `ip`'s /`len` prefix: `mask(10.1.2.3, 8)` is `10.0.0.0`.
 pub fn mask(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
-    let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    Ipv4Addr::from(u32::from(ip) & m)
+    ipnet::Ipv4Net::new_assert(ip, len).network()
 }
 
 /// The labels Cilium derives for a pod: its own labels and its namespace's, with the `k8s:`

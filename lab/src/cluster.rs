@@ -1,12 +1,16 @@
 //! The cluster as plain data: namespaces, pods (with the workload each runs) and services, as
 //! read from Kubernetes manifests and before anything exists in the kernel. `build` turns
 //! manifests into this; `lab up` makes it real (see `control`).
+//!
+//! The port, protocol, service-type and restart-policy types here are also what `manifest`
+//! decodes into, so the two layers share one definition of each.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
 };
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 /// Addresses of the simulated node. Pods get /32s from `POD_CIDR`, services virtual IPs from
@@ -80,8 +84,12 @@ pub struct ContainerSpec {
     pub ports: Vec<(Option<String>, u16, Protocol)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+/// L4 protocol of a container or service port (Kubernetes default: TCP).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum Protocol {
+    #[default]
     #[serde(rename = "TCP")]
     Tcp,
     #[serde(rename = "UDP")]
@@ -103,8 +111,9 @@ impl Protocol {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RestartPolicy {
+    #[default]
     Always,
     OnFailure,
     Never,
@@ -125,21 +134,26 @@ pub struct PodSpec {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePort {
+    /// Required when the service has more than one port.
     pub name: Option<String>,
     pub port: u16,
+    /// `port` when not written.
     pub target_port: TargetPort,
     pub protocol: Protocol,
+    /// Only for `NodePort` services, in [`NODE_PORT_RANGE`]; `None` means "pick one".
     pub node_port: Option<u16>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A service's target: a port number, or the name of a container port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TargetPort {
     Number(u16),
     Name(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ServiceType {
+    #[default]
     ClusterIP,
     NodePort,
 }
@@ -237,23 +251,15 @@ impl Topology {
         let mut errors = Vec::new();
         let mut seen = BTreeSet::new();
         for p in &self.pods {
-            if !seen.insert((&p.namespace, &p.name)) {
-                errors.push(format!(
-                    "{}: a pod named {}/{} is defined twice",
-                    p.source, p.namespace, p.name
-                ));
-            }
+            let twice = duplicate(&mut seen, "pod", &p.source, &p.namespace, &p.name);
+            errors.extend(twice);
         }
         let mut seen = BTreeSet::new();
         let mut ips = BTreeSet::new();
         let mut node_ports = BTreeSet::new();
         for s in &self.services {
-            if !seen.insert((&s.namespace, &s.name)) {
-                errors.push(format!(
-                    "{}: a service named {}/{} is defined twice",
-                    s.source, s.namespace, s.name
-                ));
-            }
+            let twice = duplicate(&mut seen, "service", &s.source, &s.namespace, &s.name);
+            errors.extend(twice);
             if let Some(ip) = s.cluster_ip {
                 if !ips.insert(ip) {
                     errors.push(format!(
@@ -261,7 +267,7 @@ impl Topology {
                         s.source
                     ));
                 }
-                if !in_prefix(ip, SERVICE_CIDR) {
+                if !net(SERVICE_CIDR).contains(&ip) {
                     errors.push(format!(
                         "{}: clusterIP {ip} is outside the service range {}/{}",
                         s.source, SERVICE_CIDR.0, SERVICE_CIDR.1
@@ -294,9 +300,21 @@ impl Topology {
     }
 }
 
-pub fn in_prefix(ip: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(ip) & mask == u32::from(net) & mask
+/// An error when `namespace/name` was already seen among the `kind` objects.
+fn duplicate<'a>(
+    seen: &mut BTreeSet<(&'a str, &'a str)>,
+    kind: &str,
+    source: &str,
+    namespace: &'a str,
+    name: &'a str,
+) -> Option<String> {
+    (!seen.insert((namespace, name)))
+        .then(|| format!("{source}: a {kind} named {namespace}/{name} is defined twice"))
+}
+
+/// One of the prefixes above as a network, e.g. `net(POD_CIDR).contains(&ip)`.
+pub const fn net((addr, len): (Ipv4Addr, u8)) -> Ipv4Net {
+    Ipv4Net::new_assert(addr, len)
 }
 
 /// A stable 10-character hash like Kubernetes' pod-template-hash (FNV-1a, base36-ish alphabet).
@@ -346,13 +364,12 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert!(in_prefix(Ipv4Addr::new(10, 96, 0, 10), SERVICE_CIDR));
-        assert!(in_prefix(Ipv4Addr::new(10, 111, 255, 255), SERVICE_CIDR));
-        assert!(!in_prefix(Ipv4Addr::new(10, 112, 0, 0), SERVICE_CIDR));
-        assert!(in_prefix(
-            Ipv4Addr::new(1, 2, 3, 4),
-            (Ipv4Addr::UNSPECIFIED, 0)
-        ));
+        assert!(net(SERVICE_CIDR).contains(&DNS_SERVICE_IP));
+        assert!(net(SERVICE_CIDR).contains(&Ipv4Addr::new(10, 111, 255, 255)));
+        assert!(!net(SERVICE_CIDR).contains(&Ipv4Addr::new(10, 112, 0, 0)));
+        assert!(net(POD_CIDR).contains(&NODE_IP));
+        let internal = |ip| INTERNAL_RANGES.iter().any(|r| net(*r).contains(&ip));
+        assert!(internal(MONITOR_IP) && !internal(ATTACKER_IP) && !internal(NODE_EXT_IP));
     }
 
     #[test]

@@ -518,7 +518,7 @@ impl Lab {
         let mut prepared = Vec::new();
         for (i, spec) in self.topology.pods.iter().enumerate() {
             let ip = Ipv4Addr::from(u32::from(cluster::POD_CIDR.0) + 2 + i as u32);
-            if !cluster::in_prefix(ip, cluster::POD_CIDR) || ip.octets()[3] == 255 {
+            if !cluster::net(cluster::POD_CIDR).contains(&ip) || ip.octets()[3] == 255 {
                 bail!(
                     "the pod address range {}/{} is exhausted ({} pods); the lab's node has room for 253",
                     cluster::POD_CIDR.0,

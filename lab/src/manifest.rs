@@ -32,17 +32,24 @@
     reason = "wired into the CLI by the orchestrator; until then only the tests use it"
 )]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use enforcer::{
     policy::api::{PolicyDoc, PolicyKind, parse_policy_document},
     yaml::{
-        self, Document, ErrorKind, Located, NameRule, ObjectMeta, Source, SourceRef,
-        UNSUPPORTED_MARK, join_index, join_key, names, parse_documents, suggest,
+        self, Checker, Document, ErrorKind, Located, NameRule, NamesInFile, ObjectMeta, Source,
+        SourceRef, UNSUPPORTED_MARK, join_index, join_key, names, parse_documents, suggest,
     },
 };
-use serde::{Deserialize, Serialize, de::IgnoredAny};
+use serde::{
+    Deserialize, Serialize,
+    de::{DeserializeOwned, IgnoredAny},
+};
 use serde_json::Value;
+
+use crate::cluster::{
+    NODE_PORT_RANGE, Protocol, RestartPolicy, ServicePort, ServiceType, TargetPort,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Objects
@@ -142,23 +149,6 @@ pub struct EnvVar {
     pub value: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RestartPolicy {
-    #[default]
-    Always,
-    OnFailure,
-    Never,
-}
-
-/// L4 protocol of a container or service port (Kubernetes default: TCP).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DeploymentObject {
     pub meta: Meta,
@@ -185,42 +175,12 @@ pub struct ServiceObject {
     pub ports: Vec<ServicePort>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-pub enum ServiceType {
-    #[default]
-    ClusterIP,
-    NodePort,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ServicePort {
-    /// Required when the service has more than one port.
-    pub name: Option<String>,
-    pub port: u16,
-    /// `port` when not written.
-    pub target_port: TargetPort,
-    pub protocol: Protocol,
-    /// Only for `NodePort` services, 30000 to 32767; `None` means "pick one".
-    pub node_port: Option<u16>,
-}
-
-/// A service's target: a port number, or the name of a container port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(untagged)]
-pub enum TargetPort {
-    Number(u16),
-    Name(String),
-}
-
 /// The objects and the policies of a file.
 #[derive(Clone, Debug, Default)]
 pub struct Bundle {
     pub objects: Vec<(Object, SourceRef)>,
     pub policies: Vec<PolicyDoc>,
 }
-
-/// NodePorts the lab can allocate (Kubernetes' default range).
-pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -240,7 +200,7 @@ fn parse(src: &Source, policies: bool) -> Result<Bundle, Vec<Located>> {
     let docs = parse_documents(src).map_err(|e| vec![e])?;
     let mut bundle = Bundle::default();
     let mut errors = Vec::new();
-    let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut names = NamesInFile::default();
     let mut node_ports: HashMap<u16, usize> = HashMap::new();
     for doc in &docs {
         let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
@@ -254,23 +214,9 @@ fn parse(src: &Source, policies: bool) -> Result<Bundle, Vec<Located>> {
         let (object, errs) = parse_object(doc);
         errors.extend(errs);
         let Some(object) = object else { continue };
-        let key = (
-            object.kind().to_owned(),
-            object.namespace().unwrap_or_default().to_owned(),
-            object.name().to_owned(),
-        );
-        if let Some(first) = seen.insert(key, doc.start_line) {
-            errors.push(
-                doc.value_error(
-                    "metadata.name",
-                    format!(
-                        "{} `{}` is defined twice in this file (first at line {first})",
-                        object.kind(),
-                        object.name()
-                    ),
-                )
-                .with_hint("give each object its own name"),
-            );
+        let (kind, name) = (object.kind(), object.name());
+        if let Some(e) = names.defined_twice(doc, kind, object.namespace(), name, name) {
+            errors.push(e.with_hint("give each object its own name"));
         }
         if let Object::Service(s) = &object {
             for (i, p) in s.ports.iter().enumerate() {
@@ -419,11 +365,30 @@ fn parse_object(doc: &Document) -> (Option<Object>, Vec<Located>) {
         }
     }
     match kind {
-        "Namespace" => namespace(doc),
-        "Pod" => pod(doc),
-        "Deployment" => deployment(doc),
-        _ => service(doc),
+        "Namespace" => object(doc, NameRule::Label, false, kind, namespace),
+        "Pod" => object(doc, NameRule::Subdomain, true, kind, pod),
+        "Deployment" => object(doc, NameRule::Subdomain, true, kind, deployment),
+        _ => object(doc, NameRule::Dns1035, true, kind, service),
     }
+}
+
+/// Decodes a document of `kind` (with a spec of type `S`) and checks its metadata (names follow
+/// `rule`); `build` checks the spec and builds the object, which is returned only if the
+/// document has no error.
+fn object<S: DeserializeOwned>(
+    doc: &Document,
+    rule: NameRule,
+    namespaced: bool,
+    kind: &str,
+    build: fn(&mut Ctx<'_>, Option<Meta>, Option<S>) -> Option<Object>,
+) -> (Option<Object>, Vec<Located>) {
+    let (mut ctx, wire) = Ctx::decode::<S>(doc);
+    let Some(wire) = wire else {
+        return (None, ctx.check.errors);
+    };
+    let meta = ctx.meta(wire.metadata, rule, namespaced, kind);
+    let object = build(&mut ctx, meta, wire.spec);
+    ctx.finish(object)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,49 +529,24 @@ struct ServicePortWire {
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-/// Errors of one document, with the fields "did you mean" hints point to.
+/// The checks of one manifest document, on top of the shared [`Checker`].
 struct Ctx<'d> {
-    doc: &'d Document,
-    errors: Vec<Located>,
-    suggested: HashSet<String>,
+    check: Checker<'d>,
 }
 
 impl<'d> Ctx<'d> {
     /// Decodes the document into `Wire<S>`; `None` if it could not be decoded, or had to be
     /// repaired with list items dropped (then paths would no longer match the file).
-    fn decode<S: serde::de::DeserializeOwned>(doc: &'d Document) -> (Ctx<'d>, Option<Wire<S>>) {
+    fn decode<S: DeserializeOwned>(doc: &'d Document) -> (Ctx<'d>, Option<Wire<S>>) {
         let d = doc.decode::<Wire<S>>("");
-        let ctx = Ctx {
-            doc,
-            suggested: yaml::suggested_fields(&d.errors),
-            errors: d.errors,
-        };
         let value = if d.paths_exact { d.value } else { None };
-        (ctx, value)
-    }
-
-    fn err(&mut self, path: &str, message: impl Into<String>, hint: Option<String>) {
-        let mut e = self.doc.error(path, message);
-        e.hint = hint;
-        self.errors.push(e);
-    }
-
-    fn value_err(&mut self, path: &str, message: impl Into<String>, hint: Option<String>) {
-        let mut e = self.doc.value_error(path, message);
-        e.hint = hint;
-        self.errors.push(e);
-    }
-
-    /// A required field is missing (unless a misspelling of it was already reported).
-    fn missing(&mut self, parent: &str, field: &str, message: impl Into<String>, hint: &str) {
-        if !self.suggested.contains(&join_key(parent, field)) {
-            self.err(parent, message, Some(hint.to_owned()));
-        }
+        let check = Checker::new(doc, d.errors);
+        (Ctx { check }, value)
     }
 
     fn unsupported(&mut self, path: &str, what: &str, hint: &str) {
-        self.errors
-            .push(unsupported_k8s(self.doc, path, what, hint));
+        let e = unsupported_k8s(self.check.doc, path, what, hint);
+        self.check.errors.push(e);
     }
 
     /// Metadata of a namespaced object (or, with `namespaced` false, of a Namespace).
@@ -618,7 +558,7 @@ impl<'d> Ctx<'d> {
         kind: &str,
     ) -> Option<Meta> {
         let Some(meta) = meta else {
-            self.missing(
+            self.check.missing(
                 "",
                 "metadata",
                 format!("a {kind} needs `metadata` with a `name`"),
@@ -626,11 +566,7 @@ impl<'d> Ctx<'d> {
             );
             return None;
         };
-        let mut errors = yaml::check_metadata(self.doc, "metadata", &meta, rule, namespaced, kind);
-        if self.suggested.contains("metadata.name") {
-            errors.retain(|e| e.field != "metadata");
-        }
-        self.errors.extend(errors);
+        self.check.metadata(&meta, rule, namespaced, kind);
         Some(Meta {
             name: meta.name?,
             namespace: meta.namespace.unwrap_or_else(|| "default".into()),
@@ -641,8 +577,12 @@ impl<'d> Ctx<'d> {
 
     /// The object if no error was found in its document.
     fn finish(self, object: Option<Object>) -> (Option<Object>, Vec<Located>) {
-        let object = if self.errors.is_empty() { object } else { None };
-        (object, self.errors)
+        let object = if self.check.errors.is_empty() {
+            object
+        } else {
+            None
+        };
+        (object, self.check.errors)
     }
 
     fn protocol(&mut self, path: &str, protocol: Option<&str>) -> Protocol {
@@ -658,7 +598,8 @@ impl<'d> Ctx<'d> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "write `TCP` or `UDP`".into(),
                 };
-                self.value_err(path, format!("`{other}` is not a protocol"), Some(hint));
+                self.check
+                    .invalid_value(path, format!("`{other}` is not a protocol"), Some(hint));
                 Protocol::Tcp
             }
         }
@@ -668,7 +609,7 @@ impl<'d> Ctx<'d> {
         match u16::try_from(n) {
             Ok(p) if p > 0 => Some(p),
             _ => {
-                self.value_err(
+                self.check.invalid_value(
                     path,
                     format!("{what} {n} is out of range"),
                     Some("ports are 1 to 65535".into()),
@@ -681,7 +622,7 @@ impl<'d> Ctx<'d> {
     fn pod_spec(&mut self, path: &str, spec: Option<PodSpecWire>, kind: &str) -> PodSpec {
         let Some(spec) = spec else {
             let (parent, field) = path.rsplit_once('.').unwrap_or(("", path));
-            self.missing(
+            self.check.missing(
                 parent,
                 field,
                 format!("a {kind} needs `{field}` with its containers"),
@@ -692,13 +633,13 @@ impl<'d> Ctx<'d> {
         let containers_path = join_key(path, "containers");
         let mut containers = Vec::new();
         match spec.containers {
-            None => self.missing(
+            None => self.check.missing(
                 path,
                 "containers",
                 format!("a {kind} needs at least one container"),
                 "add `containers: [{name: app, image: IMAGE}]`",
             ),
-            Some(list) if list.is_empty() => self.err(
+            Some(list) if list.is_empty() => self.check.invalid(
                 &containers_path,
                 format!("a {kind} needs at least one container"),
                 Some("add `- name: app` with an `image:`".into()),
@@ -712,7 +653,7 @@ impl<'d> Ctx<'d> {
                     if !container.name.is_empty()
                         && let Some(first) = names.insert(container.name.clone(), i)
                     {
-                        self.value_err(
+                        self.check.invalid_value(
                             &join_key(&cp, "name"),
                             format!(
                                 "container name `{}` is already used by containers[{first}]",
@@ -739,7 +680,7 @@ impl<'d> Ctx<'d> {
     ) -> Container {
         let name = match c.name {
             None => {
-                self.missing(
+                self.check.missing(
                     path,
                     "name",
                     "a container needs a `name`",
@@ -749,7 +690,8 @@ impl<'d> Ctx<'d> {
             }
             Some(n) => {
                 if let Err(e) = names::dns1123_label(&n, "container name") {
-                    self.value_err(&join_key(path, "name"), e.message, e.hint);
+                    self.check
+                        .invalid_value(&join_key(path, "name"), e.message, e.hint);
                 }
                 n
             }
@@ -757,11 +699,15 @@ impl<'d> Ctx<'d> {
         let image = match c.image {
             Some(i) if !i.trim().is_empty() => i,
             Some(_) => {
-                self.value_err(&join_key(path, "image"), "`image` must not be empty", None);
+                self.check.invalid_value(
+                    &join_key(path, "image"),
+                    "`image` must not be empty",
+                    None,
+                );
                 String::new()
             }
             None => {
-                self.missing(
+                self.check.missing(
                     path,
                     "image",
                     "a container needs an `image`",
@@ -776,7 +722,7 @@ impl<'d> Ctx<'d> {
             let protocol = self.protocol(&join_key(&pp, "protocol"), p.protocol.as_deref());
             let number = match p.container_port {
                 None => {
-                    self.missing(
+                    self.check.missing(
                         &pp,
                         "containerPort",
                         "a container port needs `containerPort`",
@@ -789,9 +735,9 @@ impl<'d> Ctx<'d> {
             if let Some(n) = &p.name {
                 let np = join_key(&pp, "name");
                 if let Err(e) = names::port_name(n, true) {
-                    self.value_err(&np, e.message, e.hint);
+                    self.check.invalid_value(&np, e.message, e.hint);
                 } else if let Some(other) = port_names.insert(n.clone(), pp.clone()) {
-                    self.value_err(
+                    self.check.invalid_value(
                         &np,
                         format!("port name `{n}` is already used at {other}"),
                         Some("port names must be unique within a pod".into()),
@@ -810,7 +756,7 @@ impl<'d> Ctx<'d> {
         for (i, e) in c.env.into_iter().flatten().enumerate() {
             let ep = join_index(&join_key(path, "env"), i);
             if e.name.is_empty() || e.name.contains('=') {
-                self.value_err(
+                self.check.invalid_value(
                     &join_key(&ep, "name"),
                     format!("`{}` is not a valid environment variable name", e.name),
                     Some("use letters, digits and `_`, without `=`".into()),
@@ -839,52 +785,40 @@ impl<'d> Ctx<'d> {
     }
 }
 
-fn namespace(doc: &Document) -> (Option<Object>, Vec<Located>) {
-    let (mut ctx, wire) = Ctx::decode::<IgnoredAny>(doc);
-    let Some(wire) = wire else {
-        return (None, ctx.errors);
-    };
-    let meta = ctx.meta(wire.metadata, NameRule::Label, false, "Namespace");
-    let object = meta.map(|m| {
+/// A Namespace has nothing but metadata (a `spec` is accepted and ignored).
+fn namespace(_: &mut Ctx<'_>, meta: Option<Meta>, _: Option<IgnoredAny>) -> Option<Object> {
+    meta.map(|m| {
         Object::Namespace(NamespaceObject {
             name: m.name,
             labels: m.labels,
             annotations: m.annotations,
         })
-    });
-    ctx.finish(object)
+    })
 }
 
-fn pod(doc: &Document) -> (Option<Object>, Vec<Located>) {
-    let (mut ctx, wire) = Ctx::decode::<PodSpecWire>(doc);
-    let Some(wire) = wire else {
-        return (None, ctx.errors);
-    };
-    let meta = ctx.meta(wire.metadata, NameRule::Subdomain, true, "Pod");
-    let spec = ctx.pod_spec("spec", wire.spec, "Pod");
-    let object = meta.map(|meta| Object::Pod(PodObject { meta, spec }));
-    ctx.finish(object)
+fn pod(ctx: &mut Ctx<'_>, meta: Option<Meta>, spec: Option<PodSpecWire>) -> Option<Object> {
+    let spec = ctx.pod_spec("spec", spec, "Pod");
+    meta.map(|meta| Object::Pod(PodObject { meta, spec }))
 }
 
-fn deployment(doc: &Document) -> (Option<Object>, Vec<Located>) {
-    let (mut ctx, wire) = Ctx::decode::<DeploymentSpecWire>(doc);
-    let Some(wire) = wire else {
-        return (None, ctx.errors);
-    };
-    let meta = ctx.meta(wire.metadata, NameRule::Subdomain, true, "Deployment");
-    let Some(spec) = wire.spec else {
-        ctx.missing(
+fn deployment(
+    ctx: &mut Ctx<'_>,
+    meta: Option<Meta>,
+    spec: Option<DeploymentSpecWire>,
+) -> Option<Object> {
+    let Some(spec) = spec else {
+        ctx.check.missing(
             "",
             "spec",
             "a Deployment needs a `spec`",
             "add `spec:` with `replicas`, `selector` and `template`",
         );
-        return ctx.finish(None);
+        return None;
     };
     // The template first: the selector is checked against its labels.
     let mut template = PodTemplate::default();
     match spec.template {
-        None => ctx.missing(
+        None => ctx.check.missing(
             "spec",
             "template",
             "a Deployment needs a pod `template`",
@@ -893,17 +827,23 @@ fn deployment(doc: &Document) -> (Option<Object>, Vec<Located>) {
         Some(t) => {
             if let Some(m) = t.metadata {
                 let at = "spec.template.metadata";
-                let mut errors =
-                    yaml::check_metadata(doc, at, &m, NameRule::Subdomain, true, "pod template");
+                let mut errors = yaml::check_metadata(
+                    ctx.check.doc,
+                    at,
+                    &m,
+                    NameRule::Subdomain,
+                    true,
+                    "pod template",
+                );
                 // A template needs no name of its own.
                 errors.retain(|e| e.field != at);
-                ctx.errors.extend(errors);
+                ctx.check.errors.extend(errors);
                 template.labels = m.labels.unwrap_or_default();
                 template.annotations = m.annotations.unwrap_or_default();
             }
             template.spec = ctx.pod_spec("spec.template.spec", t.spec, "pod template");
             if template.spec.restart_policy != RestartPolicy::Always {
-                ctx.value_err(
+                ctx.check.invalid_value(
                     "spec.template.spec.restartPolicy",
                     "the pods of a Deployment must use `restartPolicy: Always`",
                     Some("remove `restartPolicy`, or use a Pod for one-off runs".into()),
@@ -913,7 +853,7 @@ fn deployment(doc: &Document) -> (Option<Object>, Vec<Located>) {
     }
     let mut selector = BTreeMap::new();
     match spec.selector {
-        None => ctx.missing(
+        None => ctx.check.missing(
             "spec",
             "selector",
             "a Deployment needs `selector.matchLabels`",
@@ -929,7 +869,7 @@ fn deployment(doc: &Document) -> (Option<Object>, Vec<Located>) {
             }
             selector = s.match_labels.unwrap_or_default();
             if selector.is_empty() && s.match_expressions.is_none() {
-                ctx.err(
+                ctx.check.invalid(
                     "spec.selector",
                     "`selector.matchLabels` must not be empty",
                     Some("copy the template's labels into it".into()),
@@ -937,7 +877,7 @@ fn deployment(doc: &Document) -> (Option<Object>, Vec<Located>) {
             }
             for (k, v) in &selector {
                 if template.labels.get(k) != Some(v) {
-                    ctx.err(
+                    ctx.check.invalid(
                         &join_key("spec.selector.matchLabels", k),
                         format!("the selector `{k}: {v}` does not match the template's labels"),
                         Some(format!("the template's labels must include `{k}: {v}`")),
@@ -946,31 +886,25 @@ fn deployment(doc: &Document) -> (Option<Object>, Vec<Located>) {
             }
         }
     }
-    let object = meta.map(|meta| {
+    meta.map(|meta| {
         Object::Deployment(DeploymentObject {
             meta,
             replicas: spec.replicas.unwrap_or(1),
             selector,
             template,
         })
-    });
-    ctx.finish(object)
+    })
 }
 
-fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
-    let (mut ctx, wire) = Ctx::decode::<ServiceSpecWire>(doc);
-    let Some(wire) = wire else {
-        return (None, ctx.errors);
-    };
-    let meta = ctx.meta(wire.metadata, NameRule::Dns1035, true, "Service");
-    let Some(spec) = wire.spec else {
-        ctx.missing(
+fn service(ctx: &mut Ctx<'_>, meta: Option<Meta>, spec: Option<ServiceSpecWire>) -> Option<Object> {
+    let Some(spec) = spec else {
+        ctx.check.missing(
             "",
             "spec",
             "a Service needs a `spec`",
             "add `spec:` with `selector` and `ports`",
         );
-        return ctx.finish(None);
+        return None;
     };
     let service_type = match spec.service_type.as_deref() {
         None | Some("ClusterIP") => ServiceType::ClusterIP,
@@ -988,7 +922,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => "write `ClusterIP` (the default) or `NodePort`".into(),
             };
-            ctx.value_err(
+            ctx.check.invalid_value(
                 "spec.type",
                 format!("`{t}` is not a service type"),
                 Some(hint),
@@ -997,9 +931,9 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
         }
     };
     let selector = spec.selector.unwrap_or_default();
-    if selector.is_empty() && !ctx.suggested.contains("spec.selector") {
+    if selector.is_empty() && !ctx.check.suggested.contains("spec.selector") {
         ctx.unsupported(
-            if doc.get("spec.selector").is_some() {
+            if ctx.check.doc.get("spec.selector").is_some() {
                 "spec.selector"
             } else {
                 "spec"
@@ -1011,21 +945,21 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
     for (k, v) in &selector {
         let p = join_key("spec.selector", k);
         if let Err(e) = enforcer::policy::selector::validate_k8s_label_key(k) {
-            ctx.err(&p, e.message, e.hint);
+            ctx.check.invalid(&p, e.message, e.hint);
         }
         if let Err(e) = enforcer::policy::selector::validate_label_value(v) {
-            ctx.value_err(&p, e.message, e.hint);
+            ctx.check.invalid_value(&p, e.message, e.hint);
         }
     }
     let wire_ports = spec.ports.unwrap_or_default();
     if wire_ports.is_empty() {
-        let p = if doc.get("spec.ports").is_some() {
+        let p = if ctx.check.doc.get("spec.ports").is_some() {
             "spec.ports"
         } else {
             "spec"
         };
-        if !ctx.suggested.contains("spec.ports") {
-            ctx.err(
+        if !ctx.check.suggested.contains("spec.ports") {
+            ctx.check.invalid(
                 p,
                 "a Service needs at least one port",
                 Some("add `ports: [{port: 80}]`".into()),
@@ -1040,7 +974,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
         let pp = join_index("spec.ports", i);
         let protocol = ctx.protocol(&join_key(&pp, "protocol"), p.protocol.as_deref());
         match &p.name {
-            None if many => ctx.err(
+            None if many => ctx.check.invalid(
                 &pp,
                 "a Service with several ports needs a `name` for each",
                 Some("add `name: http` (lowercase letters, digits and `-`)".into()),
@@ -1048,9 +982,10 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
             None => {}
             Some(n) => {
                 if let Err(e) = names::dns1123_label(n, "port name") {
-                    ctx.value_err(&join_key(&pp, "name"), e.message, e.hint);
+                    ctx.check
+                        .invalid_value(&join_key(&pp, "name"), e.message, e.hint);
                 } else if let Some(first) = names_seen.insert(n.clone(), i) {
-                    ctx.value_err(
+                    ctx.check.invalid_value(
                         &join_key(&pp, "name"),
                         format!("port name `{n}` is already used by ports[{first}]"),
                         None,
@@ -1060,7 +995,8 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
         }
         let port = match p.port {
             None => {
-                ctx.missing(&pp, "port", "a service port needs `port`", "add `port: 80`");
+                ctx.check
+                    .missing(&pp, "port", "a service port needs `port`", "add `port: 80`");
                 None
             }
             Some(n) => ctx.port_number(&join_key(&pp, "port"), n, "port"),
@@ -1068,7 +1004,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
         if let Some(port) = port
             && let Some(first) = pairs_seen.insert((port, protocol), i)
         {
-            ctx.value_err(
+            ctx.check.invalid_value(
                 &join_key(&pp, "port"),
                 format!("port {port}/{protocol:?} is already listed at ports[{first}]"),
                 None,
@@ -1082,7 +1018,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
                     .port_number(&tp, n, "targetPort")
                     .map(TargetPort::Number),
                 None => {
-                    ctx.value_err(
+                    ctx.check.invalid_value(
                         &tp,
                         format!("targetPort {n} is not a port number"),
                         Some("ports are 1 to 65535".into()),
@@ -1091,7 +1027,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
                 }
             },
             Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                ctx.value_err(
+                ctx.check.invalid_value(
                     &tp,
                     format!("targetPort \"{s}\" is a string, so it would name a port"),
                     Some(format!(
@@ -1103,12 +1039,12 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
             Some(Value::String(s)) => match names::port_name(&s, true) {
                 Ok(()) => Some(TargetPort::Name(s)),
                 Err(e) => {
-                    ctx.value_err(&tp, e.message, e.hint);
+                    ctx.check.invalid_value(&tp, e.message, e.hint);
                     None
                 }
             },
             Some(_) => {
-                ctx.value_err(
+                ctx.check.invalid_value(
                     &tp,
                     "`targetPort` must be a port number or the name of a container port",
                     None,
@@ -1120,9 +1056,9 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
         let node_port = match (p.node_port, service_type) {
             (None, _) => None,
             (Some(n), ServiceType::NodePort) => match u16::try_from(n) {
-                Ok(n) if NODE_PORT_RANGE.contains(&n) => Some(n),
+                Ok(n) if (NODE_PORT_RANGE.0..=NODE_PORT_RANGE.1).contains(&n) => Some(n),
                 _ => {
-                    ctx.value_err(
+                    ctx.check.invalid_value(
                         &np,
                         format!("nodePort {n} is outside the range 30000 to 32767"),
                         Some("leave `nodePort` out to get a free one".into()),
@@ -1131,7 +1067,7 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
                 }
             },
             (Some(_), ServiceType::ClusterIP) => {
-                ctx.err(
+                ctx.check.invalid(
                     &np,
                     "`nodePort` is only allowed with `type: NodePort`",
                     Some("add `type: NodePort` to the spec, or remove `nodePort`".into()),
@@ -1149,15 +1085,14 @@ fn service(doc: &Document) -> (Option<Object>, Vec<Located>) {
             });
         }
     }
-    let object = meta.map(|meta| {
+    meta.map(|meta| {
         Object::Service(ServiceObject {
             meta,
             service_type,
             selector,
             ports,
         })
-    });
-    ctx.finish(object)
+    })
 }
 
 #[cfg(test)]

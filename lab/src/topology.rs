@@ -9,8 +9,7 @@ use enforcer::yaml::{Located, Source};
 
 use crate::{
     cluster::{
-        self, ContainerSpec, KNOWN_IMAGES, LogStoreRef, PodSpec, Protocol, RestartPolicy,
-        ServicePort, ServiceSpec, ServiceType, TargetPort, Topology, Workload,
+        self, ContainerSpec, KNOWN_IMAGES, LogStoreRef, PodSpec, ServiceSpec, Topology, Workload,
     },
     manifest::{self, Object},
 };
@@ -120,24 +119,8 @@ pub fn from_objects(objects: &[(Object, enforcer::yaml::SourceRef)]) -> Result<T
                 name: s.meta.name.clone(),
                 labels: s.meta.labels.clone(),
                 selector: s.selector.clone(),
-                ports: s
-                    .ports
-                    .iter()
-                    .map(|p| ServicePort {
-                        name: p.name.clone(),
-                        port: p.port,
-                        target_port: match &p.target_port {
-                            manifest::TargetPort::Number(n) => TargetPort::Number(*n),
-                            manifest::TargetPort::Name(n) => TargetPort::Name(n.clone()),
-                        },
-                        protocol: protocol(p.protocol),
-                        node_port: p.node_port,
-                    })
-                    .collect(),
-                service_type: match s.service_type {
-                    manifest::ServiceType::ClusterIP => ServiceType::ClusterIP,
-                    manifest::ServiceType::NodePort => ServiceType::NodePort,
-                },
+                ports: s.ports.clone(),
+                service_type: s.service_type,
                 cluster_ip: None,
                 source: at,
             }),
@@ -152,13 +135,6 @@ pub fn from_objects(objects: &[(Object, enforcer::yaml::SourceRef)]) -> Result<T
         );
     }
     Ok(topo)
-}
-
-fn protocol(p: manifest::Protocol) -> Protocol {
-    match p {
-        manifest::Protocol::Tcp => Protocol::Tcp,
-        manifest::Protocol::Udp => Protocol::Udp,
-    }
 }
 
 fn pod_spec(
@@ -200,14 +176,10 @@ fn pod_spec(
             ports: container
                 .ports
                 .iter()
-                .map(|p| (p.name.clone(), p.container_port, protocol(p.protocol)))
+                .map(|p| (p.name.clone(), p.container_port, p.protocol))
                 .collect(),
         },
-        restart_policy: match spec.restart_policy {
-            manifest::RestartPolicy::Always => RestartPolicy::Always,
-            manifest::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
-            manifest::RestartPolicy::Never => RestartPolicy::Never,
-        },
+        restart_policy: spec.restart_policy,
         source: at.to_owned(),
     })
 }

@@ -1,0 +1,51 @@
+//! The policies users write: Cilium's `cilium.io/v2` `CiliumNetworkPolicy` and
+//! `CiliumClusterwideNetworkPolicy`, parsed and validated. This layer knows nothing of
+//! identities, endpoints or BPF maps; resolution works from the types defined here.
+//!
+//! - [`parse_policies`]: a [`Source`](crate::yaml::Source) → every [`PolicyDoc`] in it, or every error in it.
+//! - [`check_policies`]: the same, but keeps the policies that are valid Cilium while listing all
+//!   problems (for the web editor and `lab policy check`).
+//! - [`parse_policy_document`]: one already-parsed [`Document`](crate::yaml::Document).
+//!
+//! The types mirror Cilium's API field for field (camelCase in YAML, unknown fields are errors).
+//! Lists stay `Option<Vec<_>>` because Cilium gives an absent list and an empty list different
+//! meanings (`ingress: []` versus no `ingress`; `fromEndpoints: []` selects nothing).
+//!
+//! Features that are valid Cilium but that the lab does not implement are parsed (so their
+//! syntax is still checked) and then reported as errors of kind [`ErrorKind::Unsupported`](crate::yaml::ErrorKind::Unsupported)
+//! saying "… is valid Cilium but not supported by the lab yet" — never silently ignored: `toFQDNs`,
+//! `toServices`, `toGroups`/`fromGroups`, `toRequires`/`fromRequires`, `toNodes`/`fromNodes`,
+//! `nodeSelector`, `icmps`, `authentication`, `serverNames`, `listener`, `originatingTLS`,
+//! `terminatingTLS`, `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports, CIDR groups and
+//! the ICMP/ICMPV6/VRRP/IGMP protocols.
+//!
+//! Lab extension: the annotation `policy.lab.dev/audit-mode: "true"` puts one policy in audit
+//! mode (would-be drops it causes are reported with verdict AUDIT and forwarded). Cilium only has
+//! audit mode per agent or per endpoint; users have long asked for it per policy.
+//!
+//! One file per job: `types` and `ports` (the types), `peers` (the four kinds of rule in one
+//! shape), `parse` (documents → policies) and `validate` (Cilium's semantic checks).
+
+mod parse;
+mod peers;
+mod ports;
+mod types;
+mod validate;
+
+pub use parse::{PolicyCheck, check_policies, parse_policies, parse_policy_document};
+pub use peers::{Dir, RuleView, ToPorts};
+pub use ports::{HttpRule, L7Rules, PortDenyRule, PortProtocol, PortRule, Protocol};
+pub use types::{
+    Authentication, CidrRule, DefaultDeny, EgressDenyRule, EgressRule, EndpointSelector, Entity,
+    FqdnSelector, IcmpField, IcmpRule, IngressDenyRule, IngressRule, LabelSelectorRequirement,
+    Operator, PolicyDoc, PolicyKind, Rule, RuleLabel,
+};
+
+/// The only accepted `apiVersion`.
+pub const API_VERSION: &str = "cilium.io/v2";
+
+/// The lab's per-policy audit annotation (see the module documentation).
+pub const AUDIT_ANNOTATION: &str = "policy.lab.dev/audit-mode";
+
+/// The most ports one `toPorts` entry may list (Cilium's limit).
+pub const MAX_PORTS: usize = 40;

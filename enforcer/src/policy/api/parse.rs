@@ -1,0 +1,412 @@
+//! From documents to policies: the kind and apiVersion recognised, the document decoded into
+//! the types, its metadata and rules checked (`validate`),
+//! and policies defined twice in one file reported.
+
+use serde::{Deserialize, Serialize, de::IgnoredAny};
+use serde_json::Value;
+
+use super::{API_VERSION, AUDIT_ANNOTATION, PolicyDoc, PolicyKind, PortProtocol, Rule, validate};
+use crate::yaml::{
+    self, Checker, Document, ErrorKind, Located, NameRule, NamesInFile, ObjectMeta, Source,
+    join_index, join_key, parse_documents, suggest,
+};
+
+/// A policy document as written; `apiVersion` and `kind` are checked before decoding.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PolicyObject {
+    #[serde(rename = "apiVersion")]
+    _api_version: Option<IgnoredAny>,
+    #[serde(rename = "kind")]
+    _kind: Option<IgnoredAny>,
+    metadata: Option<ObjectMeta>,
+    spec: Option<Rule>,
+    specs: Option<Vec<Rule>>,
+    /// Written by the API server; accepted and ignored.
+    #[serde(rename = "status")]
+    _status: Option<IgnoredAny>,
+}
+
+/// Every policy of a source, or every error in it (syntax errors stop at the first).
+///
+/// Each document must be `apiVersion: cilium.io/v2` with kind `CiliumNetworkPolicy` or
+/// `CiliumClusterwideNetworkPolicy`. Errors are sorted by line. A source without documents gives
+/// an empty list.
+pub fn parse_policies(src: &Source) -> Result<Vec<PolicyDoc>, Vec<Located>> {
+    let check = check_policies(src);
+    if check.errors.is_empty() {
+        Ok(check.policies)
+    } else {
+        Err(check.errors)
+    }
+}
+
+/// The result of [`check_policies`].
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PolicyCheck {
+    /// The documents that are valid Cilium policies; they may still use features the lab does
+    /// not support (listed in `errors` with kind `unsupported`).
+    pub policies: Vec<PolicyDoc>,
+    /// Every problem found, sorted by line.
+    pub errors: Vec<Located>,
+}
+
+/// Parses and validates every document, keeping the valid ones alongside all errors.
+pub fn check_policies(src: &Source) -> PolicyCheck {
+    let docs = match parse_documents(src) {
+        Ok(d) => d,
+        Err(e) => {
+            return PolicyCheck {
+                policies: vec![],
+                errors: vec![e],
+            };
+        }
+    };
+    let mut out = PolicyCheck::default();
+    let mut names = NamesInFile::default();
+    for doc in &docs {
+        let (policy, mut errors) = check_document(doc);
+        if let Some(p) = &policy
+            && let Some(e) = names.defined_twice(
+                doc,
+                p.kind.as_str(),
+                p.namespace.as_deref(),
+                &p.name,
+                &p.qualified_name(),
+            )
+        {
+            errors.push(
+                e.with_hint("give each policy its own name, or merge their rules with `specs:`"),
+            );
+        }
+        let valid = errors.iter().all(|e| e.kind == ErrorKind::Unsupported);
+        out.errors.extend(errors);
+        if let (Some(p), true) = (policy, valid) {
+            out.policies.push(p);
+        }
+    }
+    yaml::sort_errors(&mut out.errors);
+    out
+}
+
+/// One document → a policy, or its errors.
+pub fn parse_policy_document(doc: &Document) -> Result<PolicyDoc, Vec<Located>> {
+    match check_document(doc) {
+        (Some(p), e) if e.is_empty() => Ok(p),
+        (_, mut e) => {
+            yaml::sort_errors(&mut e);
+            Err(e)
+        }
+    }
+}
+
+const ACCEPTED: &str = "accepted here: `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy` with `apiVersion: cilium.io/v2`";
+
+/// Recognises the kind and apiVersion; errors if the document is not a Cilium policy.
+fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
+    if !doc.value.is_object() {
+        return Err(vec![doc.error(
+            "",
+            "a policy document must be a mapping with `apiVersion`, `kind`, `metadata` and `spec`",
+        )]);
+    }
+    let kind = match doc.get("kind") {
+        None => {
+            return Err(vec![
+                doc.error("", "missing required field `kind`")
+                    .with_hint(ACCEPTED),
+            ]);
+        }
+        Some(Value::String(k)) => match PolicyKind::from_kind(k) {
+            Some(kind) => kind,
+            None => {
+                let known = ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"];
+                let hint = match (k.as_str(), suggest(k, known)) {
+                    ("NetworkPolicy", _) => format!(
+                        "Kubernetes NetworkPolicy is not supported by the lab; write it as a CiliumNetworkPolicy ({ACCEPTED})"
+                    ),
+                    (_, Some(s)) if s != k => format!("did you mean `{s}`?"),
+                    _ => ACCEPTED.to_owned(),
+                };
+                return Err(vec![
+                    doc.value_error("kind", format!("`{k}` is not a Cilium network policy kind"))
+                        .with_hint(hint),
+                ]);
+            }
+        },
+        Some(_) => {
+            return Err(vec![
+                doc.value_error("kind", "`kind` must be a string")
+                    .with_hint(ACCEPTED),
+            ]);
+        }
+    };
+    match doc.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => Ok(kind),
+        Some(Value::String(v)) => Err(vec![
+            doc.value_error(
+                "apiVersion",
+                format!("apiVersion `{v}` is not accepted for {kind}"),
+            )
+            .with_hint(format!("write `apiVersion: {API_VERSION}`")),
+        ]),
+        Some(_) => Err(vec![
+            doc.value_error("apiVersion", "`apiVersion` must be a string")
+                .with_hint(format!("write `apiVersion: {API_VERSION}`")),
+        ]),
+        None => Err(vec![
+            doc.error("", "missing required field `apiVersion`")
+                .with_hint(format!("write `apiVersion: {API_VERSION}`")),
+        ]),
+    }
+}
+
+/// Decodes and validates one document. Returns the policy when it could be built (even if it has
+/// errors) and every error.
+fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
+    let kind = match check_kind(doc) {
+        Ok(k) => k,
+        Err(e) => return (None, e),
+    };
+    let decoded = doc.decode::<PolicyObject>("");
+    // Decoding errors mean fields were dropped or repaired: the rest is still checked, but the
+    // policy is not returned, since it no longer says what was written.
+    let repaired = !decoded.errors.is_empty();
+    let mut check = Checker::new(doc, decoded.errors);
+    let Some(obj) = decoded.value else {
+        return (None, check.errors);
+    };
+    if !decoded.paths_exact {
+        // List items were dropped, so further checks would point at the wrong lines.
+        return (None, check.errors);
+    }
+    let meta = obj.metadata.unwrap_or_default();
+    if doc.get("metadata").is_none() {
+        check.missing(
+            "",
+            "metadata",
+            format!("a {kind} needs `metadata` with a `name`"),
+            "add `metadata:` with `name: my-policy`",
+        );
+    } else {
+        check.metadata(
+            &meta,
+            NameRule::Subdomain,
+            kind == PolicyKind::Namespaced,
+            kind.as_str(),
+        );
+    }
+    let annotations = meta.annotations.unwrap_or_default();
+    if let Some(v) = annotations.get(AUDIT_ANNOTATION)
+        && v != "true"
+        && v != "false"
+    {
+        check.invalid_value(
+            &join_key("metadata.annotations", AUDIT_ANNOTATION),
+            format!("`{AUDIT_ANNOTATION}` must be \"true\" or \"false\", not `{v}`"),
+            Some("quote the value: \"true\"".into()),
+        );
+    }
+
+    let mut rules = Vec::new();
+    if let Some(rule) = obj.spec {
+        validate::rule(&mut check, kind, "spec", &rule);
+        rules.push(rule);
+    }
+    if let Some(specs) = obj.specs {
+        for (i, rule) in specs.into_iter().enumerate() {
+            validate::rule(&mut check, kind, &join_index("specs", i), &rule);
+            rules.push(rule);
+        }
+    }
+    if doc.get("spec").is_none()
+        && doc.get("specs").is_none()
+        && !check.suggested.contains("spec")
+        && !check.suggested.contains("specs")
+    {
+        check.invalid(
+            "",
+            format!("a {kind} needs a `spec` (one rule) or `specs` (a list of rules)"),
+            Some("add `spec:` with an `endpointSelector` and `ingress`/`egress` rules".into()),
+        );
+    }
+    for rule in &mut rules {
+        normalize(rule);
+    }
+
+    let errors = check.errors;
+    let Some(name) = meta.name.filter(|_| !repaired) else {
+        return (None, errors);
+    };
+    let namespace = match kind {
+        PolicyKind::Namespaced => Some(meta.namespace.unwrap_or_else(|| "default".into())),
+        PolicyKind::Clusterwide => None,
+    };
+    let policy = PolicyDoc {
+        kind,
+        name,
+        namespace,
+        labels: meta.labels.unwrap_or_default(),
+        annotations,
+        rules,
+        source: doc.source_ref(),
+        raw: doc.value.clone(),
+        locations: doc.locations.clone(),
+    };
+    (Some(policy), errors)
+}
+
+/// Cilium's minor fix-ups: `endPort: 0` means no range.
+fn normalize(rule: &mut Rule) {
+    let fix = |ports: &mut Option<Vec<PortProtocol>>| {
+        for p in ports.iter_mut().flatten() {
+            if p.end_port == Some(0) {
+                p.end_port = None;
+            }
+        }
+    };
+    let allow = (rule.ingress.iter_mut().flatten().map(|r| &mut r.to_ports))
+        .chain(rule.egress.iter_mut().flatten().map(|r| &mut r.to_ports));
+    allow.flatten().flatten().for_each(|pr| fix(&mut pr.ports));
+    let deny = (rule
+        .ingress_deny
+        .iter_mut()
+        .flatten()
+        .map(|r| &mut r.to_ports))
+    .chain(
+        rule.egress_deny
+            .iter_mut()
+            .flatten()
+            .map(|r| &mut r.to_ports),
+    );
+    deny.flatten().flatten().for_each(|pr| fix(&mut pr.ports));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{policy::api::RuleLabel, yaml::SourceRef};
+
+    fn parse(text: &str) -> Result<Vec<PolicyDoc>, Vec<Located>> {
+        parse_policies(&Source::new("p.yaml", text))
+    }
+
+    const MINIMAL: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n  endpointSelector: {}\n";
+
+    #[test]
+    fn defaults() {
+        let p = &parse(MINIMAL).unwrap()[0];
+        assert_eq!(p.namespace.as_deref(), Some("default"));
+        assert_eq!(p.qualified_name(), "default/p");
+        assert!(!p.audit_mode());
+        assert_eq!(p.rules.len(), 1);
+        assert_eq!(p.rules[0].ingress, None);
+        assert_eq!(
+            p.source,
+            SourceRef {
+                file: "p.yaml".into(),
+                document: 0,
+                line: 1
+            }
+        );
+        assert_eq!(p.raw["kind"], "CiliumNetworkPolicy");
+    }
+
+    #[test]
+    fn audit_annotation() {
+        let text = MINIMAL.replace(
+            "  name: p\n",
+            "  name: p\n  annotations:\n    policy.lab.dev/audit-mode: \"true\"\n",
+        );
+        assert!(parse(&text).unwrap()[0].audit_mode());
+        let text = MINIMAL.replace(
+            "  name: p\n",
+            "  name: p\n  annotations:\n    policy.lab.dev/audit-mode: \"yes\"\n",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e[0].line, 6);
+    }
+
+    #[test]
+    fn end_port_zero_is_absent() {
+        let text = format!(
+            "{MINIMAL}  ingress:\n  - toPorts:\n    - ports:\n      - port: 80\n        endPort: 0\n"
+        );
+        let p = &parse(&text).unwrap()[0];
+        let pp = &p.rules[0].ingress.as_ref().unwrap()[0]
+            .to_ports
+            .as_ref()
+            .unwrap()[0]
+            .ports
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            (pp.port.as_str(), pp.end_port, pp.number()),
+            ("80", None, Some(80))
+        );
+    }
+
+    #[test]
+    fn rule_labels_in_both_forms() {
+        let text = format!("{MINIMAL}  labels:\n  - k8s:team=a\n  - {{key: b, value: c}}\n");
+        let p = &parse(&text).unwrap()[0];
+        let l = p.rules[0].labels.as_ref().unwrap();
+        assert_eq!(
+            l[0],
+            RuleLabel {
+                key: "team".into(),
+                value: "a".into(),
+                source: "k8s".into()
+            }
+        );
+        assert_eq!(
+            l[1],
+            RuleLabel {
+                key: "b".into(),
+                value: "c".into(),
+                source: "unspec".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unsupported_features_keep_the_policy_in_check_mode() {
+        let text = format!("{MINIMAL}  egress:\n  - toFQDNs:\n    - matchName: example.com\n");
+        let c = check_policies(&Source::new("p.yaml", text));
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.errors.len(), 1);
+        assert_eq!(c.errors[0].kind, ErrorKind::Unsupported);
+        assert!(
+            parse(&format!(
+                "{MINIMAL}  egress:\n  - toFQDNs:\n    - matchName: example.com\n"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn later_stages_can_locate_rule_fields() {
+        let text =
+            format!("{MINIMAL}specs:\n- endpointSelector: {{}}\n  ingress:\n  - toPorts: []\n");
+        let p = &parse(&text).unwrap()[0];
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rule_path(0), "spec");
+        assert_eq!(p.rule_path(1), "specs[0]");
+        let e = p.error_at(
+            &format!("{}.ingress[0].toPorts", p.rule_path(1)),
+            "named ports are unsupported",
+        );
+        assert_eq!(
+            e.to_string(),
+            "p.yaml:10:5: specs[0].ingress[0].toPorts: named ports are unsupported"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_in_one_file() {
+        let e = parse(&format!("{MINIMAL}---\n{MINIMAL}")).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, 11);
+        assert!(e[0].message.contains("defined twice"), "{}", e[0]);
+    }
+}
