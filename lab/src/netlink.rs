@@ -23,7 +23,7 @@ impl Netlink {
     pub fn open_in(ns: &Path) -> Result<Self> {
         // The socket is registered with the runtime's reactor, so the thread enters it too.
         let rt = tokio::runtime::Handle::current();
-        let (conn, handle, _) = crate::sys::in_netns(ns, move || {
+        let (conn, handle, _) = netns::run_in(ns, move || {
             let _guard = rt.enter();
             rtnetlink::new_connection()
         })?

@@ -5,14 +5,13 @@
 use std::{
     fs,
     io::Write,
-    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, setns, unshare},
+    sched::{CloneFlags, unshare},
 };
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -79,25 +78,10 @@ pub fn netns_alive(name: &str) -> bool {
     ns.filesystem_type() == nix::sys::statfs::NSFS_MAGIC
 }
 
-/// Runs `f` on a scoped thread that has entered the network namespace at `path`; sockets `f`
-/// opens stay in that namespace.
-pub fn in_netns<R: Send>(path: &Path, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering {}", path.display()))?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in {} panicked", path.display()))?
-    })
-}
-
 /// Sets a sysctl (`net.ipv4.ip_forward` style key) inside a network namespace.
 pub fn sysctl(ns: &Path, key: &str, value: &str) -> Result<()> {
     let file = Path::new("/proc/sys").join(key.replace('.', "/"));
-    in_netns(ns, || -> Result<()> {
+    netns::run_in(ns, || -> Result<()> {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .open(&file)
