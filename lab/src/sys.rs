@@ -109,44 +109,46 @@ fn is_mount_point(path: &Path) -> bool {
 
 /// Mounts a bpffs at `path` (created if needed) unless one is there already.
 pub fn mount_bpffs(path: &Path) -> Result<()> {
-    fs::create_dir_all(path)?;
-    if is_mount_of(path, nix::sys::statfs::BPF_FS_MAGIC) {
-        return Ok(());
-    }
-    mount(
-        Some("bpf"),
+    mount_once(
         path,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
+        "bpf",
+        nix::sys::statfs::BPF_FS_MAGIC,
+        "bpffs",
+        "is BPF enabled in the kernel?",
     )
-    .with_context(|| {
-        format!(
-            "mounting bpffs at {} (is BPF enabled in the kernel?)",
-            path.display()
-        )
-    })
 }
 
 /// Mounts the cgroup v2 hierarchy at `path` unless it is mounted there already.
 pub fn mount_cgroup2(path: &Path) -> Result<()> {
+    mount_once(
+        path,
+        "cgroup2",
+        nix::sys::statfs::CGROUP2_SUPER_MAGIC,
+        "cgroup2",
+        "the kernel needs cgroup v2 support",
+    )
+}
+
+/// Mounts a filesystem of type `fstype` at `path` (created if needed) unless one is there.
+fn mount_once(
+    path: &Path,
+    fstype: &str,
+    magic: nix::sys::statfs::FsType,
+    what: &str,
+    hint: &str,
+) -> Result<()> {
     fs::create_dir_all(path)?;
-    if is_mount_of(path, nix::sys::statfs::CGROUP2_SUPER_MAGIC) {
+    if is_mount_of(path, magic) {
         return Ok(());
     }
     mount(
-        Some("cgroup2"),
+        Some(fstype),
         path,
-        Some("cgroup2"),
+        Some(fstype),
         MsFlags::empty(),
         None::<&str>,
     )
-    .with_context(|| {
-        format!(
-            "mounting cgroup2 at {} (the kernel needs cgroup v2 support)",
-            path.display()
-        )
-    })
+    .with_context(|| format!("mounting {what} at {} ({hint})", path.display()))
 }
 
 /// Unmounts `path` if it is a mount point, then removes the (empty) directory.
