@@ -378,7 +378,7 @@ impl Engine {
         for spec in specs {
             let ifname = spec.ifname.clone();
             let dp = &mut self.dp;
-            let (links, ifindex) = crate::netns::run_in(&self.node_netns, || {
+            let (links, ifindex) = netns::run_in(&self.node_netns, || {
                 let links = dp.attach_pod(&ifname)?;
                 let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).map_err(|e| {
                     DatapathError::Attach {

@@ -154,9 +154,7 @@ pub fn start(
         .enable_all()
         .on_thread_start(move || {
             // Every proxy thread lives in the node namespace, so its sockets do too.
-            if let Err(e) =
-                nix::sched::setns(ns_thread.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            {
+            if let Err(e) = netns::enter(ns_thread.as_fd()) {
                 tracing::error!("proxy thread could not enter the node namespace: {e}");
             }
         })

@@ -12,7 +12,6 @@ pub mod engine;
 pub mod flow;
 pub mod identity;
 pub mod l7;
-pub mod netns;
 pub mod policy;
 pub mod proxy;
 pub mod yaml;

@@ -21,7 +21,7 @@ use web::api::{
 use crate::{
     cluster::{self, ServiceType, TargetPort, Workload},
     control::{Lab, PodRuntime, ServiceRuntime},
-    spawn::Enter,
+    spawn::InPod,
     supervisor::Phase,
     sys,
 };
@@ -60,26 +60,15 @@ pub async fn exec_captured(
         .argv
         .split_first()
         .ok_or_else(|| ApiError::new(400, "empty command"))?;
-    let prepared = ctx
-        .prepare()
-        .map_err(|e| ApiError::new(500, format!("{e:#}")))?;
-    let mut cmd = if program == "lab" {
-        // The lab's own moves (ships, load generator) run the very program serving this call.
-        let mut cmd = tokio::process::Command::new(crate::paths::SELF_EXE);
-        cmd.arg0(crate::paths::LAB_ARG0);
-        cmd
-    } else {
-        tokio::process::Command::new(program)
-    };
-    cmd.args(args)
-        .stdin(Stdio::null())
+    // `lab` here (ships, load generator) runs the very program serving this call.
+    let mut cmd = tokio::process::Command::from(
+        ctx.command(program, args)
+            .map_err(|e| ApiError::new(500, format!("{e:#}")))?,
+    );
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || prepared.enter());
-    }
     let start = Instant::now();
     let child = cmd
         .spawn()

@@ -20,7 +20,7 @@ use model::{
 };
 use serde::Serialize;
 
-use crate::{client::Client, paths::Paths, spawn::Enter, up};
+use crate::{client::Client, paths::Paths, spawn::InPod, up};
 
 #[derive(Parser)]
 #[command(name = "lab", version, about = "A Kubernetes-style cluster with an eBPF CiliumNetworkPolicy enforcer, on one VM", long_about = None)]
@@ -876,20 +876,8 @@ async fn exec(client: &Client, pod: &str, command: &[String]) -> Result<i32> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("`lab exec` enters the pod's namespaces and needs root: run it with sudo");
     }
-    let prepared = ctx.prepare()?;
     let (program, args) = command.split_first().context("no command given")?;
-    let program = if program == "lab" {
-        std::env::current_exe()?.display().to_string()
-    } else {
-        program.clone()
-    };
-    let mut cmd = std::process::Command::new(&program);
-    cmd.args(args);
-    // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || prepared.enter());
-    }
-    let status = cmd.status().map_err(|e| {
+    let status = ctx.command(program, args)?.status().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             anyhow::anyhow!("{program}: command not found (the pod runs host programs; is it installed on this machine?)")
         } else {

@@ -338,7 +338,7 @@ impl Lab {
         let links = {
             let mut engine = self.engine.lock().expect("engine");
             let dp = engine.datapath();
-            sys::in_netns(&self.node_ns, || dp.attach_world("ext0"))??
+            netns::run_in(&self.node_ns, || dp.attach_world("ext0"))??
         };
         Datapath::pin_links(links)?;
         let mut map = BTreeMap::new();

@@ -240,7 +240,7 @@ impl FlowRecorder {
 fn is_internal(ip: Ipv4Addr) -> bool {
     cluster::INTERNAL_RANGES
         .iter()
-        .any(|(net, len)| cluster::in_prefix(ip, (*net, *len)))
+        .any(|range| cluster::net(*range).contains(&ip))
 }
 
 /// Hands the proxy's records to the recorder: a bounded queue, with a per-second budget for

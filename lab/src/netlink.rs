@@ -10,7 +10,7 @@ use rtnetlink::{
     Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         link::{InfoData, InfoVeth},
-        route::{RouteScope, RouteType},
+        route::{RouteMessage, RouteScope, RouteType},
     },
 };
 
@@ -23,7 +23,7 @@ impl Netlink {
     pub fn open_in(ns: &Path) -> Result<Self> {
         // The socket is registered with the runtime's reactor, so the thread enters it too.
         let rt = tokio::runtime::Handle::current();
-        let (conn, handle, _) = crate::sys::in_netns(ns, move || {
+        let (conn, handle, _) = netns::run_in(ns, move || {
             let _guard = rt.enter();
             rtnetlink::new_connection()
         })?
@@ -87,6 +87,17 @@ impl Netlink {
             .with_context(|| format!("adding {ip}/{prefix} to {ifname}"))
     }
 
+    /// Adds (or replaces) one route; `what` describes it for the error.
+    async fn add_route(&self, msg: RouteMessage, what: impl FnOnce() -> String) -> Result<()> {
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(what)
+    }
+
     /// `ip route add DST/PREFIX dev IFNAME scope link`
     pub async fn add_link_route(&self, dst: Ipv4Addr, prefix: u8, ifname: &str) -> Result<()> {
         let index = self.index(ifname).await?;
@@ -95,13 +106,8 @@ impl Netlink {
             .output_interface(index)
             .scope(RouteScope::Link)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.add_route(msg, || format!("adding route {dst}/{prefix} dev {ifname}"))
             .await
-            .with_context(|| format!("adding route {dst}/{prefix} dev {ifname}"))
     }
 
     /// `ip route add default via GW dev IFNAME`
@@ -111,13 +117,8 @@ impl Netlink {
             .gateway(gw)
             .output_interface(index)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.add_route(msg, || format!("adding default route via {gw}"))
             .await
-            .with_context(|| format!("adding default route via {gw}"))
     }
 
     /// `ip route add local 0.0.0.0/0 dev lo table TABLE`: delivers everything locally.
@@ -130,13 +131,10 @@ impl Netlink {
             .scope(RouteScope::Host)
             .table_id(table)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .with_context(|| format!("adding local default route in table {table}"))
+        self.add_route(msg, || {
+            format!("adding local default route in table {table}")
+        })
+        .await
     }
 
     /// `ip rule add fwmark MARK/MASK lookup TABLE pref PRIORITY`

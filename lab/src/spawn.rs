@@ -1,22 +1,29 @@
 //! Starting a program inside a pod: its network namespace, its cgroup (so the socket load
 //! balancer and connection counting see it), its own mount namespace with the pod's
-//! /etc/resolv.conf, and the pod's hostname. Used for workloads and for `lab exec`.
+//! /etc/resolv.conf, and the pod's hostname. [`PodContext::command`] is the one way the lab
+//! starts a program in a pod: workloads, `lab exec`, the page's and the API's exec, `lab bench`.
 
 use std::{
-    ffi::CString,
+    ffi::{CString, OsStr},
     fs::File,
-    os::{fd::AsRawFd, unix::ffi::OsStrExt},
+    os::{
+        fd::AsRawFd,
+        unix::{ffi::OsStrExt, process::CommandExt},
+    },
     path::Path,
+    process::Command,
 };
 
 use anyhow::{Context, Result};
+
+use crate::paths::{LAB_ARG0, SELF_EXE};
 
 /// Everything needed to enter a pod (served by the control API to `lab exec`).
 pub use model::PodContext;
 
 /// The file descriptors and C strings the child needs, prepared before fork: after fork only
 /// async-signal-safe calls are allowed, so nothing is allocated there.
-pub struct Prepared {
+struct Prepared {
     netns: File,
     cgroup_procs: File,
     resolv_src: CString,
@@ -25,35 +32,65 @@ pub struct Prepared {
     hostname: Vec<u8>,
 }
 
-/// Entering a pod: what a child process needs, prepared before the fork.
-pub trait Enter {
-    fn prepare(&self) -> Result<Prepared>;
+/// Starting programs inside a pod.
+pub trait InPod {
+    /// `program` with `args`, set to start inside this pod; stdio, waiting and time limits are
+    /// the caller's (tokio callers convert it with `tokio::process::Command::from`). `lab` (or
+    /// [`SELF_EXE`]) is the running lab's own program, shown as `lab` (see [`SELF_EXE`] for why).
+    fn command<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Result<Command>;
 }
 
-impl Enter for PodContext {
-    fn prepare(&self) -> Result<Prepared> {
-        let netns = File::open(&self.netns).with_context(|| {
-            format!(
-                "opening the network namespace of pod {}/{} ({}); is the lab up?",
-                self.namespace,
-                self.pod,
-                self.netns.display()
-            )
-        })?;
-        let procs = self.cgroup.join("cgroup.procs");
-        let cgroup_procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&procs)
-            .with_context(|| format!("opening {}", procs.display()))?;
-        Ok(Prepared {
-            netns,
-            cgroup_procs,
-            resolv_src: cstring(&self.resolv_conf)?,
-            resolv_dst: CString::new("/etc/resolv.conf")?,
-            root: CString::new("/")?,
-            hostname: self.hostname.as_bytes().to_vec(),
-        })
+impl InPod for PodContext {
+    fn command<S: AsRef<OsStr>>(
+        &self,
+        program: impl AsRef<OsStr>,
+        args: impl IntoIterator<Item = S>,
+    ) -> Result<Command> {
+        let prepared = prepare(self)?;
+        let program = program.as_ref();
+        let mut cmd = if program == "lab" || program == SELF_EXE {
+            let mut cmd = Command::new(SELF_EXE);
+            cmd.arg0(LAB_ARG0);
+            cmd
+        } else {
+            Command::new(program)
+        };
+        cmd.args(args);
+        // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || prepared.enter());
+        }
+        Ok(cmd)
     }
+}
+
+/// What the child needs to enter the pod, opened before the fork.
+fn prepare(ctx: &PodContext) -> Result<Prepared> {
+    let netns = File::open(&ctx.netns).with_context(|| {
+        format!(
+            "opening the network namespace of pod {}/{} ({}); is the lab up?",
+            ctx.namespace,
+            ctx.pod,
+            ctx.netns.display()
+        )
+    })?;
+    let procs = ctx.cgroup.join("cgroup.procs");
+    let cgroup_procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .with_context(|| format!("opening {}", procs.display()))?;
+    Ok(Prepared {
+        netns,
+        cgroup_procs,
+        resolv_src: cstring(&ctx.resolv_conf)?,
+        resolv_dst: CString::new("/etc/resolv.conf")?,
+        root: CString::new("/")?,
+        hostname: ctx.hostname.as_bytes().to_vec(),
+    })
 }
 
 fn cstring(p: &Path) -> Result<CString> {
@@ -61,11 +98,12 @@ fn cstring(p: &Path) -> Result<CString> {
 }
 
 impl Prepared {
-    /// Runs in the forked child before exec. Only raw system calls.
+    /// Runs in the forked child before exec. Only raw system calls: this is why its `setns`
+    /// is not the `netns` crate's (which runs closures on threads and formats errors).
     ///
     /// # Safety
     /// Must only be called between fork and exec.
-    pub unsafe fn enter(&self) -> std::io::Result<()> {
+    unsafe fn enter(&self) -> std::io::Result<()> {
         unsafe {
             check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
             // Writing "0" moves the writing process into the cgroup.

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::{
     cluster::RestartPolicy,
-    spawn::{Enter, PodContext},
+    spawn::{InPod, PodContext},
 };
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -172,20 +172,11 @@ async fn run_once(
             .append(true)
             .open(log_file)?;
         let log2 = log.try_clone()?;
-        let prepared = ctx.prepare()?;
-        let mut cmd = tokio::process::Command::new(&program);
-        if program == std::path::Path::new(crate::paths::SELF_EXE) {
-            cmd.arg0(crate::paths::LAB_ARG0);
-        }
-        cmd.args(args)
-            .stdin(Stdio::null())
+        let mut cmd = tokio::process::Command::from(ctx.command(&program, args)?);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(false);
-        // SAFETY: `enter` performs only raw system calls on data prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || prepared.enter());
-        }
         Ok(cmd.spawn()?)
     })();
     let mut child = match spawned {

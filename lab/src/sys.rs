@@ -5,14 +5,13 @@
 use std::{
     fs,
     io::Write,
-    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, setns, unshare},
+    sched::{CloneFlags, unshare},
 };
 
 pub const NETNS_DIR: &str = "/run/netns";
@@ -79,25 +78,10 @@ pub fn netns_alive(name: &str) -> bool {
     ns.filesystem_type() == nix::sys::statfs::NSFS_MAGIC
 }
 
-/// Runs `f` on a scoped thread that has entered the network namespace at `path`; sockets `f`
-/// opens stay in that namespace.
-pub fn in_netns<R: Send>(path: &Path, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering {}", path.display()))?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in {} panicked", path.display()))?
-    })
-}
-
 /// Sets a sysctl (`net.ipv4.ip_forward` style key) inside a network namespace.
 pub fn sysctl(ns: &Path, key: &str, value: &str) -> Result<()> {
     let file = Path::new("/proc/sys").join(key.replace('.', "/"));
-    in_netns(ns, || -> Result<()> {
+    netns::run_in(ns, || -> Result<()> {
         let mut f = fs::OpenOptions::new()
             .write(true)
             .open(&file)
@@ -125,44 +109,46 @@ fn is_mount_point(path: &Path) -> bool {
 
 /// Mounts a bpffs at `path` (created if needed) unless one is there already.
 pub fn mount_bpffs(path: &Path) -> Result<()> {
-    fs::create_dir_all(path)?;
-    if is_mount_of(path, nix::sys::statfs::BPF_FS_MAGIC) {
-        return Ok(());
-    }
-    mount(
-        Some("bpf"),
+    mount_once(
         path,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
+        "bpf",
+        nix::sys::statfs::BPF_FS_MAGIC,
+        "bpffs",
+        "is BPF enabled in the kernel?",
     )
-    .with_context(|| {
-        format!(
-            "mounting bpffs at {} (is BPF enabled in the kernel?)",
-            path.display()
-        )
-    })
 }
 
 /// Mounts the cgroup v2 hierarchy at `path` unless it is mounted there already.
 pub fn mount_cgroup2(path: &Path) -> Result<()> {
+    mount_once(
+        path,
+        "cgroup2",
+        nix::sys::statfs::CGROUP2_SUPER_MAGIC,
+        "cgroup2",
+        "the kernel needs cgroup v2 support",
+    )
+}
+
+/// Mounts a filesystem of type `fstype` at `path` (created if needed) unless one is there.
+fn mount_once(
+    path: &Path,
+    fstype: &str,
+    magic: nix::sys::statfs::FsType,
+    what: &str,
+    hint: &str,
+) -> Result<()> {
     fs::create_dir_all(path)?;
-    if is_mount_of(path, nix::sys::statfs::CGROUP2_SUPER_MAGIC) {
+    if is_mount_of(path, magic) {
         return Ok(());
     }
     mount(
-        Some("cgroup2"),
+        Some(fstype),
         path,
-        Some("cgroup2"),
+        Some(fstype),
         MsFlags::empty(),
         None::<&str>,
     )
-    .with_context(|| {
-        format!(
-            "mounting cgroup2 at {} (the kernel needs cgroup v2 support)",
-            path.display()
-        )
-    })
+    .with_context(|| format!("mounting {what} at {} ({hint})", path.display()))
 }
 
 /// Unmounts `path` if it is a mount point, then removes the (empty) directory.

@@ -11,7 +11,6 @@
 use std::{
     io::Write,
     net::Ipv4Addr,
-    os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -124,7 +123,7 @@ impl NetNs {
 
     /// Runs `f` on a thread that has entered this namespace (sockets it creates live there).
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
-        in_netns(&self.path(), f)
+        Ok(in_netns(&self.path(), f)?)
     }
 }
 
@@ -137,18 +136,7 @@ impl Drop for NetNs {
 }
 
 /// Runs `f` on a scoped thread that has entered the network namespace at `path`.
-pub fn in_netns<R: Send>(path: &Path, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("setns")?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("thread in netns panicked"))?
-    })
-}
+pub use netns::run_in as in_netns;
 
 /// A child process killed and reaped on drop.
 pub struct ChildGuard(Option<Child>);
@@ -292,7 +280,7 @@ pub fn tcp_roundtrip(
 }
 
 /// A TCP server inside `ns`: reads each request to EOF, answers `reply`, then closes.
-/// Runs on a background thread in the namespace until the returned guard drops.
+/// A background thread serves a listener opened in the namespace until the returned guard drops.
 pub struct TcpServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -300,25 +288,12 @@ pub struct TcpServer {
 
 impl TcpServer {
     pub fn start(ns: &NetNs, port: u16, reply: &'static [u8]) -> Result<Self> {
+        // The listener belongs to the namespace it was opened in; serving it needs no more.
+        let listener = ns.run(|| std::net::TcpListener::bind(("0.0.0.0", port)))??;
+        listener.set_nonblocking(true)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let file = std::fs::File::open(ns.path())?;
-        let (tx, rx) = std::sync::mpsc::channel();
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
-            let res = nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(anyhow::Error::from)
-                .and_then(|_| Ok(std::net::TcpListener::bind(("0.0.0.0", port))?));
-            let listener = match res {
-                Ok(l) => {
-                    let _ = tx.send(Ok(()));
-                    l
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            listener.set_nonblocking(true).expect("nonblocking");
             while !stop2.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
@@ -335,7 +310,6 @@ impl TcpServer {
                 }
             }
         });
-        rx.recv()??;
         Ok(Self {
             stop,
             thread: Some(thread),

@@ -17,7 +17,7 @@ use model::{ApplyRequest, ApplyResult, DeleteRequest, DeleteResult, PolicyEntry}
 use crate::{
     client::Client,
     paths::Paths,
-    spawn::{Enter, PodContext},
+    spawn::{InPod, PodContext},
 };
 
 pub struct Pod {
@@ -180,20 +180,8 @@ impl LabCtl {
     }
 
     fn command(&self, pod: &Pod, argv: &[String]) -> Result<Command> {
-        let prepared = pod.ctx.prepare()?;
         let (program, args) = argv.split_first().context("empty command")?;
-        let program = if program == "lab" {
-            self.exe.clone()
-        } else {
-            PathBuf::from(program)
-        };
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        // SAFETY: `enter` makes only raw system calls on data prepared before the fork.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || prepared.enter());
-        }
-        Ok(cmd)
+        pod.ctx.command(program, args)
     }
 
     /// Runs `argv` in `pod`, capturing its output, killed after `timeout`.
