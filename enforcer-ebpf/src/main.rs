@@ -16,7 +16,7 @@ mod policy;
 mod sock;
 mod world;
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{macros::classifier, programs::TcContext};
 
 use crate::policy::{Hook, enforce};
 
@@ -30,12 +30,6 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn to_pod(ctx: TcContext) -> i32 {
     enforce(&ctx, Hook::ToPod)
-}
-
-/// Used for interfaces the lab manages but does not police (kept for symmetry in tests).
-#[classifier]
-pub fn pass_all(_ctx: TcContext) -> i32 {
-    TC_ACT_OK
 }
 
 #[cfg(not(test))]

@@ -6,40 +6,12 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use enforcer_common::*;
-use serde::Serialize;
 
 /// Labels with their source prefix, e.g. `k8s:org` → `empire`, `reserved:host` → ``.
 pub type LabelSet = BTreeMap<String, String>;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum IdentityKind {
-    Reserved,
-    Pod,
-    Cidr { prefix: Ipv4Addr, len: u8 },
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Identity {
-    pub id: u32,
-    pub labels: LabelSet,
-    pub kind: IdentityKind,
-}
-
-impl Identity {
-    /// Labels as Cilium prints them: `k8s:org=empire`.
-    pub fn label_strings(&self) -> Vec<String> {
-        self.labels
-            .iter()
-            .map(|(k, v)| {
-                if v.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{k}={v}")
-                }
-            })
-            .collect()
-    }
-}
+/// An identity and what kind it is: the same type the control API shows.
+pub use model::{Identity, IdentityKind};
 
 /// The reserved identities, with Cilium's numbers and labels.
 pub const RESERVED: &[(u32, &str)] = &[

@@ -9,9 +9,8 @@ use std::{
 
 use model::{
     ApplyResult, AuditMode, AuditRequest, ConntrackEntry, DeleteResult, Endpoint, Finding, Flow,
-    Host, Identity, IdentityKind, LimitStatus, Pod, PodContext, PodPhase, PolicyAudit, PolicyEntry,
-    PortRef, PrefilterChange, PrefilterState, Service, ServicePort, ShipRequest, ShipResult,
-    Status,
+    Host, Identity, LimitStatus, Pod, PodContext, PodPhase, PolicyAudit, PolicyEntry, PortRef,
+    PrefilterChange, PrefilterState, Service, ServicePort, ShipRequest, ShipResult, Status,
 };
 use web::api::{
     ApiError, ApplyRequest, BoxFut, DeleteRequest, ExecRequest, ExecResult, FlowFilter, ProxyRun,
@@ -99,14 +98,7 @@ pub fn pod_view(pod: &PodRuntime) -> Pod {
     let netns_alive = sys::netns_alive(&pod.netns);
     let phase = match (&status, netns_alive) {
         (_, false) => PodPhase::NetworkMissing,
-        (Some(s), _) => match s.phase {
-            Phase::Pending => PodPhase::Pending,
-            Phase::Running => PodPhase::Running,
-            Phase::CrashLoopBackOff => PodPhase::CrashLoopBackOff,
-            Phase::Succeeded => PodPhase::Succeeded,
-            Phase::Failed => PodPhase::Failed,
-            Phase::Terminating => PodPhase::Terminating,
-        },
+        (Some(s), _) => s.phase,
         (None, _) => PodPhase::Pending,
     };
     Pod {
@@ -257,24 +249,8 @@ impl web::Backend for LabBackend {
     }
 
     fn identities(&self) -> Vec<Identity> {
-        use enforcer::identity::IdentityKind as Kind;
         let engine = self.lab().engine.lock().expect("engine");
-        engine
-            .identities()
-            .all()
-            .map(|i| Identity {
-                id: i.id,
-                labels: i.labels.clone(),
-                kind: match &i.kind {
-                    Kind::Reserved => IdentityKind::Reserved,
-                    Kind::Pod => IdentityKind::Pod,
-                    Kind::Cidr { prefix, len } => IdentityKind::Cidr {
-                        prefix: *prefix,
-                        len: *len,
-                    },
-                },
-            })
-            .collect()
+        engine.identities().all().cloned().collect()
     }
 
     fn conntrack(&self) -> Vec<ConntrackEntry> {

@@ -18,7 +18,7 @@ use model::{
     LimitStatus, Move, Pod, PodContext, PolicyAudit, PolicyEntry, PrefilterChange, PrefilterState,
     Service, ShipCommand, ShipRequest, ShipResult, Status,
 };
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{client::Client, paths::Paths, spawn::InPod, up};
 
@@ -429,15 +429,7 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
                 None => client.get("/api/x/prefilter").await?,
                 Some(change) => client.post("/api/x/prefilter", &change).await?,
             };
-            println!(
-                "XDP prefilter on {}: deny {}",
-                state.interface,
-                if state.deny.is_empty() {
-                    "nothing".into()
-                } else {
-                    state.deny.join(", ")
-                }
-            );
+            println!("{}", state.headline());
             for p in &state.bypass_node_ports {
                 println!("  {}", PrefilterState::bypass_warning(*p));
             }
@@ -569,15 +561,11 @@ async fn get(
     let name_ok = |n: &str| name.is_none_or(|want| n == want);
     match resource {
         "pods" | "pod" | "po" => {
-            let items: Vec<Pod> = client.get("/api/pods").await?;
-            let items: Vec<Pod> = items
-                .into_iter()
-                .filter(|p| ns_ok(Some(&p.namespace)) && name_ok(&p.name))
-                .collect();
-            found("pods", name, &items)?;
-            if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&items, output);
-            }
+            let keep = |p: &Pod| ns_ok(Some(&p.namespace)) && name_ok(&p.name);
+            let Some(items) = listing(client, "/api/pods", "pods", name, output, keep).await?
+            else {
+                return Ok(());
+            };
             let mut headers = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP"];
             if all {
                 headers.insert(0, "NAMESPACE");
@@ -613,15 +601,12 @@ async fn get(
             table(&headers, rows);
         }
         "services" | "service" | "svc" => {
-            let items: Vec<Service> = client.get("/api/services").await?;
-            let items: Vec<Service> = items
-                .into_iter()
-                .filter(|s| ns_ok(Some(&s.namespace)) && name_ok(&s.name))
-                .collect();
-            found("services", name, &items)?;
-            if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&items, output);
-            }
+            let keep = |s: &Service| ns_ok(Some(&s.namespace)) && name_ok(&s.name);
+            let Some(items) =
+                listing(client, "/api/services", "services", name, output, keep).await?
+            else {
+                return Ok(());
+            };
             let mut headers = vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"];
             if all {
                 headers.insert(0, "NAMESPACE");
@@ -662,15 +647,12 @@ async fn get(
             table(&headers, rows);
         }
         "endpoints" | "ep" | "cep" => {
-            let eps: Vec<Endpoint> = client.get("/api/endpoints").await?;
-            let eps: Vec<Endpoint> = eps
-                .into_iter()
-                .filter(|e| ns_ok(Some(&e.namespace)) && name_ok(&e.pod))
-                .collect();
-            found("endpoints", name, &eps)?;
-            if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&eps, output);
-            }
+            let keep = |e: &Endpoint| ns_ok(Some(&e.namespace)) && name_ok(&e.pod);
+            let Some(eps) =
+                listing(client, "/api/endpoints", "endpoints", name, output, keep).await?
+            else {
+                return Ok(());
+            };
             let enabled = |on: bool| if on { "Enabled" } else { "Disabled" }.to_owned();
             let rows = eps
                 .iter()
@@ -721,18 +703,22 @@ async fn get(
             observe(client, false, &filter, output).await?
         }
         "limits" | "limit" | "connectionlimits" => {
-            let limits: Vec<LimitStatus> = client.get("/api/x/limits").await?;
             // Limits are listed as NAMESPACE/NAME; either form selects one.
-            let limits: Vec<LimitStatus> = limits
-                .into_iter()
-                .filter(|l| {
-                    name.is_none_or(|n| l.limit == n || l.limit.rsplit('/').next() == Some(n))
-                })
-                .collect();
-            found("connectionlimits", name, &limits)?;
-            if matches!(output, Output::Json | Output::Yaml) {
-                return print_structured(&limits, output);
-            }
+            let keep = |l: &LimitStatus| {
+                name.is_none_or(|n| l.limit == n || l.limit.rsplit('/').next() == Some(n))
+            };
+            let Some(limits) = listing(
+                client,
+                "/api/x/limits",
+                "connectionlimits",
+                name,
+                output,
+                keep,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
             let rows = limits
                 .iter()
                 .map(|l| {
@@ -1085,12 +1071,28 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
     Ok(0)
 }
 
-/// A named `get` that matches nothing is an error, as in kubectl.
-fn found<T>(kind: &str, name: Option<&str>, items: &[T]) -> Result<()> {
-    match name {
-        Some(n) if items.is_empty() => bail!("{kind} \"{n}\" not found"),
-        _ => Ok(()),
+/// The items of a list route that `keep` accepts, or `None` once they were printed as JSON or
+/// YAML. A named `get` that matches nothing is an error, as in kubectl.
+async fn listing<T: DeserializeOwned + Serialize>(
+    client: &Client,
+    path: &str,
+    kind: &str,
+    name: Option<&str>,
+    output: Output,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Option<Vec<T>>> {
+    let all: Vec<T> = client.get(path).await?;
+    let items: Vec<T> = all.into_iter().filter(|i| keep(i)).collect();
+    if let Some(n) = name
+        && items.is_empty()
+    {
+        bail!("{kind} \"{n}\" not found");
     }
+    if matches!(output, Output::Json | Output::Yaml) {
+        print_structured(&items, output)?;
+        return Ok(None);
+    }
+    Ok(Some(items))
 }
 
 async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Result<()> {

@@ -14,8 +14,8 @@ use enforcer::{
     yaml::{Located, Source, parse_documents},
 };
 use model::{
-    Applied, ApplyAction, ApplyResult, AuditMode, DeleteResult, LimitStatus, LocatedError,
-    PolicyAudit, PolicyEntry,
+    Applied, ApplyAction, ApplyResult, AuditMode, DeleteResult, LimitStatus, PolicyAudit,
+    PolicyEntry,
 };
 use serde_json::{Value, json};
 use web::api::{ApiError, ApplyRequest, DeleteRequest};
@@ -87,25 +87,7 @@ fn errors_response(errors: Vec<Located>) -> ApiError {
         422,
         format!("the policy was not applied; nothing changed:\n{text}"),
     )
-    .with_details(errors.iter().map(located).collect())
-}
-
-/// A located error as the API reports it.
-pub fn located(e: &Located) -> LocatedError {
-    use enforcer::yaml::ErrorKind;
-    LocatedError {
-        file: e.file.clone(),
-        line: e.line,
-        column: e.column,
-        field: e.field.clone(),
-        message: e.message.clone(),
-        hint: e.hint.clone(),
-        kind: match e.kind {
-            ErrorKind::Syntax => model::ErrorKind::Syntax,
-            ErrorKind::Invalid => model::ErrorKind::Invalid,
-            ErrorKind::Unsupported => model::ErrorKind::Unsupported,
-        },
-    }
+    .with_details(errors)
 }
 
 /// Every policy and limit in a source, or every error in it.

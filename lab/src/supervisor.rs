@@ -18,16 +18,8 @@ use crate::{
     spawn::{InPod, PodContext},
 };
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub enum Phase {
-    Pending,
-    Running,
-    /// Exited and waiting to be restarted (Kubernetes shows CrashLoopBackOff).
-    CrashLoopBackOff,
-    Succeeded,
-    Failed,
-    Terminating,
-}
+/// A process's phase, as a pod's: the API shows it as it is.
+pub use model::PodPhase as Phase;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessStatus {

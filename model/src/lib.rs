@@ -32,6 +32,6 @@ pub use flow::{
 pub use moves::{Move, Options, Outcome, ShipCommand, ShipOptions, ShipRequest, ShipResult};
 pub use policy::{
     Applied, ApplyAction, ApplyRequest, ApplyResult, AuditFile, AuditMode, AuditRequest,
-    AuditSwitch, DeleteRequest, DeleteResult, ErrorKind, Finding, LimitStatus, LocatedError,
+    AuditSwitch, DeleteRequest, DeleteResult, ErrorKind, Finding, LimitStatus, Located,
     PolicyAudit, PolicyEntry, PrefilterChange, PrefilterState, Severity,
 };

@@ -177,9 +177,9 @@ pub struct PrefilterState {
 }
 
 impl PrefilterState {
-    /// One line, as `lab prefilter list` prints it (with the bypass warnings after `; `).
-    pub fn describe(&self) -> String {
-        let mut s = format!(
+    /// `XDP prefilter on ext0: deny 198.51.100.0/24`, the first line `lab prefilter list` prints.
+    pub fn headline(&self) -> String {
+        format!(
             "XDP prefilter on {}: deny {}",
             self.interface,
             if self.deny.is_empty() {
@@ -187,7 +187,12 @@ impl PrefilterState {
             } else {
                 self.deny.join(", ")
             }
-        );
+        )
+    }
+
+    /// One line: the headline and the bypass warnings after `; `.
+    pub fn describe(&self) -> String {
+        let mut s = self.headline();
         for p in &self.bypass_node_ports {
             s.push_str(&format!("; {}", Self::bypass_warning(*p)));
         }
@@ -333,22 +338,68 @@ impl Finding {
     }
 }
 
-/// One problem of a refused document, at its place: shown as `file:line:column: field:
-/// message` (and `hint: ...`), and by the web editor at its line. Lines and columns are
-/// 1-based; `field` is a path like `spec.ingress[0].fromEndpoints` (`""` for the root and for
-/// syntax errors).
+/// One error at a place in a file: a refused document's problem, shown as
+/// `FILE:LINE:COL: FIELD: MESSAGE` (without `FIELD: ` when the field is the document root or
+/// the error is a syntax error), followed by `\n  hint: HINT` when there is a hint; the web
+/// editor shows it at its line. Lines and columns are 1-based.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LocatedError {
+pub struct Located {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    /// Field path such as `spec.ingress[0].fromEndpoints`; `""` for syntax errors and the root.
     pub field: String,
     pub message: String,
     pub hint: Option<String>,
     pub kind: ErrorKind,
 }
 
-/// What kind of problem a [`LocatedError`] reports.
+impl Located {
+    pub fn new(
+        file: impl Into<String>,
+        (line, column): (usize, usize),
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Located {
+            file: file.into(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+            hint: None,
+            kind: ErrorKind::Invalid,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Located {}
+
+/// What kind of problem a [`Located`] error reports.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorKind {

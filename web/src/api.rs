@@ -15,14 +15,14 @@ use axum::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use futures_util::Stream;
 pub use model::{ApplyRequest, DeleteRequest, ExecRequest, ExecResult, FlowFilter};
 use model::{
     ApplyResult, AuditMode, AuditRequest, AuditSwitch, ConntrackEntry, DeleteResult, Endpoint,
-    Finding, Flow, Host, Identity, LimitStatus, LocatedError, Pod, PodContext, PolicyAudit,
-    PolicyEntry, PrefilterChange, PrefilterState, Service, ShipRequest, ShipResult, Status,
+    Finding, Flow, Host, Identity, LimitStatus, Located, Pod, PodContext, PolicyAudit, PolicyEntry,
+    PrefilterChange, PrefilterState, Service, ShipRequest, ShipResult, Status,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ pub struct ApiError {
     pub status: u16,
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub details: Option<Vec<LocatedError>>,
+    pub details: Option<Vec<Located>>,
 }
 
 impl ApiError {
@@ -50,7 +50,7 @@ impl ApiError {
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(404, what)
     }
-    pub fn with_details(mut self, details: Vec<LocatedError>) -> Self {
+    pub fn with_details(mut self, details: Vec<Located>) -> Self {
         self.details = Some(details);
         self
     }
@@ -134,65 +134,42 @@ struct ShuttingDown {
     shutting_down: bool,
 }
 
+/// A GET route answering one of the backend's views as JSON.
+fn view<T: Serialize + Send + 'static>(f: fn(&dyn Backend) -> T) -> MethodRouter<SharedBackend> {
+    get(move |State(b): State<SharedBackend>| async move { Json(f(&*b)) })
+}
+
 /// The API routes (mounted at the root by [`crate::router`]). The lab's own extra routes
 /// (the benchmark's) live under `/api/x/bench` and are merged by the lab.
 pub fn routes() -> Router<SharedBackend> {
     Router::new()
-        .route(
-            "/api/status",
-            get(|State(b): State<SharedBackend>| async move { Json(b.status()) }),
-        )
-        .route(
-            "/api/pods",
-            get(|State(b): State<SharedBackend>| async move { Json(b.pods()) }),
-        )
+        .route("/api/status", view(|b| b.status()))
+        .route("/api/pods", view(|b| b.pods()))
         .route("/api/pods/{ns}/{name}", get(pod))
         .route("/api/pods/{ns}/{name}/context", get(pod_context))
         .route("/api/pods/{ns}/{name}/exec", post(exec))
         .route("/api/pods/{ns}/{name}/ship", post(ship))
-        .route(
-            "/api/services",
-            get(|State(b): State<SharedBackend>| async move { Json(b.services()) }),
-        )
-        .route(
-            "/api/endpoints",
-            get(|State(b): State<SharedBackend>| async move { Json(b.endpoints()) }),
-        )
-        .route(
-            "/api/identities",
-            get(|State(b): State<SharedBackend>| async move { Json(b.identities()) }),
-        )
+        .route("/api/services", view(|b| b.services()))
+        .route("/api/endpoints", view(|b| b.endpoints()))
+        .route("/api/identities", view(|b| b.identities()))
         .route(
             "/api/policies",
-            get(|State(b): State<SharedBackend>| async move { Json(b.policies()) })
-                .post(apply)
-                .delete(delete),
+            view(|b| b.policies()).post(apply).delete(delete),
         )
         .route("/api/policies/{ns}/{name}/audit", post(set_audit))
         .route("/api/flows", get(flows))
         .route("/api/flows/stream", get(flow_stream))
-        .route(
-            "/api/x/hosts",
-            get(|State(b): State<SharedBackend>| async move { Json(b.hosts()) }),
-        )
-        .route(
-            "/api/x/conntrack",
-            get(|State(b): State<SharedBackend>| async move { Json(b.conntrack()) }),
-        )
-        .route(
-            "/api/x/limits",
-            get(|State(b): State<SharedBackend>| async move { Json(b.limits()) }),
-        )
+        .route("/api/x/hosts", view(|b| b.hosts()))
+        .route("/api/x/conntrack", view(|b| b.conntrack()))
+        .route("/api/x/limits", view(|b| b.limits()))
         .route(
             "/api/x/prefilter",
-            get(|State(b): State<SharedBackend>| async move { Json(b.prefilter()) })
-                .post(change_prefilter),
+            view(|b| b.prefilter()).post(change_prefilter),
         )
         .route("/api/x/audit", post(audit))
         .route(
             "/api/x/audit-mode",
-            get(|State(b): State<SharedBackend>| async move { Json(b.audit_mode()) })
-                .post(set_audit_mode),
+            view(|b| b.audit_mode()).post(set_audit_mode),
         )
         .route(
             "/api/x/proxy/stop",

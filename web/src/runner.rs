@@ -1238,9 +1238,9 @@ mod tests {
     use super::*;
     use crate::api::{Backend, BoxFut, ExecResult, ProxyState};
     use model::{
-        Applied, ApplyAction, AuditMode, ConntrackEntry, Drop, Endpoint, FlowType, Identity,
-        IpInfo, IpVersion, L4, LimitStatus, ObservationPoint, Outcome, PodContext, PodPhase,
-        PolicyAudit, PolicyEntry, Ports, ShipRequest, Status,
+        Applied, ApplyAction, AuditMode, ConntrackEntry, Drop, Endpoint, Identity, IpInfo,
+        IpVersion, LimitStatus, Outcome, PodContext, PodPhase, PolicyAudit, PolicyEntry,
+        ShipRequest, Status,
     };
     use std::net::Ipv4Addr;
     use std::sync::Mutex;
@@ -1312,38 +1312,25 @@ mod tests {
             why: &str,
         ) {
             let (time, sport) = self.next_time();
-            self.flows.lock().unwrap().push(Arc::new(Flow {
-                ip,
-                summary: String::new(),
-                flow_type: FlowType::L3L4,
-                destination: side(dst),
+            // As the API would send it: Hubble's JSON.
+            let flow: Flow = serde_json::from_value(serde_json::json!({
+                "IP": ip, "Summary": "", "Type": "L3_L4",
+                "source": source, "destination": side(dst),
+                "is_reply": false, "node_name": "lab", "policy_explanation": why,
+                "l4": {"TCP": {"source_port": sport, "destination_port": dport}},
+                "time": model::time::rfc3339::format(time),
+                "trace_observation_point": "TO_ENDPOINT", "traffic_direction": "INGRESS",
+                "verdict": verdict,
+            }))
+            .unwrap();
+            let flow = Flow {
                 drop: (verdict == Verdict::Dropped).then_some(Drop {
                     drop_reason: 133,
                     drop_reason_desc: model::DropReason::PolicyDenied,
                 }),
-                dry_run: vec![],
-                egress_allowed_by: vec![],
-                egress_denied_by: vec![],
-                ingress_allowed_by: vec![],
-                ingress_denied_by: vec![],
-                is_reply: false,
-                l4: L4 {
-                    tcp: Some(Ports {
-                        destination_port: dport,
-                        flags: None,
-                        source_port: sport,
-                    }),
-                    ..Default::default()
-                },
-                l7: None,
-                node_name: "lab".into(),
-                policy_explanation: why.into(),
-                source,
-                time,
-                trace_observation_point: ObservationPoint::ToEndpoint,
-                traffic_direction: TrafficDirection::Ingress,
-                verdict,
-            }));
+                ..flow
+            };
+            self.flows.lock().unwrap().push(Arc::new(flow));
         }
 
         fn flow(&self, src: &str, dst: &str, verdict: Verdict, why: &str) {
@@ -1428,7 +1415,7 @@ mod tests {
         fn apply_policies(&self, req: ApplyRequest) -> BoxFut<'_, Result<ApplyResult, ApiError>> {
             Box::pin(async move {
                 if req.text.contains("fromEndpoint:") {
-                    let detail = model::LocatedError {
+                    let detail = model::Located {
                         file: req.source.clone(),
                         line: 3,
                         column: 1,

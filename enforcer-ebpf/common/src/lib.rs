@@ -84,7 +84,6 @@ pub const OBS_TO_POD: u8 = 2;
 pub const OBS_FROM_WORLD: u8 = 3;
 pub const OBS_TO_WORLD: u8 = 4;
 pub const OBS_XDP: u8 = 5;
-pub const OBS_SOCK: u8 = 6;
 
 /// Value of the `ENDPOINTS` hash map, keyed by the ifindex (u32, host order) of the node-side
 /// veth of a pod.

@@ -52,79 +52,9 @@ impl fmt::Display for SourceRef {
     }
 }
 
-/// What kind of problem a [`Located`] error reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorKind {
-    /// The text is not valid YAML.
-    Syntax,
-    /// The document is not a valid object: wrong type, unknown field, bad value.
-    Invalid,
-    /// Valid upstream (Cilium or Kubernetes) but not implemented by the lab yet.
-    Unsupported,
-}
-
-/// One error at a place in a file.
-///
-/// Displayed as `FILE:LINE:COL: FIELD: MESSAGE` (without `FIELD: ` when the field is the
-/// document root or the error is a syntax error), followed by `\n  hint: HINT` when there is a
-/// hint. Lines and columns are 1-based.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Located {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    /// Field path such as `spec.ingress[0].fromEndpoints`; `""` for syntax errors and the root.
-    pub field: String,
-    pub message: String,
-    pub hint: Option<String>,
-    pub kind: ErrorKind,
-}
-
-impl Located {
-    pub fn new(
-        file: impl Into<String>,
-        (line, column): (usize, usize),
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Located {
-            file: file.into(),
-            line,
-            column,
-            field: field.into(),
-            message: message.into(),
-            hint: None,
-            kind: ErrorKind::Invalid,
-        }
-    }
-
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
-        self.kind = kind;
-        self
-    }
-}
-
-impl fmt::Display for Located {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Located {}
+/// One error at a place in a file, and what kind of problem it reports: plain data the control
+/// API passes on as it is.
+pub use model::{ErrorKind, Located};
 
 /// Sorts errors by position (stable, so errors at one place keep their order) and drops
 /// exact duplicates.

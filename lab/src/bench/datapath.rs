@@ -192,15 +192,18 @@ fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Keeps the kernel's BPF run-time statistics on while it lives.
-pub struct StatsOn(#[allow(dead_code)] OwnedFd);
+/// Keeps the kernel's BPF run-time statistics on while it lives (closing the descriptor
+/// turns them off).
+pub struct StatsOn {
+    _enabled: OwnedFd,
+}
 
 pub fn enable_stats() -> Result<StatsOn> {
     let mut attr = [0u64; 16];
     attr[0] = 0; // BPF_STATS_RUN_TIME
-    Ok(StatsOn(bpf(BPF_ENABLE_STATS, &mut attr).context(
-        "BPF_ENABLE_STATS (the kernel's BPF run-time statistics)",
-    )?))
+    let enabled = bpf(BPF_ENABLE_STATS, &mut attr)
+        .context("BPF_ENABLE_STATS (the kernel's BPF run-time statistics)")?;
+    Ok(StatsOn { _enabled: enabled })
 }
 
 fn fdinfo(fd: &OwnedFd) -> Result<String> {
