@@ -13,14 +13,13 @@ use axum::{
     routing::{get, post},
 };
 use rust_embed::RustEmbed;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     SharedBackend,
     api::ApiError,
     content::{Exercise, Lesson, Library, Step},
-    runner::Runner,
+    runner::{CheckRun, Runner, StepRun},
 };
 
 mod bench;
@@ -367,24 +366,64 @@ async fn favicon() -> Response {
     }
 }
 
-async fn catalog_json(State(s): State<AppState>) -> Json<Value> {
-    let cat = s.library.catalog();
-    Json(json!({
-        "lessons": cat.lessons.iter().map(|l| json!({
-            "id": l.id, "title": l.title, "summary": l.summary, "file": l.file,
-            "steps": l.steps.len(),
-        })).collect::<Vec<_>>(),
-        "exercises": cat.exercises.iter().map(|e| json!({
-            "id": e.id, "title": e.title, "summary": e.summary, "file": e.file,
-            "expectations": e.probes.len(),
-        })).collect::<Vec<_>>(),
-        "problems": cat.problems,
-        "dir": s.library.dir.as_ref().map(|d| d.display().to_string()),
-    }))
+/// `GET /api/lessons`: what there is to learn, and the problems found in the files.
+#[derive(Serialize)]
+struct CatalogView {
+    lessons: Vec<Entry>,
+    exercises: Vec<Entry>,
+    problems: Vec<crate::content::Problem>,
+    /// The teacher's directory, if any.
+    dir: Option<String>,
 }
 
-async fn policy_examples(State(s): State<AppState>) -> Json<Value> {
-    Json(serde_json::to_value(s.library.policy_examples()).unwrap_or_default())
+#[derive(Serialize)]
+struct Entry {
+    id: String,
+    title: String,
+    summary: String,
+    file: String,
+    /// Steps of a lesson.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steps: Option<usize>,
+    /// Expectations of an exercise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expectations: Option<usize>,
+}
+
+async fn catalog_json(State(s): State<AppState>) -> Json<CatalogView> {
+    let cat = s.library.catalog();
+    Json(CatalogView {
+        lessons: cat
+            .lessons
+            .iter()
+            .map(|l| Entry {
+                id: l.id.clone(),
+                title: l.title.clone(),
+                summary: l.summary.clone(),
+                file: l.file.clone(),
+                steps: Some(l.steps.len()),
+                expectations: None,
+            })
+            .collect(),
+        exercises: cat
+            .exercises
+            .iter()
+            .map(|e| Entry {
+                id: e.id.clone(),
+                title: e.title.clone(),
+                summary: e.summary.clone(),
+                file: e.file.clone(),
+                steps: None,
+                expectations: Some(e.probes.len()),
+            })
+            .collect(),
+        problems: cat.problems,
+        dir: s.library.dir.as_ref().map(|d| d.display().to_string()),
+    })
+}
+
+async fn policy_examples(State(s): State<AppState>) -> Json<Vec<crate::content::PolicyExample>> {
+    Json(s.library.policy_examples())
 }
 
 async fn lesson_json(
@@ -403,11 +442,10 @@ async fn run_step(
     State(s): State<AppState>,
     Path((id, n)): Path<(String, usize)>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StepRun>, ApiError> {
     let key = format!("{id}/{n}");
     if q.is_some_and(|q| q.split('&').any(|p| p == "wait" || p.starts_with("wait="))) {
-        let run = s.runner.background_result(&key).await?;
-        return Ok(Json(serde_json::to_value(run).unwrap_or_default()));
+        return Ok(Json(s.runner.background_result(&key).await?));
     }
     let lesson = s
         .library
@@ -422,8 +460,7 @@ async fn run_step(
         .spec
         .as_ref()
         .map_err(|e| ApiError::new(422, format!("step {n} cannot run: {e}")))?;
-    let run = s.runner.run(&key, spec).await?;
-    Ok(Json(serde_json::to_value(run).unwrap_or_default()))
+    Ok(Json(s.runner.run(&key, spec).await?))
 }
 
 async fn exercise_json(
@@ -446,11 +483,10 @@ async fn check(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Json(body): Json<CheckBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckRun>, ApiError> {
     let ex = s
         .library
         .exercise(&id)
         .ok_or_else(|| ApiError::not_found(format!("no exercise {id:?}")))?;
-    let run = s.runner.check(&ex, &body.policy).await?;
-    Ok(Json(serde_json::to_value(run).unwrap_or_default()))
+    Ok(Json(s.runner.check(&ex, &body.policy).await?))
 }
