@@ -15,5 +15,6 @@ mod lessons;
 mod limits;
 mod policy;
 mod semantics;
+mod startup;
 mod web;
 mod world;
