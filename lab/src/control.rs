@@ -25,7 +25,7 @@ use enforcer::{
 use enforcer_common::{MARK_MASK, MARK_TO_PROXY};
 
 use crate::{
-    cluster::{self, PodSpec, Protocol, ServiceSpec, ServiceType, TargetPort, Topology},
+    cluster::{self, PodSpec, ServiceSpec, ServiceType, TargetPort, Topology},
     flows::FlowRecorder,
     netlink::Netlink,
     paths::Paths,
@@ -52,6 +52,8 @@ pub struct PodRuntime {
     pub log_file: PathBuf,
     pub created: SystemTime,
     pub process: Option<Supervised>,
+    /// Asks the pod's namespace which ports it listens on (readiness); a leaf lock.
+    pub probe: Mutex<crate::probe::ListenProbe>,
 }
 
 pub struct ServiceRuntime {
@@ -490,10 +492,7 @@ impl Lab {
         let node_if = veth_name(&ns_name);
         let pod_ns = sys::netns_path(&ns_name);
         if !resume {
-            self.record
-                .lock()
-                .expect("record")
-                .note_netns(paths, &ns_name)?;
+            // Noted in the record by `create_pods`, before any pod namespace was made.
             sys::create_netns(&ns_name)?;
             for (k, v) in [
                 ("net.ipv6.conf.all.disable_ipv6", "1"),
@@ -551,6 +550,18 @@ impl Lab {
     async fn create_pods(&self, resume: bool) -> Result<()> {
         let mut prepared = Vec::new();
         let range = self.topology.pod_range;
+        if !resume {
+            let names: Vec<String> = self
+                .topology
+                .pods
+                .iter()
+                .map(|p| self.paths.pod_netns(&p.namespace, &p.name))
+                .collect();
+            self.record
+                .lock()
+                .expect("record")
+                .note_netns_all(&self.paths, names.iter().map(String::as_str))?;
+        }
         for (i, spec) in self.topology.pods.iter().enumerate() {
             // `lab up` sized the range to the pods before creating anything.
             let ip = range.pod_ip(i).with_context(|| {
@@ -584,7 +595,14 @@ impl Lab {
                 .paths
                 .logs()
                 .join(format!("{}_{}.log", spec.namespace, spec.name));
+            let probe = crate::probe::ListenProbe::open_in(&ctx.netns).with_context(|| {
+                format!(
+                    "opening the readiness probe of pod {}/{}",
+                    spec.namespace, spec.name
+                )
+            })?;
             let rt = PodRuntime {
+                probe: Mutex::new(probe),
                 ip,
                 netns,
                 node_if: ep.ifname,
@@ -678,8 +696,18 @@ impl Lab {
                     let Some(target) = resolve_target_port(&port.target_port, &pod.spec) else {
                         continue;
                     };
-                    let pid = pod.process.as_ref().and_then(|p| p.status().pid);
-                    if pid.is_some_and(|pid| listening(pid, target, port.protocol)) {
+                    let running = pod.process.as_ref().and_then(|p| p.status().pid);
+                    let listening = || {
+                        pod.probe
+                            .lock()
+                            .expect("probe")
+                            .listening(target, port.protocol)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!("probing pod {}: {e}", pod.spec.name);
+                                false
+                            })
+                    };
+                    if running.is_some() && listening() {
                         ready.push((pod.ip, target));
                     }
                 }
@@ -855,25 +883,4 @@ fn resolve_target_port(target: &TargetPort, pod: &PodSpec) -> Option<u16> {
             .find(|(n, _, _)| n.as_deref() == Some(name.as_str()))
             .map(|(_, p, _)| *p),
     }
-}
-
-/// Whether process `pid` (in its own network namespace) has a socket listening on `port`.
-fn listening(pid: u32, port: u16, proto: Protocol) -> bool {
-    let (file, state) = match proto {
-        Protocol::Tcp => ("tcp", "0A"), // TCP_LISTEN
-        Protocol::Udp => ("udp", "07"), // TCP_CLOSE: a bound UDP socket
-    };
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
-        return false;
-    };
-    table.lines().skip(1).any(|l| {
-        let mut f = l.split_whitespace();
-        let local = f.nth(1).unwrap_or_default();
-        let st = f.nth(1).unwrap_or_default();
-        st == state
-            && local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                == Some(port)
-    })
 }
