@@ -186,3 +186,62 @@ fn bench_quick_runs_every_configuration_and_writes_sane_results() {
     assert!(md.contains("| No policy |") && md.contains("| HAProxy: 40 ACLs |"));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `lab bench scale` in a short form: a small cluster, and one past the default /24 pod range
+/// (the lab widens it), each brought up, measured and taken down. Checked for sanity, never
+/// for timings.
+#[test]
+fn bench_scale_measures_each_pod_count_and_widens_the_pod_range() {
+    testkit::require_root();
+    let instance = testkit::unique_name("bs");
+    let out = std::env::temp_dir().join(format!("{instance}-results"));
+    let run = Command::new(LAB)
+        .args([
+            "bench",
+            "scale",
+            "--pod-counts",
+            "10,260",
+            "--bench-instance",
+            &instance,
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("running lab bench scale");
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    let left = leftovers(&instance);
+    assert!(left.is_empty(), "left behind: {left:?}\n{stderr}");
+    assert!(run.status.success(), "lab bench scale failed:\n{stderr}");
+    let points: Value =
+        serde_json::from_slice(&std::fs::read(out.join("scale.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    let points = points.as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for (p, (pods, range)) in points
+        .iter()
+        .zip([(10, "10.244.0.0/24"), (260, "10.244.0.0/23")])
+    {
+        assert_eq!(p["pods"], pods);
+        // Plus the client and the cluster DNS.
+        assert_eq!(p["total_pods"], pods + 2, "{p}");
+        assert_eq!(p["pod_range"], range, "{p}");
+        // Ten tiers (one identity each), the client, DNS, and the reserved ones.
+        assert!(p["identities"].as_u64().unwrap() >= 12, "{p}");
+        assert_eq!(p["endpoints"], pods + 2, "{p}");
+        // Each workload pod is selected by ten of the hundred policies.
+        assert!(
+            p["policy_map_entries"].as_u64().unwrap() >= pods * 10,
+            "{p}"
+        );
+        assert!(p["processes_pss_mib"].as_f64().unwrap() > 0.0, "{p}");
+        let bursts = p["bursts"].as_array().unwrap();
+        assert!(!bursts.is_empty(), "{p}");
+        // The first burst is small: every packet is dropped by policy and reaches the flow log.
+        assert_eq!(bursts[0]["dropped_by_policy"], bursts[0]["sent"], "{p}");
+        assert_eq!(bursts[0]["recorded"], bursts[0]["sent"], "{p}");
+        assert!(
+            p["lossless_events_per_second"].as_f64().unwrap() > 0.0,
+            "{p}"
+        );
+    }
+}
