@@ -99,6 +99,18 @@ pub fn step(msg: impl AsRef<str>) {
     println!("  \u{2713} {}", msg.as_ref());
 }
 
+/// A start-up line for the pods of one workload (in big clusters).
+struct WorkloadLine {
+    count: usize,
+    first: Ipv4Addr,
+    last: Ipv4Addr,
+    identity: u32,
+    image: String,
+}
+
+/// Up to this many pods, start-up lists each one; beyond, each workload.
+const PODS_LISTED_ONE_BY_ONE: usize = 40;
+
 /// The variable naming a start-up step to fail at (see [`fail_point`]).
 pub const FAIL_AT_VAR: &str = "LAB_FAIL_AT";
 
@@ -270,10 +282,16 @@ impl Lab {
         // Processes: DNS first, then the rest.
         let mut keys: Vec<_> = lab.pods.read().expect("pods").keys().cloned().collect();
         keys.sort_by_key(|(ns, _)| ns != "kube-system");
-        for key in keys {
-            lab.start_process(&key)?;
+        let started = std::time::Instant::now();
+        for key in &keys {
+            lab.start_process(key)?;
             fail_point(&format!("process {}/{}", key.0, key.1))?;
         }
+        step(format!(
+            "{} processes started in {:.1}s",
+            keys.len(),
+            started.elapsed().as_secs_f64()
+        ));
         lab.clone().spawn_readiness();
         lab.wait_ready(Duration::from_secs(30)).await;
         Ok(())
@@ -562,6 +580,7 @@ impl Lab {
                 .expect("record")
                 .note_netns_all(&self.paths, names.iter().map(String::as_str))?;
         }
+        let started = std::time::Instant::now();
         for (i, spec) in self.topology.pods.iter().enumerate() {
             // `lab up` sized the range to the pods before creating anything.
             let ip = range.pod_ip(i).with_context(|| {
@@ -579,18 +598,38 @@ impl Lab {
             fail_point(&format!("pod {}/{}", spec.namespace, spec.name))?;
             prepared.push((spec.clone(), ip, ctx, netns, ep));
         }
+        let networks = started.elapsed();
         std::fs::create_dir_all(self.paths.logs())?;
         let endpoints = self
             .engine
             .lock()
             .expect("engine")
             .add_endpoints(prepared.iter().map(|p| p.4.clone()).collect())?;
+        let attached = started.elapsed() - networks;
+        // A line per pod while that stays readable; a line per workload beyond.
+        let each = prepared.len() <= PODS_LISTED_ONE_BY_ONE;
+        let mut workloads: BTreeMap<(String, String), WorkloadLine> = BTreeMap::new();
         let mut pods = self.pods.write().expect("pods");
         for ((spec, ip, ctx, netns, ep), endpoint) in prepared.into_iter().zip(endpoints) {
-            step(format!(
-                "pod {}/{} {ip} identity {} ({})",
-                spec.namespace, spec.name, endpoint.identity, spec.container.image
-            ));
+            if each {
+                step(format!(
+                    "pod {}/{} {ip} identity {} ({})",
+                    spec.namespace, spec.name, endpoint.identity, spec.container.image
+                ));
+            } else {
+                let name = spec.owner.clone().unwrap_or_else(|| spec.name.clone());
+                let w = workloads
+                    .entry((spec.namespace.clone(), name))
+                    .or_insert_with(|| WorkloadLine {
+                        count: 0,
+                        first: ip,
+                        last: ip,
+                        identity: endpoint.identity,
+                        image: spec.container.image.clone(),
+                    });
+                w.count += 1;
+                w.last = ip;
+            }
             let log_file = self
                 .paths
                 .logs()
@@ -616,6 +655,26 @@ impl Lab {
             };
             pods.insert((rt.spec.namespace.clone(), rt.spec.name.clone()), rt);
         }
+        for ((namespace, name), w) in workloads {
+            step(format!(
+                "{} pod(s) of {namespace}/{name} {}{} identity {} ({})",
+                w.count,
+                w.first,
+                if w.count > 1 {
+                    format!("–{}", w.last)
+                } else {
+                    String::new()
+                },
+                w.identity,
+                w.image
+            ));
+        }
+        step(format!(
+            "{} pod networks in {:.1}s, attached to the datapath in {:.1}s",
+            pods.len(),
+            networks.as_secs_f64(),
+            attached.as_secs_f64()
+        ));
         Ok(())
     }
 
@@ -696,18 +755,19 @@ impl Lab {
                     let Some(target) = resolve_target_port(&port.target_port, &pod.spec) else {
                         continue;
                     };
-                    let running = pod.process.as_ref().and_then(|p| p.status().pid);
-                    let listening = || {
-                        pod.probe
-                            .lock()
-                            .expect("probe")
-                            .listening(target, port.protocol)
-                            .unwrap_or_else(|e| {
-                                tracing::warn!("probing pod {}: {e}", pod.spec.name);
-                                false
-                            })
+                    let Some(pid) = pod.process.as_ref().and_then(|p| p.status().pid) else {
+                        continue;
                     };
-                    if running.is_some() && listening() {
+                    let listening = pod
+                        .probe
+                        .lock()
+                        .expect("probe")
+                        .ready(pid, target, port.protocol)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!("probing pod {}: {e}", pod.spec.name);
+                            false
+                        });
+                    if listening {
                         ready.push((pod.ip, target));
                     }
                 }

@@ -7,7 +7,12 @@
 //! few sockets. Probing every pod four times a second that way cost a core at a few hundred
 //! pods; asking only for listening sockets skips that table.
 
-use std::{io, path::Path};
+use std::{
+    collections::HashMap,
+    io,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -21,10 +26,16 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::cluster::Protocol;
 
+/// How long a port found listening is taken on trust while the same process runs (a process
+/// that exits is noticed at once: its pid changes). Kubernetes probes every 10 s by default.
+const TRUSTED_FOR: Duration = Duration::from_secs(10);
+
 /// A `sock_diag` socket bound to one pod's network namespace.
 pub struct ListenProbe {
     socket: Socket,
     buf: Vec<u8>,
+    /// Ports found listening: by which process, and when.
+    seen: HashMap<(u16, Protocol), (u32, Instant)>,
 }
 
 impl ListenProbe {
@@ -39,7 +50,27 @@ impl ListenProbe {
         Ok(Self {
             socket,
             buf: vec![0; 16 * 1024],
+            seen: HashMap::new(),
         })
+    }
+
+    /// Whether process `pid` (the pod's) listens on `port`: asked of the kernel until it does,
+    /// then again only when the process changed or [`TRUSTED_FOR`] has passed, so that a
+    /// thousand ready pods cost next to nothing.
+    pub fn ready(&mut self, pid: u32, port: u16, proto: Protocol) -> io::Result<bool> {
+        if let Some((seen_pid, at)) = self.seen.get(&(port, proto))
+            && *seen_pid == pid
+            && at.elapsed() < TRUSTED_FOR
+        {
+            return Ok(true);
+        }
+        let listening = self.listening(port, proto)?;
+        if listening {
+            self.seen.insert((port, proto), (pid, Instant::now()));
+        } else {
+            self.seen.remove(&(port, proto));
+        }
+        Ok(listening)
     }
 
     /// Whether a socket listens on `port` (TCP), or is bound to it (UDP), on any address.
@@ -117,5 +148,23 @@ mod tests {
         let port = udp.local_addr().unwrap().port();
         assert!(probe.listening(port, Protocol::Udp).unwrap());
         assert!(!probe.listening(port, Protocol::Tcp).unwrap());
+    }
+
+    /// A ready port is trusted while the same process runs; another process is asked anew.
+    #[test]
+    fn readiness_is_trusted_for_the_same_process_only() {
+        let Ok(mut probe) = ListenProbe::open_in(Path::new("/proc/self/ns/net")) else {
+            assert!(
+                !nix::unistd::Uid::effective().is_root(),
+                "root can open a probe"
+            );
+            return;
+        };
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        assert!(probe.ready(1, port, Protocol::Tcp).unwrap());
+        drop(tcp);
+        assert!(probe.ready(1, port, Protocol::Tcp).unwrap(), "trusted");
+        assert!(!probe.ready(2, port, Protocol::Tcp).unwrap(), "asked anew");
     }
 }

@@ -29,6 +29,7 @@ struct Prepared {
     resolv_src: CString,
     resolv_dst: CString,
     root: CString,
+    netns_dir: CString,
     hostname: Vec<u8>,
 }
 
@@ -89,6 +90,7 @@ fn prepare(ctx: &PodContext) -> Result<Prepared> {
         resolv_src: cstring(&ctx.resolv_conf)?,
         resolv_dst: CString::new("/etc/resolv.conf")?,
         root: CString::new("/")?,
+        netns_dir: CString::new(crate::sys::NETNS_DIR)?,
         hostname: ctx.hostname.as_bytes().to_vec(),
     })
 }
@@ -120,6 +122,11 @@ impl Prepared {
                 libc::MS_REC | libc::MS_SLAVE,
                 std::ptr::null(),
             ))?;
+            // The pod needs no other namespace's handle: without this, every pod's mount
+            // namespace would hold a copy of every pod's /run/netns mount (a million mounts
+            // at a thousand pods) and each namespace removed later would be unmounted in all
+            // of them. Fails harmlessly where /run/netns is no mount point.
+            libc::umount2(self.netns_dir.as_ptr(), libc::MNT_DETACH);
             check(libc::mount(
                 self.resolv_src.as_ptr(),
                 self.resolv_dst.as_ptr(),

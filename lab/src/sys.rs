@@ -16,6 +16,35 @@ use nix::{
 
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// Makes /run/netns a shared mount of its own, as `ip netns add` does: then a process can let
+/// go of every namespace handle below it at once (pods do, see `spawn`), and `ip netns` finds
+/// the layout it expects.
+fn ensure_netns_dir_is_a_mount() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(NETNS_DIR))
+    {
+        return Ok(());
+    }
+    mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {NETNS_DIR} onto itself"))?;
+    mount(
+        None::<&str>,
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_SHARED | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {NETNS_DIR} a shared mount"))
+}
+
 /// Path of a named network namespace (as `ip netns` names them).
 pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
@@ -24,6 +53,7 @@ pub fn netns_path(name: &str) -> PathBuf {
 /// Creates a named network namespace, visible to `ip netns list`.
 pub fn create_netns(name: &str) -> Result<PathBuf> {
     fs::create_dir_all(NETNS_DIR).with_context(|| format!("creating {NETNS_DIR}"))?;
+    ensure_netns_dir_is_a_mount()?;
     let path = netns_path(name);
     if path.exists() {
         bail!(
