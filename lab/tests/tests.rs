@@ -15,5 +15,6 @@ mod lessons;
 mod limits;
 mod policy;
 mod semantics;
+mod topology_scale;
 mod web;
 mod world;
