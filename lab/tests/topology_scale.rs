@@ -245,3 +245,71 @@ fn a_deployment_of_many_pods_is_one_node() {
         );
     }
 }
+
+/// Figures of the cluster view of a lab that is already up, for a scale run (not a pass/fail):
+/// `LAB_WEB=http://127.0.0.1:PORT cargo test -p lab --test tests topology_scale::page_figures --
+/// --ignored --nocapture`. It prints the page's load time, when the drawing and the pods table
+/// were complete, the long tasks (> 50 ms) over 12 s of refreshes and live flows, the API calls'
+/// times as the page saw them, and writes `scale-cluster.png` and `scale-group.png`.
+#[test]
+#[ignore = "measures a running lab named by LAB_WEB"]
+fn page_figures() {
+    let base = std::env::var("LAB_WEB").expect("LAB_WEB: a running lab's web address");
+    let base = base.trim_end_matches('/').to_owned();
+    let outcome = session("scale-failure", async |c| {
+        viewport(c, 1280, 1000).await?;
+        let ms = load(c, &format!("{base}/")).await?;
+        println!("page load: {ms:.0} ms");
+        let done = until(
+            c,
+            "the drawing and the pods table",
+            120,
+            "const n = document.querySelectorAll('#topology .node').length; \
+             const r = document.querySelectorAll('#pods tbody tr').length; \
+             return n > 0 && r > 1 ? [Math.round(performance.now()), n, r] : null",
+        )
+        .await?;
+        println!(
+            "drawn at {} ms after navigation: {} nodes, {} rows in the pods table",
+            done[0], done[1], done[2]
+        );
+        js(
+            c,
+            "window._long = []; new PerformanceObserver((l) => { \
+             for (const e of l.getEntries()) window._long.push(Math.round(e.duration)); \
+             }).observe({type: 'longtask'});",
+            vec![],
+        )
+        .await?;
+        tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+        let long = js(c, "return window._long", vec![]).await?;
+        println!("long tasks (ms) over 12 s of refreshes: {long}");
+        let calls = js(
+            c,
+            "const by = {}; for (const e of performance.getEntriesByType('resource')) { \
+               const p = new URL(e.name).pathname; if (!p.startsWith('/api/') || p.endsWith('/stream')) continue; \
+               (by[p] = by[p] || []).push(Math.round(e.duration)); } return by;",
+            vec![],
+        )
+        .await?;
+        println!("API calls from the page (ms): {calls}");
+        shot(c, "scale-cluster").await?;
+        let click = js(
+            c,
+            "const g = document.querySelector('#topology .node.group'); if (!g) return null; \
+             const t0 = performance.now(); g.dispatchEvent(new MouseEvent('click', {bubbles: true})); \
+             return Math.round(performance.now() - t0);",
+            vec![],
+        )
+        .await?;
+        println!("choosing a group: {click} ms");
+        shot(c, "scale-group").await?;
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!(
+            "{e:#}\n(see {}/scale-failure.png)",
+            screenshot_dir().display()
+        );
+    }
+}

@@ -436,8 +436,11 @@
   // What the drawing depends on: the pods (and their owners and addresses) and the services'
   // selectors. The layout is redone only when these change, not on every refresh.
   let drawnShape = null;
+  let refreshing = false; // one refresh at a time: a slow answer must not pile up requests
 
   async function refresh(first) {
+    if (refreshing) return;
+    refreshing = true;
     try {
       const [newPods, newSvcs, pols] = await Promise.all([api('GET', '/api/pods'), api('GET', '/api/services'), api('GET', '/api/policies')]);
       const shape = newPods.map((p) => podKey(p) + ' ' + p.ip + ' ' + (p.owner || '') + ' ' + JSON.stringify(p.labels)).join(',')
@@ -466,6 +469,8 @@
       fillPolicies(pols);
     } catch (e) {
       /* the header shows the lab's state; keep the last tables */
+    } finally {
+      refreshing = false;
     }
   }
 
