@@ -123,9 +123,11 @@ impl Connector for TransparentConnector {
     }
 }
 
-/// The running proxy.
+/// The running proxy. Dropping it stops it, as [`ProxyHandle::stop`] does.
 pub struct ProxyHandle {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped: taken out so that it is shut down without blocking, which
+    /// dropping a runtime inside another one's async context would do (and panic).
+    runtime: Option<tokio::runtime::Runtime>,
     pub stats: Arc<ProxyStats>,
     pub port: u16,
 }
@@ -134,7 +136,15 @@ impl ProxyHandle {
     /// Stops accepting and drops every proxied connection (clients see resets). Until a new
     /// proxy listens, the datapath drops what it would steer here: the L7 port stays closed.
     pub fn stop(self) {
-        self.runtime.shutdown_background();
+        drop(self);
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -191,7 +201,7 @@ pub fn start(
         cfg,
     ));
     Ok(ProxyHandle {
-        runtime,
+        runtime: Some(runtime),
         stats,
         port,
     })

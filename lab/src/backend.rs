@@ -193,6 +193,7 @@ impl web::Backend for LabBackend {
             pods: lab.pods.read().expect("pods").len(),
             services: lab.services.read().expect("services").len(),
             node_netns: lab.node_ns.clone(),
+            pod_range: lab.topology.pod_range.0.to_string(),
             started: lab.started,
             policies: crate::policies::count(lab),
         }

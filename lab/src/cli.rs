@@ -62,6 +62,10 @@ enum Command {
         /// Build everything anew even if a previous run of this cluster can be taken over.
         #[arg(long)]
         fresh: bool,
+        /// The node's pod address range, e.g. 10.244.0.0/22 (default: 10.244.0.0/24, widened
+        /// up to /16 when the manifests have more pods than it holds).
+        #[arg(long, value_name = "CIDR")]
+        pod_cidr: Option<String>,
     },
     /// Stop the lab and remove everything it created.
     Down,
@@ -293,6 +297,7 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
             lessons,
             daemon_child,
             fresh,
+            pod_cidr,
         } => {
             up::up(
                 paths,
@@ -303,6 +308,7 @@ fn run(paths: &Paths, command: Command) -> Result<i32> {
                     lessons,
                     daemon_child,
                     fresh,
+                    pod_cidr,
                 },
             )?;
             Ok(0)
@@ -349,10 +355,11 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
         Command::Status => {
             let s: Status = client.get("/api/status").await?;
             println!(
-                "Lab {:?} is up (pid {}): {} pods, {} services, {} policies.\n  Web lab: {}",
+                "Lab {:?} is up (pid {}): {} pods (range {}), {} services, {} policies.\n  Web lab: {}",
                 s.instance,
                 s.pid,
                 s.pods,
+                s.pod_range,
                 s.services,
                 s.policies,
                 s.web.as_deref().unwrap_or("-")

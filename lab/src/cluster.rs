@@ -13,10 +13,12 @@ use std::{
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-/// Addresses of the simulated node. Pods get /32s from `POD_CIDR`, services virtual IPs from
+/// Addresses of the simulated node. Pods get /32s from the node's pod range (`POD_CIDR`
+/// unless the cluster needs more room, see [`PodRange`]), services virtual IPs from
 /// `SERVICE_CIDR` (Kubernetes' defaults).
 pub const POD_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 24);
-pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+/// The widest range chosen without being asked (65,533 pods, far beyond what a VM runs).
+pub const WIDEST_AUTOMATIC_POD_PREFIX: u8 = 16;
 pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
 pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -188,6 +190,110 @@ pub struct Topology {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub pods: Vec<PodSpec>,
     pub services: Vec<ServiceSpec>,
+    /// The node's pod range, sized to the pods (a record from before it existed had /24).
+    #[serde(default)]
+    pub pod_range: PodRange,
+}
+
+/// The node's pod address range, like the per-node CIDR Cilium's cluster-pool IPAM hands out:
+/// the node takes the first address, pods the following ones in manifest order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PodRange(pub Ipv4Net);
+
+impl From<PodRange> for String {
+    fn from(r: PodRange) -> Self {
+        r.0.to_string()
+    }
+}
+
+impl TryFrom<String> for PodRange {
+    type Error = ipnet::AddrParseError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse().map(Self)
+    }
+}
+
+impl Default for PodRange {
+    fn default() -> Self {
+        Self(net(POD_CIDR))
+    }
+}
+
+impl PodRange {
+    /// The default range (10.244.0.0/24, so the Star Wars addresses never change) when the pods
+    /// fit, else the narrowest wider range from 10.244.0.0 that holds them, up to /16.
+    pub fn sized_for(pods: usize) -> Result<Self, String> {
+        (WIDEST_AUTOMATIC_POD_PREFIX..=POD_CIDR.1)
+            .rev()
+            .map(|len| Self(net((POD_CIDR.0, len))))
+            .find(|r| r.capacity() >= pods)
+            .ok_or_else(|| {
+                format!(
+                    "{pods} pods do not fit in the widest pod range the lab picks itself ({}/{WIDEST_AUTOMATIC_POD_PREFIX}, {} pods); give a wider one with `lab up --pod-cidr 10.128.0.0/12`",
+                    POD_CIDR.0,
+                    Self(net((POD_CIDR.0, WIDEST_AUTOMATIC_POD_PREFIX))).capacity()
+                )
+            })
+    }
+
+    /// A range the user asked for with `--pod-cidr`: private, clear of the service range and of
+    /// the simulated outside world, and large enough for the pods.
+    pub fn requested(text: &str, pods: usize) -> Result<Self, String> {
+        let range: Ipv4Net = text.parse().map_err(|_| {
+            format!("--pod-cidr {text:?} is not an IPv4 prefix; write it like 10.244.0.0/22")
+        })?;
+        if range.network() != range.addr() {
+            return Err(format!(
+                "--pod-cidr {range} has host bits set; the range starting there is {}",
+                range.trunc()
+            ));
+        }
+        if !INTERNAL_RANGES.iter().any(|r| net(*r).contains(&range)) {
+            return Err(format!(
+                "--pod-cidr {range} is not inside a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16); pods use private addresses, as in a real cluster"
+            ));
+        }
+        let taken = [
+            (net(SERVICE_CIDR), "the service range"),
+            (net((MONITOR_GW, 16)), "the monitoring host's network"),
+        ];
+        for (other, what) in taken {
+            if other.contains(&range.network()) || range.contains(&other.network()) {
+                return Err(format!(
+                    "--pod-cidr {range} overlaps {what} {other}; choose a range outside it, e.g. 10.244.0.0/22"
+                ));
+            }
+        }
+        let r = Self(range);
+        if r.capacity() < pods {
+            return Err(format!(
+                "--pod-cidr {range} has room for {} pods, the manifests have {pods}; {}",
+                r.capacity(),
+                match Self::sized_for(pods) {
+                    Ok(fit) => format!("{} would fit them", fit.0),
+                    Err(_) => "use a wider prefix".to_owned(),
+                }
+            ));
+        }
+        Ok(r)
+    }
+
+    /// How many pods fit: every address but the network, the node's and the broadcast.
+    pub fn capacity(&self) -> usize {
+        (1usize << (32 - self.0.prefix_len())).saturating_sub(3)
+    }
+
+    /// The node's own address in the range.
+    pub fn node_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.0.network()) + 1)
+    }
+
+    /// The address of the `index`-th pod (manifest order), if the range has room for it.
+    pub fn pod_ip(&self, index: usize) -> Option<Ipv4Addr> {
+        (index < self.capacity())
+            .then(|| Ipv4Addr::from(u32::from(self.0.network()) + 2 + index as u32))
+    }
 }
 
 impl Topology {
@@ -367,9 +473,53 @@ mod tests {
         assert!(net(SERVICE_CIDR).contains(&DNS_SERVICE_IP));
         assert!(net(SERVICE_CIDR).contains(&Ipv4Addr::new(10, 111, 255, 255)));
         assert!(!net(SERVICE_CIDR).contains(&Ipv4Addr::new(10, 112, 0, 0)));
-        assert!(net(POD_CIDR).contains(&NODE_IP));
         let internal = |ip| INTERNAL_RANGES.iter().any(|r| net(*r).contains(&ip));
         assert!(internal(MONITOR_IP) && !internal(ATTACKER_IP) && !internal(NODE_EXT_IP));
+    }
+
+    #[test]
+    fn pod_range_is_the_default_until_the_pods_need_more() {
+        let default = PodRange::sized_for(8).unwrap();
+        assert_eq!(default, PodRange::default());
+        assert_eq!(default.node_ip(), Ipv4Addr::new(10, 244, 0, 1));
+        assert_eq!(default.pod_ip(0), Some(Ipv4Addr::new(10, 244, 0, 2)));
+        assert_eq!(default.capacity(), 253);
+        assert_eq!(PodRange::sized_for(253).unwrap(), default);
+        let wider = PodRange::sized_for(254).unwrap();
+        assert_eq!(wider.0.to_string(), "10.244.0.0/23");
+        assert_eq!(wider.pod_ip(253), Some(Ipv4Addr::new(10, 244, 0, 255)));
+        assert_eq!(wider.pod_ip(wider.capacity()), None);
+        assert_eq!(
+            PodRange::sized_for(1000).unwrap().0.to_string(),
+            "10.244.0.0/22"
+        );
+        assert!(
+            PodRange::sized_for(70_000)
+                .unwrap_err()
+                .contains("--pod-cidr")
+        );
+    }
+
+    #[test]
+    fn a_requested_pod_range_is_checked() {
+        assert_eq!(
+            PodRange::requested("10.128.0.0/20", 1000)
+                .unwrap()
+                .node_ip(),
+            Ipv4Addr::new(10, 128, 0, 1)
+        );
+        for (text, says) in [
+            ("10.244.0.0", "not an IPv4 prefix"),
+            ("10.244.0.5/24", "host bits"),
+            ("203.0.113.0/24", "private range"),
+            ("10.96.0.0/16", "service range"),
+            ("10.0.0.0/8", "service range"),
+            ("10.20.0.0/24", "monitoring host"),
+            ("10.244.0.0/26", "room for 61 pods"),
+        ] {
+            let err = PodRange::requested(text, 100).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use enforcer::{
 use enforcer_common::{MARK_MASK, MARK_TO_PROXY};
 
 use crate::{
-    cluster::{self, PodSpec, Protocol, ServiceSpec, ServiceType, TargetPort, Topology},
+    cluster::{self, PodSpec, ServiceSpec, ServiceType, TargetPort, Topology},
     flows::FlowRecorder,
     netlink::Netlink,
     paths::Paths,
@@ -52,6 +52,8 @@ pub struct PodRuntime {
     pub log_file: PathBuf,
     pub created: SystemTime,
     pub process: Option<Supervised>,
+    /// Asks the pod's namespace which ports it listens on (readiness); a leaf lock.
+    pub probe: Mutex<crate::probe::ListenProbe>,
 }
 
 pub struct ServiceRuntime {
@@ -97,9 +99,24 @@ pub fn step(msg: impl AsRef<str>) {
     println!("  \u{2713} {}", msg.as_ref());
 }
 
+/// The variable naming a start-up step to fail at (see [`fail_point`]).
+pub const FAIL_AT_VAR: &str = "LAB_FAIL_AT";
+
+/// Makes start-up fail right after the step `name` when `LAB_FAIL_AT` names it: the tests use
+/// it to check that a failure at any step undoes exactly what was created.
+pub fn fail_point(name: &str) -> Result<()> {
+    match std::env::var(FAIL_AT_VAR) {
+        Ok(at) if at == name => {
+            bail!("injected failure after the start-up step {name:?} ({FAIL_AT_VAR})")
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Lab {
-    /// Creates the node, loads the datapath and brings up every pod and service. On error,
-    /// whatever was created is in the record for the caller's cleanup.
+    /// Creates the node, loads the datapath and brings up every pod and service. On error, the
+    /// processes and the proxy started are stopped, and whatever else was created is in the
+    /// record for the caller's cleanup.
     /// With `resume`, the namespaces, veths and pinned maps of a previous run of the same
     /// topology are taken over as they are (enforcement continues throughout).
     pub async fn up(
@@ -127,6 +144,7 @@ impl Lab {
             "mounted bpffs and cgroup2 under {}",
             paths.root.display()
         ));
+        fail_point("mounts")?;
 
         // The node.
         let node_name = paths.node_netns();
@@ -149,34 +167,32 @@ impl Lab {
             sys::sysctl(&node_ns, k, v)?;
         }
         let node = Netlink::open_in(&node_ns)?;
+        let node_ip = topology.pod_range.node_ip();
         if !resume {
             node.set_up("lo").await?;
-            node.add_addr("lo", cluster::NODE_IP, 32).await?;
+            node.add_addr("lo", node_ip, 32).await?;
             node.add_fwmark_rule(MARK_TO_PROXY, MARK_MASK, PROXY_TABLE, PROXY_RULE_PRIORITY)
                 .await?;
             node.add_local_default_route(PROXY_TABLE).await?;
         }
         step(format!(
-            "node namespace {node_name} (node address {}){}",
-            cluster::NODE_IP,
+            "node namespace {node_name} (node address {node_ip}, pod range {}){}",
+            topology.pod_range.0,
             if resume {
                 ", taken over from the previous run"
             } else {
                 ""
             }
         ));
+        fail_point("node")?;
 
         // The enforcer.
         let mut dp = Datapath::load(&paths.bpffs()).context("loading the eBPF datapath")?;
         dp.attach_cgroup(&cg_root.join("pods"))
             .context("attaching the socket load balancer")?;
-        let engine = Engine::new(
-            dp,
-            &node_ns,
-            &[cluster::NODE_IP, cluster::NODE_EXT_IP],
-            PROXY_PORT,
-        )?;
+        let engine = Engine::new(dp, &node_ns, &[node_ip, cluster::NODE_EXT_IP], PROXY_PORT)?;
         step("eBPF datapath loaded (TC policy programs, socket load balancer), maps pinned");
+        fail_point("datapath")?;
 
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let (recorder, l7_rx) = FlowRecorder::new(engine.names(), &paths.instance);
@@ -199,6 +215,17 @@ impl Lab {
             proxy: Mutex::new(None),
             proxy_stats: Arc::new(ProxyStats::new()),
         });
+        if let Err(e) = lab.clone().start(resume).await {
+            lab.stop_running_parts().await;
+            return Err(e);
+        }
+        Ok(lab)
+    }
+
+    /// The part of start-up that starts things running (the flow reader, the proxy, processes):
+    /// on error, [`Lab::stop_running_parts`] stops them.
+    async fn start(self: Arc<Self>, resume: bool) -> Result<()> {
+        let lab = self;
         let events = lab
             .engine
             .lock()
@@ -215,8 +242,12 @@ impl Lab {
         step(format!(
             "L7 proxy listening on port {PROXY_PORT} in the node namespace (transparent)"
         ));
+        fail_point("proxy")?;
 
-        lab.create_world(resume).await?;
+        lab.create_world(resume)
+            .await
+            .context("creating the outside world")?;
+        fail_point("world")?;
         // Services first: pods get their addresses at start.
         lab.create_services()?;
         if resume {
@@ -226,6 +257,7 @@ impl Lab {
             ));
         }
         lab.create_pods(resume).await?;
+        fail_point("endpoints")?;
         if resume {
             let stale = lab.engine.lock().expect("engine").reconcile()?;
             step(format!(
@@ -233,16 +265,18 @@ impl Lab {
             ));
         }
         lab.write_dns_records()?;
+        fail_point("dns")?;
         lab.refresh_backends();
         // Processes: DNS first, then the rest.
         let mut keys: Vec<_> = lab.pods.read().expect("pods").keys().cloned().collect();
         keys.sort_by_key(|(ns, _)| ns != "kube-system");
         for key in keys {
             lab.start_process(&key)?;
+            fail_point(&format!("process {}/{}", key.0, key.1))?;
         }
         lab.clone().spawn_readiness();
         lab.wait_ready(Duration::from_secs(30)).await;
-        Ok(lab)
+        Ok(())
     }
 
     /// Waits until every pod runs and every service has a ready backend (or the time is up:
@@ -419,6 +453,7 @@ impl Lab {
                 spec.name,
                 ports.join(", ")
             ));
+            fail_point(&format!("service {}/{}", spec.namespace, spec.name))?;
             out.insert(
                 (spec.namespace.clone(), spec.name.clone()),
                 ServiceRuntime {
@@ -457,10 +492,7 @@ impl Lab {
         let node_if = veth_name(&ns_name);
         let pod_ns = sys::netns_path(&ns_name);
         if !resume {
-            self.record
-                .lock()
-                .expect("record")
-                .note_netns(paths, &ns_name)?;
+            // Noted in the record by `create_pods`, before any pod namespace was made.
             sys::create_netns(&ns_name)?;
             for (k, v) in [
                 ("net.ipv6.conf.all.disable_ipv6", "1"),
@@ -475,8 +507,9 @@ impl Lab {
             pod_nl.set_up("lo").await?;
             pod_nl.add_addr("eth0", ip, 32).await?;
             pod_nl.set_up("eth0").await?;
-            pod_nl.add_link_route(cluster::NODE_IP, 32, "eth0").await?;
-            pod_nl.add_default_route(cluster::NODE_IP, "eth0").await?;
+            let node_ip = self.topology.pod_range.node_ip();
+            pod_nl.add_link_route(node_ip, 32, "eth0").await?;
+            pod_nl.add_default_route(node_ip, "eth0").await?;
         }
         let key = format!("{}_{}", spec.namespace, spec.name);
         let cgroup = paths.cgroup_root().join("pods").join(&key);
@@ -516,17 +549,34 @@ impl Lab {
     /// Creates every pod's network, then registers all of them with the engine at once.
     async fn create_pods(&self, resume: bool) -> Result<()> {
         let mut prepared = Vec::new();
+        let range = self.topology.pod_range;
+        if !resume {
+            let names: Vec<String> = self
+                .topology
+                .pods
+                .iter()
+                .map(|p| self.paths.pod_netns(&p.namespace, &p.name))
+                .collect();
+            self.record
+                .lock()
+                .expect("record")
+                .note_netns_all(&self.paths, names.iter().map(String::as_str))?;
+        }
         for (i, spec) in self.topology.pods.iter().enumerate() {
-            let ip = Ipv4Addr::from(u32::from(cluster::POD_CIDR.0) + 2 + i as u32);
-            if !cluster::net(cluster::POD_CIDR).contains(&ip) || ip.octets()[3] == 255 {
-                bail!(
-                    "the pod address range {}/{} is exhausted ({} pods); the lab's node has room for 253",
-                    cluster::POD_CIDR.0,
-                    cluster::POD_CIDR.1,
+            // `lab up` sized the range to the pods before creating anything.
+            let ip = range.pod_ip(i).with_context(|| {
+                format!(
+                    "the pod range {} has room for {} pods, not {}",
+                    range.0,
+                    range.capacity(),
                     self.topology.pods.len()
-                );
-            }
-            let (ctx, netns, ep) = self.create_pod_network(spec, ip, resume).await?;
+                )
+            })?;
+            let (ctx, netns, ep) = self
+                .create_pod_network(spec, ip, resume)
+                .await
+                .with_context(|| format!("creating pod {}/{}", spec.namespace, spec.name))?;
+            fail_point(&format!("pod {}/{}", spec.namespace, spec.name))?;
             prepared.push((spec.clone(), ip, ctx, netns, ep));
         }
         std::fs::create_dir_all(self.paths.logs())?;
@@ -545,7 +595,14 @@ impl Lab {
                 .paths
                 .logs()
                 .join(format!("{}_{}.log", spec.namespace, spec.name));
+            let probe = crate::probe::ListenProbe::open_in(&ctx.netns).with_context(|| {
+                format!(
+                    "opening the readiness probe of pod {}/{}",
+                    spec.namespace, spec.name
+                )
+            })?;
             let rt = PodRuntime {
+                probe: Mutex::new(probe),
                 ip,
                 netns,
                 node_if: ep.ifname,
@@ -639,8 +696,18 @@ impl Lab {
                     let Some(target) = resolve_target_port(&port.target_port, &pod.spec) else {
                         continue;
                     };
-                    let pid = pod.process.as_ref().and_then(|p| p.status().pid);
-                    if pid.is_some_and(|pid| listening(pid, target, port.protocol)) {
+                    let running = pod.process.as_ref().and_then(|p| p.status().pid);
+                    let listening = || {
+                        pod.probe
+                            .lock()
+                            .expect("probe")
+                            .listening(target, port.protocol)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!("probing pod {}: {e}", pod.spec.name);
+                                false
+                            })
+                    };
+                    if running.is_some() && listening() {
                         ready.push((pod.ip, target));
                     }
                 }
@@ -708,6 +775,14 @@ impl Lab {
 
     /// Stops every process, then removes what the record lists.
     pub async fn teardown(&self) -> crate::state::CleanupReport {
+        self.stop_running_parts().await;
+        let record = self.record.lock().expect("record").clone();
+        crate::state::cleanup(&self.paths, &record)
+    }
+
+    /// Stops what runs (background tasks, the proxy, every pod's process); what exists in the
+    /// kernel and on disk stays for the record's cleanup.
+    pub async fn stop_running_parts(&self) {
         let _ = self.shutdown.send(true);
         self.stop_proxy();
         let procs: Vec<Supervised> = self
@@ -719,8 +794,6 @@ impl Lab {
             .collect();
         let stops = procs.into_iter().map(|p| p.stop(Duration::from_secs(2)));
         futures::future::join_all(stops).await;
-        let record = self.record.lock().expect("record").clone();
-        crate::state::cleanup(&self.paths, &record)
     }
 
     /// How to enter a pod (`NS/NAME` or `NAME`) or an outside host (`world/attacker`, `monitor`).
@@ -810,25 +883,4 @@ fn resolve_target_port(target: &TargetPort, pod: &PodSpec) -> Option<u16> {
             .find(|(n, _, _)| n.as_deref() == Some(name.as_str()))
             .map(|(_, p, _)| *p),
     }
-}
-
-/// Whether process `pid` (in its own network namespace) has a socket listening on `port`.
-fn listening(pid: u32, port: u16, proto: Protocol) -> bool {
-    let (file, state) = match proto {
-        Protocol::Tcp => ("tcp", "0A"), // TCP_LISTEN
-        Protocol::Udp => ("udp", "07"), // TCP_CLOSE: a bound UDP socket
-    };
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
-        return false;
-    };
-    table.lines().skip(1).any(|l| {
-        let mut f = l.split_whitespace();
-        let local = f.nth(1).unwrap_or_default();
-        let st = f.nth(1).unwrap_or_default();
-        st == state
-            && local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                == Some(port)
-    })
 }

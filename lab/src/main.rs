@@ -21,6 +21,7 @@ mod netlink;
 mod paths;
 mod policies;
 mod prefilter;
+mod probe;
 mod spawn;
 mod state;
 mod supervisor;

@@ -218,6 +218,29 @@ fn policy_gauges(lab: &Lab, registry: &mut Registry) {
             gauge(i64::from(store.audit_all)),
         );
     }
+    {
+        let engine = lab.engine.lock().expect("engine");
+        let gauge = |v: usize| {
+            let g = Gauge::<i64>::default();
+            g.set(v as i64);
+            g
+        };
+        registry.register(
+            "cilium_endpoint",
+            "Number of endpoints managed by this agent",
+            gauge(engine.endpoints().count()),
+        );
+        registry.register(
+            "cilium_identity",
+            "Number of identities currently allocated",
+            gauge(engine.identities().all().count()),
+        );
+        registry.register(
+            "lab_policy_map_entries",
+            "Entries in the datapath's policy map, over all endpoints",
+            gauge(engine.policy_entries()),
+        );
+    }
     let connections = Family::<LimitLabels, Gauge>::default();
     let max = Family::<LimitLabels, Gauge>::default();
     for l in crate::policies::limit_status(lab) {

@@ -54,8 +54,23 @@ impl Record {
     }
 
     pub fn note_netns(&mut self, paths: &Paths, name: &str) -> Result<()> {
-        if !self.netns.iter().any(|n| n == name) {
-            self.netns.push(name.to_owned());
+        self.note_netns_all(paths, [name])
+    }
+
+    /// Notes several namespaces with one write of the record (which holds the whole topology:
+    /// a write per pod would make start-up quadratic in the number of pods).
+    pub fn note_netns_all<'a>(
+        &mut self,
+        paths: &Paths,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        let before = self.netns.len();
+        for name in names {
+            if !self.netns.iter().any(|n| n == name) {
+                self.netns.push(name.to_owned());
+            }
+        }
+        if self.netns.len() != before {
             self.save(paths)?;
         }
         Ok(())

@@ -16,6 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::{
     backend::LabBackend,
     client::Client,
+    cluster::PodRange,
     control::Lab,
     paths::Paths,
     state::{self, Record},
@@ -31,6 +32,8 @@ pub struct UpOptions {
     pub daemon_child: bool,
     /// Rebuild from scratch even if a previous run of the same cluster can be taken over.
     pub fresh: bool,
+    /// The node's pod range (`--pod-cidr`); sized to the pods when not given.
+    pub pod_cidr: Option<String>,
 }
 
 /// Checks that need nothing created: privileges, kernel features, that this lab is not
@@ -160,9 +163,15 @@ fn clean_leftovers(paths: &Paths) -> Result<()> {
 
 pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
     let listener = preflight(paths, opts.web)?;
-    // Parse everything before creating anything.
+    // Parse everything, and give the pods their range, before creating anything.
     let mut topo = topology::load(&opts.files)?;
-    let digest = topology::digest(&opts.files)?;
+    topo.pod_range = match &opts.pod_cidr {
+        Some(text) => PodRange::requested(text, topo.pods.len()),
+        None => PodRange::sized_for(topo.pods.len()),
+    }
+    .map_err(anyhow::Error::msg)?;
+    // Another range is another cluster: it is built anew, not taken over.
+    let digest = format!("{}-{}", topology::digest(&opts.files)?, topo.pod_range.0);
     if opts.detach && !opts.daemon_child {
         drop(listener);
         return detach(paths, &opts);
@@ -208,23 +217,17 @@ pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
         record.save(paths)?;
         let lab = match Lab::up(paths.clone(), topo, record, resume).await {
             Ok(lab) => lab,
-            Err(e) => {
-                eprintln!("error: {e:#}\nUndoing what was created...");
-                if let Ok(Some(rec)) = Record::load(paths) {
-                    let report = state::cleanup(paths, &rec);
-                    for err in report.errors {
-                        eprintln!("  cleanup: {err}");
-                    }
-                }
-                return Err(anyhow::anyhow!("lab up failed"));
-            }
+            Err(e) => return Err(undo_failed_start(paths, e)),
         };
-        let served = serve(paths, lab.clone(), listener, opts.lessons.clone()).await;
+        let served = serve(paths, lab.clone(), listener, opts.lessons.clone())
+            .await
+            .and_then(|addr| crate::control::fail_point("web").map(|()| addr));
         let addr = match served {
             Ok(a) => a,
             Err(e) => {
-                lab.teardown().await;
-                return Err(e);
+                lab.stop_running_parts().await;
+                drop(lab);
+                return Err(undo_failed_start(paths, e));
             }
         };
         {
@@ -250,6 +253,34 @@ pub fn up(paths: &Paths, opts: UpOptions) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// After a failed start (whose running parts are stopped): removes what the record lists, and
+/// the instance's lock and log once nothing is left. The error says what went wrong, what was
+/// undone and what to do.
+fn undo_failed_start(paths: &Paths, cause: anyhow::Error) -> anyhow::Error {
+    println!("  ! start-up failed; undoing what was created...");
+    let report = match Record::load(paths) {
+        Ok(Some(rec)) => state::cleanup(paths, &rec),
+        Ok(None) => state::CleanupReport::default(),
+        Err(e) => state::CleanupReport {
+            errors: vec![format!("{e:#}")],
+            ..Default::default()
+        },
+    };
+    if report.errors.is_empty() {
+        forget_instance_files(paths);
+        anyhow::anyhow!(
+            "lab up failed: {cause:#}\nEverything it had created was removed ({} things); fix the cause above and run `lab up` again.",
+            report.removed.len()
+        )
+    } else {
+        anyhow::anyhow!(
+            "lab up failed: {cause:#}\nSome of what it created could not be removed:\n  {}\nRun `lab --instance {} down` to retry the cleanup, then `lab up`.",
+            report.errors.join("\n  "),
+            paths.instance
+        )
+    }
 }
 
 /// Removes the lock and the background log of an instance that is fully down.
@@ -321,6 +352,9 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
     let log = daemon_log(paths);
     std::fs::create_dir_all("/run/lab")?;
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    // Read through a handle of our own: a failed start removes the log file, and its last
+    // words must still reach the user.
+    let mut reader = std::fs::File::open(&log)?;
     let mut args: Vec<String> = vec![
         "--instance".into(),
         paths.instance.clone(),
@@ -334,6 +368,9 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
     }
     if opts.fresh {
         args.push("--fresh".into());
+    }
+    if let Some(range) = &opts.pod_cidr {
+        args.extend(["--pod-cidr".into(), range.clone()]);
     }
     if let Some(l) = &opts.lessons {
         args.extend(["--lessons".into(), l.display().to_string()]);
@@ -356,14 +393,14 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut shown = 0usize;
+    let mut text = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.len() > shown {
-            print!("{}", &text[shown..]);
-            shown = text.len();
-        }
+        let shown = text.len();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes)?;
+        text.push_str(&String::from_utf8_lossy(&bytes));
+        print!("{}", &text[shown..]);
         if text.contains("is up in") {
             println!(
                 "  (running in the background, pid {}; its log: {})",
@@ -373,6 +410,10 @@ fn detach(paths: &Paths, opts: &UpOptions) -> Result<()> {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
+            // Whatever it wrote before it ended.
+            let mut rest = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut rest)?;
+            eprint!("{}", String::from_utf8_lossy(&rest));
             bail!("the lab stopped during start-up ({status}); see the messages above");
         }
         if Instant::now() > deadline {

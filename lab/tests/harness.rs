@@ -25,8 +25,17 @@ impl TestLab {
 
     /// A cluster from manifest files.
     pub fn up_with(files: &[&Path]) -> Self {
+        Self::up_named(&testkit::unique_name("lt"), files)
+    }
+
+    /// The default cluster under a name the test chose.
+    pub fn up_as(instance: &str) -> Self {
+        Self::up_named(instance, &[])
+    }
+
+    fn up_named(instance: &str, files: &[&Path]) -> Self {
         testkit::require_root();
-        let instance = testkit::unique_name("lt");
+        let instance = instance.to_owned();
         let mut args = vec!["--instance", &instance, "up", "-d", "--web", "127.0.0.1:0"];
         let file_strs: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         for f in &file_strs {

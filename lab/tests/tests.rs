@@ -15,6 +15,7 @@ mod lessons;
 mod limits;
 mod policy;
 mod semantics;
+mod startup;
 mod topology_scale;
 mod web;
 mod world;

@@ -17,6 +17,9 @@ pub struct Status {
     pub pods: usize,
     pub services: usize,
     pub node_netns: PathBuf,
+    /// The node's pod address range, e.g. `10.244.0.0/24`.
+    #[serde(default)]
+    pub pod_range: String,
     #[serde(with = "rfc3339")]
     pub started: SystemTime,
     pub policies: usize,

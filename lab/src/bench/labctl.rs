@@ -27,6 +27,13 @@ pub struct Pod {
     ctx: PodContext,
 }
 
+impl Pod {
+    /// The pod's network namespace (to open sockets in it directly).
+    pub fn netns(&self) -> &Path {
+        &self.ctx.netns
+    }
+}
+
 pub struct LabCtl {
     pub instance: String,
     exe: PathBuf,
@@ -126,6 +133,20 @@ impl LabCtl {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    pub fn status(&self) -> Result<model::Status> {
+        self.rt.block_on(self.client.get("/api/status"))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> Result<String> {
+        self.get_text("/metrics")
+    }
+
+    /// The body of `path`, as it is (for timing what a page would load).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        self.rt.block_on(self.client.text(path))
     }
 
     pub fn down(&self) -> Result<()> {

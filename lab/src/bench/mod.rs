@@ -21,6 +21,7 @@ mod labctl;
 mod plot;
 mod progress;
 mod report;
+mod scale;
 pub mod web;
 
 use std::{
@@ -40,9 +41,14 @@ use report::{Accum, ConfigResult, ProbeResult, Results, Settings};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// What to run: everything, the HTTP configurations only, or the datapath figures only.
-    #[arg(value_parser = ["all", "http", "datapath"], default_value = "all")]
+    /// What to run: everything, the HTTP configurations only, the datapath figures only, or
+    /// (not part of `all`) how the lab's costs grow with the number of pods.
+    #[arg(value_parser = ["all", "http", "datapath", "scale"], default_value = "all")]
     what: String,
+    /// Pod counts of `lab bench scale` (comma-separated) [default: 10,100,250,500,1000;
+    /// with --quick: 10,50].
+    #[arg(long, value_delimiter = ',')]
+    pod_counts: Vec<usize>,
     /// A short run for CI and classrooms (under a minute).
     #[arg(long)]
     quick: bool,
@@ -568,6 +574,9 @@ pub fn run(_paths: &Paths, args: BenchArgs) -> Result<i32> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("`lab bench` brings up a lab and enters pods: run it as root (sudo)");
     }
+    if args.what == "scale" {
+        return run_scale(&args);
+    }
     let plan = Plan::from_args(&args);
     let all = configs::all();
     let selected: Vec<BenchConfig> = if args.configs.is_empty() {
@@ -661,6 +670,27 @@ pub fn run(_paths: &Paths, args: BenchArgs) -> Result<i32> {
         serde_json::json!({"out": out.display().to_string(), "message": "results written"}),
     );
     println!("{}", report::markdown(&results));
+    println!("Results: {}", out.display());
+    Ok(0)
+}
+
+fn run_scale(args: &BenchArgs) -> Result<i32> {
+    let counts = match (&args.pod_counts[..], args.quick) {
+        ([], true) => vec![10, 50],
+        ([], false) => vec![10, 100, 250, 500, 1000],
+        (given, _) => given.to_vec(),
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bench-results").join(timestamp_dir()));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let instance = if args.bench_instance == "bench" {
+        "bench-scale"
+    } else {
+        &args.bench_instance
+    };
+    scale::run(instance, &counts, &out)?;
     println!("Results: {}", out.display());
     Ok(0)
 }

@@ -131,6 +131,7 @@ impl Backend for Fake {
             pods: 0,
             services: 0,
             node_netns: Default::default(),
+            pod_range: "10.244.0.0/24".into(),
             started: SystemTime::UNIX_EPOCH,
             policies: 0,
         }
