@@ -199,6 +199,10 @@ impl web::Backend for LabBackend {
         }
     }
 
+    fn instance(&self) -> String {
+        self.lab().paths.instance.clone()
+    }
+
     fn pods(&self) -> Vec<Pod> {
         let pods = self.lab().pods.read().expect("pods");
         pods.values().map(pod_view).collect()

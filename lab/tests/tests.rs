@@ -16,5 +16,6 @@ mod limits;
 mod policy;
 mod semantics;
 mod startup;
+mod topology_scale;
 mod web;
 mod world;

@@ -80,6 +80,11 @@ pub enum ProxyRun {
 pub trait Backend: Send + Sync + 'static {
     /// Instance name, web address, counts.
     fn status(&self) -> Status;
+    /// The instance's name alone (every page shows it): unlike [`Backend::status`], it need not
+    /// wait for the pods' and services' locks, which a readiness sweep may hold for a while.
+    fn instance(&self) -> String {
+        self.status().instance
+    }
     fn pods(&self) -> Vec<Pod>;
     fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
     /// The hosts outside the cluster (the attacker, the monitor).

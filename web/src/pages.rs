@@ -108,7 +108,7 @@ impl Chrome {
         Self {
             nav,
             v: asset_version(),
-            instance: state.backend.status().instance,
+            instance: state.backend.instance(),
         }
     }
 }
