@@ -4,9 +4,9 @@
 //! (over the instance socket) and the web page (over HTTP) see the same lab.
 //!
 //! Layout on the node (inside the lab's own network namespace, never the VM's):
-//! `lo` holds the node address 10.244.0.1; each pod's veth `lxc<hash>` has a /32 route to the
-//! pod; pods route everything through 10.244.0.1. Packets marked for the L7 proxy are delivered
-//! locally by a policy-routing rule.
+//! `lo` holds the node address (10.244.0.1: the first address of the pod range); each pod's
+//! veth `lxc<hash>` has a /32 route to the pod; pods route everything through the node address.
+//! Packets marked for the L7 proxy are delivered locally by a policy-routing rule.
 
 use std::{
     collections::BTreeMap,

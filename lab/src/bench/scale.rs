@@ -36,7 +36,7 @@ const POLICIES: usize = 100;
 const ECHO_PORT: u16 = 8080;
 const DENIED_PORT: u16 = 9999;
 /// Packets per second offered in the flow-event bursts (each burst lasts a second).
-const BURST_RATES: &[u64] = &[5_000, 20_000, 50_000, 100_000];
+const BURST_RATES: &[u64] = &[5_000, 20_000, 50_000, 100_000, 200_000, 400_000];
 
 #[derive(Serialize)]
 pub struct ScalePoint {
