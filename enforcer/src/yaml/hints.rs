@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Document, ErrorKind, Located, suggest};
+use super::{Document, ErrorKind, Located, Segment, path_segments, suggest};
 
 impl Document {
     /// Turns one serde error message at a field into a located error with a hint.
@@ -44,7 +44,7 @@ impl Document {
         }
         let message = tidy_serde_message(message);
         let mut e = self.value_error(path, &message);
-        e.hint = type_hint(&message, self.get(path));
+        e.hint = type_hint(&message, path, self.get(path));
         e
     }
 }
@@ -149,10 +149,16 @@ fn tidy_serde_message(message: &str) -> String {
         .replace("unit value", "null")
 }
 
-fn type_hint(message: &str, value: Option<&Value>) -> Option<String> {
+fn type_hint(message: &str, path: &str, value: Option<&Value>) -> Option<String> {
     if message.contains("expected a string") {
         if let Some(v @ (Value::Number(_) | Value::Bool(_))) = value {
-            return Some(format!("quote it: \"{v}\""));
+            return Some(match path_segments(path).and_then(|mut s| s.pop()) {
+                Some(Segment::Key(k)) if k == "port" => format!(
+                    "quote it: `port: \"{v}\"` (the CRD declares ports strings; the API server refuses a number)"
+                ),
+                Some(Segment::Key(k)) => format!("quote it: `{k}: \"{v}\"`"),
+                _ => format!("quote it: \"{v}\""),
+            });
         }
         if let Some(Value::Null) = value {
             return Some(

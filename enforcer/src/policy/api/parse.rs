@@ -291,11 +291,14 @@ mod tests {
         parse_policies(&Source::new("p.yaml", text))
     }
 
+    /// A policy's head and selector; valid once a rule list follows.
     const MINIMAL: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n  endpointSelector: {}\n";
+    /// The smallest valid policy: egress denied.
+    const VALID: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n  endpointSelector: {}\n  egress:\n  - {}\n";
 
     #[test]
     fn defaults() {
-        let p = &parse(MINIMAL).unwrap()[0];
+        let p = &parse(VALID).unwrap()[0];
         assert_eq!(p.namespace.as_deref(), Some("default"));
         assert_eq!(p.qualified_name(), "default/p");
         assert!(!p.audit_mode());
@@ -314,12 +317,12 @@ mod tests {
 
     #[test]
     fn audit_annotation() {
-        let text = MINIMAL.replace(
+        let text = VALID.replace(
             "  name: p\n",
             "  name: p\n  annotations:\n    policy.lab.dev/audit-mode: \"true\"\n",
         );
         assert!(parse(&text).unwrap()[0].audit_mode());
-        let text = MINIMAL.replace(
+        let text = VALID.replace(
             "  name: p\n",
             "  name: p\n  annotations:\n    policy.lab.dev/audit-mode: \"yes\"\n",
         );
@@ -330,7 +333,7 @@ mod tests {
     #[test]
     fn end_port_zero_is_absent() {
         let text = format!(
-            "{MINIMAL}  ingress:\n  - toPorts:\n    - ports:\n      - port: 80\n        endPort: 0\n"
+            "{MINIMAL}  ingress:\n  - toPorts:\n    - ports:\n      - port: \"80\"\n        endPort: 0\n"
         );
         let p = &parse(&text).unwrap()[0];
         let pp = &p.rules[0].ingress.as_ref().unwrap()[0]
@@ -347,25 +350,24 @@ mod tests {
     }
 
     #[test]
-    fn rule_labels_in_both_forms() {
-        let text = format!("{MINIMAL}  labels:\n  - k8s:team=a\n  - {{key: b, value: c}}\n");
+    fn rule_labels_are_mappings() {
+        let text = format!("{VALID}  labels:\n  - {{key: b, value: c}}\n");
         let p = &parse(&text).unwrap()[0];
         let l = p.rules[0].labels.as_ref().unwrap();
         assert_eq!(
             l[0],
             RuleLabel {
-                key: "team".into(),
-                value: "a".into(),
-                source: "k8s".into()
-            }
-        );
-        assert_eq!(
-            l[1],
-            RuleLabel {
                 key: "b".into(),
                 value: "c".into(),
                 source: "unspec".into()
             }
+        );
+        // The CRD declares each label an object: the string form is refused, with the mapping
+        // to write instead.
+        let e = parse(&format!("{VALID}  labels:\n  - k8s:team=a\n")).unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "p.yaml:10:5: spec.labels[0]: a rule label must be a mapping with `key` (and `value`, `source`); the CRD refuses the string form\n  hint: write `{key: team, value: a, source: k8s}`"
         );
     }
 
@@ -387,7 +389,7 @@ mod tests {
     #[test]
     fn later_stages_can_locate_rule_fields() {
         let text =
-            format!("{MINIMAL}specs:\n- endpointSelector: {{}}\n  ingress:\n  - toPorts: []\n");
+            format!("{VALID}specs:\n- endpointSelector: {{}}\n  ingress:\n  - toPorts: []\n");
         let p = &parse(&text).unwrap()[0];
         assert_eq!(p.rules.len(), 2);
         assert_eq!(p.rule_path(0), "spec");
@@ -398,15 +400,15 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "p.yaml:10:5: specs[0].ingress[0].toPorts: named ports are unsupported"
+            "p.yaml:12:5: specs[0].ingress[0].toPorts: named ports are unsupported"
         );
     }
 
     #[test]
     fn duplicate_names_in_one_file() {
-        let e = parse(&format!("{MINIMAL}---\n{MINIMAL}")).unwrap_err();
+        let e = parse(&format!("{VALID}---\n{VALID}")).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].line, 11);
+        assert_eq!(e[0].line, 13);
         assert!(e[0].message.contains("defined twice"), "{}", e[0]);
     }
 }
