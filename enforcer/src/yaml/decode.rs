@@ -224,4 +224,14 @@ mod tests {
         );
         assert_eq!(shown[1], "t.yaml:1:1: missing required field `name`");
     }
+
+    #[test]
+    fn messages_say_mapping_once() {
+        let d = &docs("name: x\nitems:\n- 5\n")[0];
+        let r = d.decode::<T>("");
+        assert_eq!(
+            r.errors[0].to_string(),
+            "t.yaml:3:3: items[0]: invalid type: integer `5`, expected a mapping"
+        );
+    }
 }
