@@ -32,7 +32,9 @@ mod ports;
 mod types;
 mod validate;
 
-pub use parse::{PolicyCheck, check_policies, parse_policies, parse_policy_document};
+pub use parse::{
+    PolicyCheck, check_policies, check_policy_document, parse_policies, parse_policy_document,
+};
 pub use peers::{Dir, RuleView, ToPorts};
 pub use ports::{HttpRule, L7Rules, PortDenyRule, PortProtocol, PortRule, Protocol};
 pub use types::{

@@ -65,7 +65,7 @@ pub fn check_policies(src: &Source) -> PolicyCheck {
     let mut out = PolicyCheck::default();
     let mut names = NamesInFile::default();
     for doc in &docs {
-        let (policy, mut errors) = check_document(doc);
+        let (policy, mut errors) = check_policy_document(doc);
         if let Some(p) = &policy
             && let Some(e) = names.defined_twice(
                 doc,
@@ -91,7 +91,7 @@ pub fn check_policies(src: &Source) -> PolicyCheck {
 
 /// One document → a policy, or its errors.
 pub fn parse_policy_document(doc: &Document) -> Result<PolicyDoc, Vec<Located>> {
-    match check_document(doc) {
+    match check_policy_document(doc) {
         (Some(p), e) if e.is_empty() => Ok(p),
         (_, mut e) => {
             yaml::sort_errors(&mut e);
@@ -162,8 +162,8 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
 }
 
 /// Decodes and validates one document. Returns the policy when it could be built (even if it has
-/// errors) and every error.
-fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
+/// errors, so that later stages can add theirs) and every error.
+pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
     let kind = match check_kind(doc) {
         Ok(k) => k,
         Err(e) => return (None, e),
