@@ -956,7 +956,8 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
         PolicyCommand::Apply { files, dry_run } => {
             let sources = read_sources(&files)?;
             // All files are one change: each is validated first (errors name the right file),
-            // and only then applied.
+            // and only then applied. Every file's errors are shown, not only the first file's.
+            let mut failed = false;
             for (source, text) in &sources {
                 let req = ApplyRequest {
                     source: source.clone(),
@@ -964,8 +965,12 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                     dry_run: true,
                 };
                 if let Err(e) = client.post::<ApplyResult>("/api/policies", &req).await {
-                    return Ok(report_failure(&e));
+                    report_failure(&e);
+                    failed = true;
                 }
+            }
+            if failed {
+                return Ok(1);
             }
             for (source, text) in sources {
                 let req = ApplyRequest {

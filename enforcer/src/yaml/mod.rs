@@ -41,7 +41,7 @@ mod source;
 mod suggest;
 
 pub use check::{Checker, NamesInFile};
-pub use decode::{Decoded, suggested_fields};
+pub use decode::{Decoded, Placeholders, suggested_fields};
 pub use document::Document;
 pub use hints::UNSUPPORTED_MARK;
 pub use load::{MAX_ALIAS_VALUES, MAX_DEPTH, MAX_VALUES, parse_documents};

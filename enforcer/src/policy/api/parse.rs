@@ -102,7 +102,8 @@ pub fn parse_policy_document(doc: &Document) -> Result<PolicyDoc, Vec<Located>> 
 
 const ACCEPTED: &str = "accepted here: `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy` with `apiVersion: cilium.io/v2`";
 
-/// Recognises the kind and apiVersion; errors if the document is not a Cilium policy.
+/// Recognises the kind and apiVersion; errors if the document is not a Cilium policy (a wrong
+/// kind and a wrong apiVersion are both reported).
 fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
     if !doc.value.is_object() {
         return Err(vec![doc.error(
@@ -111,14 +112,11 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
         )]);
     }
     let kind = match doc.get("kind") {
-        None => {
-            return Err(vec![
-                doc.error("", "missing required field `kind`")
-                    .with_hint(ACCEPTED),
-            ]);
-        }
+        None => Err(doc
+            .error("", "missing required field `kind`")
+            .with_hint(ACCEPTED)),
         Some(Value::String(k)) => match PolicyKind::from_kind(k) {
-            Some(kind) => kind,
+            Some(kind) => Ok(kind),
             None => {
                 let known = ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"];
                 let hint = match (k.as_str(), suggest(k, known)) {
@@ -128,36 +126,45 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
                     (_, Some(s)) if s != k => format!("did you mean `{s}`?"),
                     _ => ACCEPTED.to_owned(),
                 };
-                return Err(vec![
-                    doc.value_error("kind", format!("`{k}` is not a Cilium network policy kind"))
-                        .with_hint(hint),
-                ]);
+                Err(doc
+                    .value_error("kind", format!("`{k}` is not a Cilium network policy kind"))
+                    .with_hint(hint))
             }
         },
-        Some(_) => {
-            return Err(vec![
-                doc.value_error("kind", "`kind` must be a string")
-                    .with_hint(ACCEPTED),
-            ]);
-        }
+        Some(_) => Err(doc
+            .value_error("kind", "`kind` must be a string")
+            .with_hint(ACCEPTED)),
     };
-    match doc.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => Ok(kind),
-        Some(Value::String(v)) => Err(vec![
-            doc.value_error(
+    // A document of another kind altogether (a Pod) is not a policy with a wrong apiVersion.
+    let other_kind = doc.get("kind").and_then(Value::as_str).is_some_and(|k| {
+        PolicyKind::from_kind(k).is_none()
+            && (k == "NetworkPolicy"
+                || suggest(k, ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]).is_none())
+    });
+    if other_kind && let Err(e) = kind {
+        return Err(vec![e]);
+    }
+    let for_kind = kind
+        .as_ref()
+        .map_or("a Cilium policy".to_owned(), ToString::to_string);
+    let api = match doc.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => Ok(()),
+        Some(Value::String(v)) => Err(doc
+            .value_error(
                 "apiVersion",
-                format!("apiVersion `{v}` is not accepted for {kind}"),
+                format!("apiVersion `{v}` is not accepted for {for_kind}"),
             )
-            .with_hint(format!("write `apiVersion: {API_VERSION}`")),
-        ]),
-        Some(_) => Err(vec![
-            doc.value_error("apiVersion", "`apiVersion` must be a string")
-                .with_hint(format!("write `apiVersion: {API_VERSION}`")),
-        ]),
-        None => Err(vec![
-            doc.error("", "missing required field `apiVersion`")
-                .with_hint(format!("write `apiVersion: {API_VERSION}`")),
-        ]),
+            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+        Some(_) => Err(doc
+            .value_error("apiVersion", "`apiVersion` must be a string")
+            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+        None => Err(doc
+            .error("", "missing required field `apiVersion`")
+            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+    };
+    match (kind, api) {
+        (Ok(kind), Ok(())) => Ok(kind),
+        (kind, api) => Err(kind.err().into_iter().chain(api.err()).collect()),
     }
 }
 
@@ -168,17 +175,17 @@ pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>
         Ok(k) => k,
         Err(e) => return (None, e),
     };
-    let decoded = doc.decode::<PolicyObject>("");
-    // Decoding errors mean fields were dropped or repaired: the rest is still checked, but the
-    // policy is not returned, since it no longer says what was written.
+    let mut decoded = doc.decode_all::<PolicyObject>("");
+    // Decoding errors mean fields were dropped, repaired or given placeholders: the rest is
+    // still checked, but the policy is not returned, since it no longer says what was written.
     let repaired = !decoded.errors.is_empty();
-    let mut check = Checker::new(doc, decoded.errors);
+    let mut check = Checker::from_decoded(doc, &mut decoded);
     let Some(obj) = decoded.value else {
-        return (None, check.errors);
+        return (None, check.into_errors());
     };
     if !decoded.paths_exact {
         // List items were dropped, so further checks would point at the wrong lines.
-        return (None, check.errors);
+        return (None, check.into_errors());
     }
     let meta = obj.metadata.unwrap_or_default();
     if doc.get("metadata").is_none() {
@@ -234,7 +241,7 @@ pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>
         normalize(rule);
     }
 
-    let errors = check.errors;
+    let errors = check.into_errors();
     let Some(name) = meta.name.filter(|_| !repaired) else {
         return (None, errors);
     };
@@ -402,6 +409,41 @@ mod tests {
             e.to_string(),
             "p.yaml:12:5: specs[0].ingress[0].toPorts: named ports are unsupported"
         );
+    }
+
+    /// A missing required field, or a list item of the wrong type, no longer stops the checks:
+    /// the rest of the document is validated in the same pass, without errors about the
+    /// placeholders recovery put in their place.
+    #[test]
+    fn every_problem_in_one_pass() {
+        let text = format!(
+            "{MINIMAL}  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - key: app\n    toPorts:\n    - ports:\n      - 80\n      - protocol: TCP\n  - fromCIDR: [10.0.0.1]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        let shown: Vec<String> = e
+            .iter()
+            .map(|e| format!("{}: {}: {}", e.line, e.field, e.message))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "10: spec.ingress[0].fromEndpoints[0].matchExpressions[0]: missing required field `operator`",
+                "13: spec.ingress[0].toPorts[0].ports[0]: invalid type: integer `80`, expected a mapping",
+                "14: spec.ingress[0].toPorts[0].ports[1]: missing required field `port`",
+                "15: spec.ingress[1].fromCIDR[0]: `10.0.0.1` needs a prefix length (the CRD accepts only CIDR notation)",
+            ]
+        );
+        // A wrong kind and a wrong apiVersion are both reported; another kind of object only
+        // for its kind.
+        let e = parse(
+            &VALID
+                .replace("cilium.io/v2", "v1")
+                .replace("CiliumNetworkPolicy", "CiliumNetworkPolicyy"),
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        let e = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
     }
 
     #[test]
