@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScanError, Span, StrInput, Tag};
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
 use serde_json::{Map, Value};
 
 use super::{
@@ -136,6 +136,29 @@ struct Loader<'a> {
     alias_values: usize,
 }
 
+/// The plain scalars YAML 1.1 (and so `kubectl`, through go-yaml) reads as booleans beyond
+/// `true`/`false`; YAML 1.2, which the lab reads, keeps them strings.
+fn is_yaml11_bool(text: &str) -> bool {
+    matches!(
+        text,
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+    )
+}
+
 /// Refuses, naming the file, a text too large to parse or that is not text (a NUL byte).
 fn check_text(src: &Source) -> Result<(), Located> {
     let len = src.text.len();
@@ -243,6 +266,9 @@ impl<'a> Loader<'a> {
         let (value, size, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 self.count(1, false, span, path)?;
+                if style == ScalarStyle::Plain && tag.is_none() && is_yaml11_bool(&text) {
+                    locs.mark_yaml11_bool(path);
+                }
                 let v = resolve_scalar(&text, style, tag.as_deref())
                     .map_err(|m| self.err(span, path, m))?;
                 let size = Size {

@@ -237,6 +237,27 @@ pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>
             Some("add `spec:` with an `endpointSelector` and `ingress`/`egress` rules".into()),
         );
     }
+    // `kubectl` reads YAML 1.1: an unquoted `yes` or `on` reaches the API server as a boolean,
+    // which the CRD refuses wherever a string is expected (and a policy has no boolean field
+    // the lab would take such a word for).
+    for path in doc.locations.yaml11_booleans() {
+        if check.errors.iter().any(|e| e.field == path) {
+            continue;
+        }
+        if let Some(Value::String(word)) = doc.get(path) {
+            let key = match yaml::path_segments(path).and_then(|mut s| s.pop()) {
+                Some(yaml::Segment::Key(k)) => format!("{k}: "),
+                _ => String::new(),
+            };
+            check.invalid_value(
+                path,
+                format!(
+                    "unquoted `{word}` is a boolean for kubectl (YAML 1.1), and the CRD expects a string here"
+                ),
+                Some(format!("quote it: `{key}\"{word}\"`")),
+            );
+        }
+    }
     for rule in &mut rules {
         normalize(rule);
     }
