@@ -467,6 +467,17 @@ mod tests {
         assert_eq!(e.len(), 1, "{e:?}");
     }
 
+    /// A misspelt rule list is reported as such, not also as a rule without lists.
+    #[test]
+    fn a_misspelt_section_is_reported_once() {
+        let e = parse(&format!("{MINIMAL}  ingres:\n  - {{}}\n")).unwrap_err();
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["p.yaml:7:3: spec.ingres: unknown field `ingres`\n  hint: did you mean `ingress`?"]
+        );
+    }
+
     #[test]
     fn duplicate_names_in_one_file() {
         let e = parse(&format!("{VALID}---\n{VALID}")).unwrap_err();
