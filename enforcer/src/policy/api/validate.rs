@@ -645,8 +645,12 @@ impl Ctx<'_, '_> {
                 Some("remove `rules` to allow every request on these ports, or add `http: [{method: GET, path: \"/\"}]`".into()),
             );
         }
-        // Cilium: every L7 rule but DNS applies to TCP only; an absent protocol is ANY.
-        if !present.is_empty() && rules.dns.is_none() {
+        // Cilium: every L7 rule but DNS applies to TCP only; an absent protocol is ANY. Empty
+        // lists are no L7 rules (Cilium's `L7Rules.IsEmpty`).
+        let non_empty = rules.http.as_ref().is_some_and(|h| !h.is_empty())
+            || rules.kafka.as_ref().is_some_and(|k| !k.is_empty())
+            || rules.l7proto.is_some();
+        if non_empty && rules.dns.as_ref().is_none_or(Vec::is_empty) {
             for (i, pp) in ports.iter().enumerate() {
                 let pp_path = join_index(ports_path, i);
                 let proto = pp.protocol.unwrap_or(Protocol::Any);
@@ -670,7 +674,9 @@ impl Ctx<'_, '_> {
                 }
             }
         }
-        let Some(http) = &rules.http else { return };
+        let Some(http) = rules.http.as_ref().filter(|h| !h.is_empty()) else {
+            return;
+        };
         // Cilium: L7 rules need explicit ports, and no port 0.
         if ports.is_empty() {
             self.check.invalid(
