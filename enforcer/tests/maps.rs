@@ -60,6 +60,7 @@ cases! {
     deny_beats_allow,
     l7_http,
     l4_allow_lifts_l7,
+    empty_http,
     default_deny_only,
     audit_mode,
     clusterwide,

@@ -430,9 +430,14 @@ pub fn live(
         .collect();
     let mut extra_pods = Vec::new();
     let mut extra_services = Vec::new();
-    for f in &req.files {
-        let src = enforcer::yaml::Source::new(f.source.clone(), f.text.clone());
-        let input = input_from_files(&[src]).map_err(|e| ApiError::new(422, format!("{e:#}")))?;
+    // Every file at once, so that the errors of all of them are reported together.
+    let sources: Vec<enforcer::yaml::Source> = req
+        .files
+        .iter()
+        .map(|f| enforcer::yaml::Source::new(f.source.clone(), f.text.clone()))
+        .collect();
+    if !sources.is_empty() {
+        let input = input_from_files(&sources).map_err(|e| ApiError::new(422, format!("{e:#}")))?;
         for d in input.policies {
             docs.insert((d.kind, d.namespace.clone(), d.name.clone()), d);
         }

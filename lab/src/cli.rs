@@ -922,18 +922,19 @@ async fn logs(client: &Client, pod: &str, follow: bool, tail: Option<usize>) -> 
 }
 
 /// Expands `-f` arguments: files, directories (their .yaml/.yml/.json files, sorted) and `-`.
+/// Each file is read with [`enforcer::yaml::Source::read`]: errors name the file, and a file
+/// larger than the lab reads, or not UTF-8 text, is refused before anything is sent.
 fn read_sources(files: &[String]) -> Result<Vec<(String, String)>> {
+    let read = |name: String| -> Result<(String, String)> {
+        let src = enforcer::yaml::Source::read(&name)?;
+        Ok((src.name, src.text))
+    };
     let mut out = Vec::new();
     for f in files {
-        if f == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-            out.push(("-".into(), text));
-            continue;
-        }
         let path = PathBuf::from(f);
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)?
+        if f != "-" && path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)
+                .with_context(|| format!("reading {f}"))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
                     p.extension()
@@ -942,11 +943,10 @@ fn read_sources(files: &[String]) -> Result<Vec<(String, String)>> {
                 .collect();
             entries.sort();
             for e in entries {
-                out.push((e.display().to_string(), std::fs::read_to_string(&e)?));
+                out.push(read(e.display().to_string())?);
             }
         } else {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {f}"))?;
-            out.push((f.clone(), text));
+            out.push(read(f.clone())?);
         }
     }
     Ok(out)
@@ -963,7 +963,8 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
         PolicyCommand::Apply { files, dry_run } => {
             let sources = read_sources(&files)?;
             // All files are one change: each is validated first (errors name the right file),
-            // and only then applied.
+            // and only then applied. Every file's errors are shown, not only the first file's.
+            let mut failed = false;
             for (source, text) in &sources {
                 let req = ApplyRequest {
                     source: source.clone(),
@@ -971,8 +972,12 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                     dry_run: true,
                 };
                 if let Err(e) = client.post::<ApplyResult>("/api/policies", &req).await {
-                    return Ok(report_failure(&e));
+                    report_failure(&e);
+                    failed = true;
                 }
+            }
+            if failed {
+                return Ok(1);
             }
             for (source, text) in sources {
                 let req = ApplyRequest {

@@ -4,7 +4,8 @@
 //!
 //! - [`parse_manifests`]: a source → every [`Object`] in it with where it came from, or every
 //!   error. Policies in the file are errors (they are not topology).
-//! - [`parse_all`]: the same, but Cilium policies in the file are parsed too, into a [`Bundle`].
+//! - [`parse_all`]: the same, but Cilium policies and ConnectionLimits in the file are taken too,
+//!   into a [`Bundle`], by the decision `lab policy apply` makes (`enforcer::policy::accept`).
 //!
 //! Only the fields the lab uses are accepted; any other field is an error, so a typo is never
 //! silently ignored. A few common Kubernetes fields that do not change what the lab builds are
@@ -35,7 +36,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use enforcer::{
-    policy::api::{PolicyDoc, PolicyKind, parse_policy_document},
+    policy::{
+        accept::{Accepted, FileAcceptor, is_policy_kind},
+        api::{PolicyDoc, PolicyKind},
+        limits::LimitDoc,
+    },
     yaml::{
         self, Checker, Document, ErrorKind, Located, NameRule, NamesInFile, ObjectMeta, Source,
         SourceRef, UNSUPPORTED_MARK, join_index, join_key, names, parse_documents, suggest,
@@ -180,6 +185,7 @@ pub struct ServiceObject {
 pub struct Bundle {
     pub objects: Vec<(Object, SourceRef)>,
     pub policies: Vec<PolicyDoc>,
+    pub limits: Vec<LimitDoc>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -202,11 +208,13 @@ fn parse(src: &Source, policies: bool) -> Result<Bundle, Vec<Located>> {
     let mut errors = Vec::new();
     let mut names = NamesInFile::default();
     let mut node_ports: HashMap<u16, usize> = HashMap::new();
+    let mut policy_file = FileAcceptor::default();
     for doc in &docs {
-        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-        if policies && PolicyKind::from_kind(kind).is_some() {
-            match parse_policy_document(doc) {
-                Ok(p) => bundle.policies.push(p),
+        if policies && is_policy_kind(doc) {
+            // The same decision as `lab policy apply` (enforcer::policy::accept).
+            match policy_file.accept(doc) {
+                Ok(Accepted::Policy(p)) => bundle.policies.push(p),
+                Ok(Accepted::Limit(l)) => bundle.limits.push(l),
                 Err(e) => errors.extend(e),
             }
             continue;
@@ -1245,7 +1253,7 @@ mod tests {
 
     #[test]
     fn namespaces_and_policies_in_one_file() {
-        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: space, labels: {team: a}}\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: space}\nspec: {endpointSelector: {}}\n";
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: space, labels: {team: a}}\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: p, namespace: space}\nspec: {endpointSelector: {}, ingress: [{}]}\n";
         let src = Source::new("t.yaml", text);
         let bundle = parse_all(&src).unwrap();
         assert_eq!(bundle.objects.len(), 1);

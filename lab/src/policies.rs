@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 
 use enforcer::{
     policy::{
-        api::{PolicyDoc, PolicyKind, parse_policy_document},
+        accept::accept_source,
+        api::{PolicyDoc, PolicyKind},
         limits::{self, LimitDoc},
         normalize::{normalize, normalize_limits},
     },
-    yaml::{Located, Source, parse_documents},
+    yaml::{Located, Source},
 };
 use model::{
     Applied, ApplyAction, ApplyResult, AuditMode, DeleteResult, LimitStatus, PolicyAudit,
@@ -90,28 +91,10 @@ fn errors_response(errors: Vec<Located>) -> ApiError {
     .with_details(errors)
 }
 
-/// Every policy and limit in a source, or every error in it.
+/// Every policy and limit in a source, or every error in it: the same decision as `lab audit`
+/// (see `enforcer::policy::accept`).
 fn check_source(src: &Source) -> Result<(Vec<PolicyDoc>, Vec<LimitDoc>), Vec<Located>> {
-    let documents = parse_documents(src).map_err(|e| vec![e])?;
-    let (mut policies, mut limit_docs, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    for doc in &documents {
-        if limits::is_limit(doc) {
-            match limits::parse_limit_document(doc) {
-                Ok(l) => limit_docs.push(l),
-                Err(e) => errors.extend(e),
-            }
-        } else {
-            match parse_policy_document(doc) {
-                Ok(p) => policies.push(p),
-                Err(e) => errors.extend(e),
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok((policies, limit_docs))
-    } else {
-        Err(errors)
-    }
+    accept_source(src)
 }
 
 /// Resolves and enforces `set` as the complete policy set, or changes nothing.

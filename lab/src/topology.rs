@@ -24,9 +24,8 @@ pub fn load(files: &[PathBuf]) -> Result<Topology> {
         sources.push(Source::new("<default cluster>", DEFAULT_MANIFEST));
     }
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", f.display()))?;
-        sources.push(Source::new(f.display().to_string(), text));
+        // Errors name the file; too large or not text is refused before parsing.
+        sources.push(Source::read(&f.display().to_string())?);
     }
     from_sources(&sources)
 }

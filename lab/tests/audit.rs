@@ -31,6 +31,46 @@ fn offline(fixture: &str) -> (i32, Vec<Value>) {
     (out.status.code().unwrap(), findings)
 }
 
+/// `lab audit --offline -f base.yaml -f FIXTURE` when the files are refused: (exit code, stderr).
+fn offline_refused(fixture: &str) -> (i32, String) {
+    let base = data("audit/base.yaml");
+    let file = data(&format!("audit/{fixture}"));
+    let out = std::process::Command::new(LAB)
+        .args(["--instance", "no-such-lab", "audit", "--offline"])
+        .args(["-f", base.to_str().unwrap(), "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Audit and apply share one decision (enforcer::policy::accept): what apply refuses, audit
+/// refuses with the same error; what apply takes (a ConnectionLimit too), audit takes.
+#[test]
+fn audit_accepts_exactly_what_apply_accepts() {
+    let (code, err) = offline_refused("apply-refuses.yaml");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("apply-refuses.yaml:13:") && err.contains("IPv6"),
+        "{err}"
+    );
+    // Accepted: audited (base.yaml's NodePort stays unguarded), not refused.
+    let (_, findings) = offline("limit.yaml");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["check"] == "nodeport-without-ingress-policy"),
+        "{findings:?}"
+    );
+}
+
 fn has(findings: &[Value], check: &str, file: &str) -> bool {
     findings
         .iter()

@@ -166,6 +166,24 @@ fn a_bad_document_leaves_the_previous_policy_in_force() {
         "timed_out"
     );
     assert_eq!(lab.ship("tiefighter", &["land"])["status"], 200);
+
+    // Two bad files: the errors of both are shown, each naming its file and line.
+    let dir = std::env::temp_dir().join(format!("{}-bad-files", lab.instance));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yaml"),
+        SW_L3_L4.replace("port: \"80\"", "port: 80"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("b.yaml"), "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: empty\nspec:\n  endpointSelector: {}\n").unwrap();
+    let out = lab.lab(&["policy", "apply", "-f", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a.yaml:") && err.contains("quote it") && err.contains("b.yaml:5:1: spec"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -33,5 +33,5 @@ pub use moves::{Move, Options, Outcome, ShipCommand, ShipOptions, ShipRequest, S
 pub use policy::{
     Applied, ApplyAction, ApplyRequest, ApplyResult, AuditFile, AuditMode, AuditRequest,
     AuditSwitch, DeleteRequest, DeleteResult, ErrorKind, Finding, LimitStatus, Located,
-    PolicyAudit, PolicyEntry, PrefilterChange, PrefilterState, Severity,
+    MAX_SOURCE_BYTES, PolicyAudit, PolicyEntry, PrefilterChange, PrefilterState, Severity,
 };

@@ -399,6 +399,10 @@ impl std::fmt::Display for Located {
 
 impl std::error::Error for Located {}
 
+/// The largest policy or manifest file the lab reads (4 MiB; a Kubernetes object is at most about
+/// 1.5 MB). Larger files are refused with an error that names them, before they are parsed.
+pub const MAX_SOURCE_BYTES: usize = 4 << 20;
+
 /// What kind of problem a [`Located`] error reports.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]

@@ -147,6 +147,10 @@ fn view<T: Serialize + Send + 'static>(f: fn(&dyn Backend) -> T) -> MethodRouter
 /// The API routes (mounted at the root by [`crate::router`]). The lab's own extra routes
 /// (the benchmark's) live under `/api/x/bench` and are merged by the lab.
 pub fn routes() -> Router<SharedBackend> {
+    // Policy and manifest texts arrive as JSON strings: room for the largest file the lab reads
+    // (`model::MAX_SOURCE_BYTES`) even when escaping doubles it; the CLI refuses larger files by
+    // name before sending them.
+    let body_limit = axum::extract::DefaultBodyLimit::max(2 * model::MAX_SOURCE_BYTES + (64 << 10));
     Router::new()
         .route("/api/status", view(|b| b.status()))
         .route("/api/pods", view(|b| b.pods()))
@@ -196,6 +200,7 @@ pub fn routes() -> Router<SharedBackend> {
             }),
         )
         .route("/metrics", get(metrics))
+        .layer(body_limit)
 }
 
 async fn pod(

@@ -474,7 +474,13 @@ impl Ctx<'_> {
         pr: &PortRule,
         section: &str,
     ) -> (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>) {
-        let http_rules = pr.rules.as_ref().and_then(|r| r.http.as_ref());
+        // An empty `http` list is no L7 rule at all, as in Cilium (`L7Rules.IsEmpty`): the
+        // port is allowed at L4, not sent to the proxy to refuse every request.
+        let http_rules = pr
+            .rules
+            .as_ref()
+            .and_then(|r| r.http.as_ref())
+            .filter(|h| !h.is_empty());
         let with_l7 = http_rules.is_some();
         let ports = self.port_list(path, pr.ports.as_deref().unwrap_or_default(), with_l7);
         let http = http_rules.map(|rules| {

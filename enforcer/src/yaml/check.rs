@@ -5,7 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Document, Located, NameRule, ObjectMeta, check_metadata, join_key, suggested_fields};
+use super::{
+    Decoded, Document, Located, NameRule, ObjectMeta, Placeholders, check_metadata, join_key,
+    suggested_fields,
+};
 
 /// The errors of one document, decoding's first, and the checks that add to them.
 pub struct Checker<'d> {
@@ -14,6 +17,11 @@ pub struct Checker<'d> {
     /// The fields "did you mean" hints in the decoding errors point to (see
     /// [`suggested_fields`]).
     pub suggested: HashSet<String>,
+    /// Where decoding put placeholders ([`Document::decode_all`]): the checks' errors there are
+    /// about the placeholders and are left out by [`Checker::into_errors`].
+    placeholders: Placeholders,
+    /// How many of `errors` decoding reported (they are always kept).
+    decoded: usize,
 }
 
 impl<'d> Checker<'d> {
@@ -22,8 +30,28 @@ impl<'d> Checker<'d> {
         Checker {
             doc,
             suggested: suggested_fields(&decode_errors),
+            decoded: decode_errors.len(),
             errors: decode_errors,
+            placeholders: Placeholders::default(),
         }
+    }
+
+    /// Starts from what [`Document::decode_all`] reported, placeholders included.
+    pub fn from_decoded<T>(doc: &'d Document, decoded: &mut Decoded<T>) -> Self {
+        let mut check = Checker::new(doc, std::mem::take(&mut decoded.errors));
+        check.placeholders = std::mem::take(&mut decoded.placeholders);
+        check
+    }
+
+    /// Every error: decoding's, and the checks' that are not about a placeholder.
+    pub fn into_errors(self) -> Vec<Located> {
+        let (decoded, placeholders) = (self.decoded, self.placeholders);
+        self.errors
+            .into_iter()
+            .enumerate()
+            .filter(|(i, e)| *i < decoded || !placeholders.covers(&e.field))
+            .map(|(_, e)| e)
+            .collect()
     }
 
     /// An error at the field's key.

@@ -20,6 +20,45 @@ pub struct Decoded<T> {
     /// `false` when recovery removed list items, so list indexes in `value` no longer match the
     /// document's paths; further validation of `value` would point at the wrong lines.
     pub paths_exact: bool,
+    /// With [`Document::decode_all`]: the paths where recovery put a placeholder (for a missing
+    /// required field, or a list item of the wrong type), so that validation can go on with exact
+    /// paths. What validation says at or under these paths is about the placeholder, not about
+    /// what was written (see [`Placeholders::covers`]).
+    pub placeholders: Placeholders,
+}
+
+/// Where [`Document::decode_all`] put placeholders.
+#[derive(Clone, Debug, Default)]
+pub struct Placeholders {
+    /// Placeholder values: errors at or under these paths are about them.
+    pub values: Vec<String>,
+    /// Objects that got a placeholder for a missing field: errors about the object itself (at
+    /// exactly this path) may be about the placeholder too.
+    pub owners: Vec<String>,
+}
+
+impl Placeholders {
+    /// Whether an error at `path` may be about a placeholder rather than the document.
+    pub fn covers(&self, path: &str) -> bool {
+        self.owners.iter().any(|o| o == path)
+            || self.values.iter().any(|v| {
+                path == v
+                    || path
+                        .strip_prefix(v.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            })
+    }
+}
+
+/// Values tried in turn as a placeholder until one decodes.
+fn placeholder_candidates() -> [Value; 5] {
+    [
+        Value::String(String::new()),
+        Value::from(0),
+        Value::Bool(false),
+        Value::Object(serde_json::Map::new()),
+        Value::Array(Vec::new()),
+    ]
 }
 
 /// Recovery gives up after this many errors in one document.
@@ -40,13 +79,30 @@ impl Document {
     /// the offending field (or list item, or the object missing a required field) is dropped and
     /// decoding is retried, so a document with three misspelt fields reports all three.
     pub fn decode<T: DeserializeOwned>(&self, path: &str) -> Decoded<T> {
+        self.decode_recovering(path, false)
+    }
+
+    /// Like [`Document::decode`], but a missing required field, or a list item of the wrong
+    /// type, is replaced by a placeholder rather than dropping the object or the item, so that
+    /// paths stay exact and the rest of the document can still be validated: one pass reports
+    /// every problem. The value is for validation only (it holds placeholders); the paths of the
+    /// placeholders are in [`Decoded::placeholders`].
+    pub fn decode_all<T: DeserializeOwned>(&self, path: &str) -> Decoded<T> {
+        self.decode_recovering(path, true)
+    }
+
+    fn decode_recovering<T: DeserializeOwned>(&self, path: &str, placeholders: bool) -> Decoded<T> {
         let Some(base) = self.get(path) else {
             return Decoded {
                 value: None,
                 errors: vec![self.error(path, "missing field")],
                 paths_exact: true,
+                placeholders: Placeholders::default(),
             };
         };
+        let mut held = Placeholders::default();
+        // The candidate each placeholder is at (index into `placeholder_candidates`).
+        let mut tried: BTreeMap<String, usize> = BTreeMap::new();
         let base_segs = path_segments(path).unwrap_or_default();
         let mut value = base.clone();
         let mut errors = Vec::new();
@@ -60,6 +116,7 @@ impl Document {
                         value: Some(v),
                         errors,
                         paths_exact: removed_items.is_empty(),
+                        placeholders: held,
                     };
                 }
                 Err(e) => e,
@@ -94,11 +151,56 @@ impl Document {
             let suppressed = missing
                 .as_ref()
                 .is_some_and(|f| removed_keys.contains(&(orig_path.clone(), f.clone())));
-            if !suppressed {
+            let about_placeholder = held.values.iter().any(|v| {
+                Placeholders {
+                    values: vec![v.clone()],
+                    owners: vec![],
+                }
+                .covers(&orig_path)
+            });
+            if !suppressed && !about_placeholder {
                 errors.push(self.serde_error(&orig_path, &message));
             }
             if current.is_empty() || errors.len() >= MAX_DECODE_ERRORS {
                 break;
+            }
+            if placeholders {
+                if let Some(field) = &missing
+                    && let Some(Value::Object(m)) = value_at_segments_mut(&mut value, &current)
+                {
+                    // A missing required field: a placeholder in its place.
+                    let at = join_key(&orig_path, field);
+                    m.insert(field.clone(), placeholder_candidates()[0].clone());
+                    tried.insert(at.clone(), 0);
+                    held.values.push(at);
+                    held.owners.push(orig_path.clone());
+                    continue;
+                }
+                if let Some(n) = tried.get(&orig_path).copied() {
+                    // A placeholder that does not decode: the next candidate (an unknown
+                    // variant takes the first valid one). When none fits, recovery drops it
+                    // below, as without placeholders.
+                    let next = match hints::repair(&message, &Value::Null) {
+                        Some(v) if message.starts_with("unknown variant") => Some(v),
+                        _ => placeholder_candidates().into_iter().nth(n + 1),
+                    };
+                    if let (Some(next), Some(slot)) =
+                        (next, value_at_segments_mut(&mut value, &current))
+                    {
+                        tried.insert(orig_path.clone(), n + 1);
+                        *slot = next;
+                        continue;
+                    }
+                } else if matches!(current.last(), Some(Segment::Index(_)))
+                    && let Some(slot) = value_at_segments_mut(&mut value, &current)
+                    && hints::repair(&message, slot).is_none()
+                {
+                    // A list item of the wrong type: a placeholder in its place.
+                    *slot = placeholder_candidates()[0].clone();
+                    tried.insert(orig_path.clone(), 0);
+                    held.values.push(orig_path.clone());
+                    continue;
+                }
             }
             // Repair the value when the intent is clear, so the rest can still be checked with
             // exact paths: a misspelt value becomes its suggestion, a number or boolean where a
@@ -140,6 +242,7 @@ impl Document {
             value: None,
             errors,
             paths_exact: false,
+            placeholders: held,
         }
     }
 }
@@ -223,5 +326,15 @@ mod tests {
             "t.yaml:2:9: items[0].port: invalid type: string \"80\", expected a whole number from 0 to 65535\n  hint: write the number without quotes"
         );
         assert_eq!(shown[1], "t.yaml:1:1: missing required field `name`");
+    }
+
+    #[test]
+    fn messages_say_mapping_once() {
+        let d = &docs("name: x\nitems:\n- 5\n")[0];
+        let r = d.decode::<T>("");
+        assert_eq!(
+            r.errors[0].to_string(),
+            "t.yaml:3:3: items[0]: invalid type: integer `5`, expected a mapping"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Document, ErrorKind, Located, suggest};
+use super::{Document, ErrorKind, Located, Segment, path_segments, suggest};
 
 impl Document {
     /// Turns one serde error message at a field into a located error with a hint.
@@ -44,7 +44,7 @@ impl Document {
         }
         let message = tidy_serde_message(message);
         let mut e = self.value_error(path, &message);
-        e.hint = type_hint(&message, self.get(path));
+        e.hint = type_hint(&message, path, self.get(path));
         e
     }
 }
@@ -130,29 +130,77 @@ fn unknown_field_hint(
     }
 }
 
-/// Rewrites serde's Rust-flavoured wording ("struct X", "u16", "a sequence") into YAML terms.
+/// Rewrites serde's Rust-flavoured wording ("struct X", "u16", "a sequence", "a map") into YAML
+/// terms. Only serde's own words are rewritten: quoted parts (the user's values, in `"..."` or
+/// backticks) are kept as written, and each rewrite matches whole words, so that a word is never
+/// rewritten twice ("a map" → "a mapping", never "a mappingping").
 fn tidy_serde_message(message: &str) -> String {
-    static STRUCT: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"(struct|enum) [A-Za-z0-9_]+").unwrap());
-    let m = STRUCT.replace_all(message, "a mapping");
-    m.replace("a map,", "a mapping,")
-        .replace("expected a map", "expected a mapping")
-        .replace("invalid type: map,", "invalid type: mapping,")
-        .replace("sequence", "list")
-        .replace("expected u16", "expected a whole number from 0 to 65535")
-        .replace(
-            "expected u32",
-            "expected a whole number from 0 to 4294967295",
-        )
-        .replace("expected i32", "expected a whole number")
-        .replace("expected u8", "expected a whole number from 0 to 255")
-        .replace("unit value", "null")
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        out.push_str(&rephrase(&rest[..open]));
+        let quote = rest.as_bytes()[open];
+        // The closing quote: the next one of the same kind that is not escaped.
+        let body = &rest[open + 1..];
+        let mut close = None;
+        let mut escaped = false;
+        for (i, b) in body.bytes().enumerate() {
+            match b {
+                b'\\' if quote == b'"' => escaped = !escaped,
+                b if b == quote && !escaped => {
+                    close = Some(open + 1 + i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(close) = close else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        out.push_str(&rest[open..=close]);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(&rephrase(rest));
+    out
 }
 
-fn type_hint(message: &str, value: Option<&Value>) -> Option<String> {
+/// [`tidy_serde_message`] on a part of a message outside quotes.
+fn rephrase(text: &str) -> String {
+    static REWRITES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+        [
+            (r"\b(struct|enum) [A-Za-z0-9_]+", "a mapping"),
+            (r"\bmap\b", "mapping"),
+            (r"\bsequence\b", "list"),
+            (r"\bu16\b", "a whole number from 0 to 65535"),
+            (r"\bu32\b", "a whole number from 0 to 4294967295"),
+            (r"\bu8\b", "a whole number from 0 to 255"),
+            (r"\b(i32|i64|u64)\b", "a whole number"),
+            (r"\bunit value\b", "null"),
+        ]
+        .into_iter()
+        .map(|(re, to)| (Regex::new(re).unwrap(), to))
+        .collect()
+    });
+    let mut s = text.to_owned();
+    for (re, to) in REWRITES.iter() {
+        if re.is_match(&s) {
+            s = re.replace_all(&s, *to).into_owned();
+        }
+    }
+    s
+}
+
+fn type_hint(message: &str, path: &str, value: Option<&Value>) -> Option<String> {
     if message.contains("expected a string") {
         if let Some(v @ (Value::Number(_) | Value::Bool(_))) = value {
-            return Some(format!("quote it: \"{v}\""));
+            return Some(match path_segments(path).and_then(|mut s| s.pop()) {
+                Some(Segment::Key(k)) if k == "port" => format!(
+                    "quote it: `port: \"{v}\"` (the CRD declares ports strings; the API server refuses a number)"
+                ),
+                Some(Segment::Key(k)) => format!("quote it: `{k}: \"{v}\"`"),
+                _ => format!("quote it: \"{v}\""),
+            });
         }
         if let Some(Value::Null) = value {
             return Some(
@@ -177,4 +225,42 @@ fn type_hint(message: &str, value: Option<&Value>) -> Option<String> {
         return Some("ports are 0 to 65535".into());
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tidy_serde_message;
+
+    #[test]
+    fn serde_wording_becomes_yaml_wording_once() {
+        for (serde, shown) in [
+            (
+                "invalid type: string \"x\", expected struct Rule",
+                "invalid type: string \"x\", expected a mapping",
+            ),
+            (
+                "invalid type: map, expected a sequence",
+                "invalid type: mapping, expected a list",
+            ),
+            (
+                "invalid type: sequence, expected a map",
+                "invalid type: list, expected a mapping",
+            ),
+            (
+                "invalid value: integer `70000`, expected u16",
+                "invalid value: integer `70000`, expected a whole number from 0 to 65535",
+            ),
+            // The user's own words are kept as written.
+            (
+                "invalid type: string \"a map, a sequence \\\" struct X\", expected u8",
+                "invalid type: string \"a map, a sequence \\\" struct X\", expected a whole number from 0 to 255",
+            ),
+            (
+                "unknown variant `map`, expected `a`",
+                "unknown variant `map`, expected `a`",
+            ),
+        ] {
+            assert_eq!(tidy_serde_message(serde), shown);
+        }
+    }
 }

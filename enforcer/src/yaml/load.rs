@@ -4,21 +4,30 @@
 
 use std::collections::HashMap;
 
-use saphyr_parser::{Event, Parser, ScanError, Span, StrInput, Tag};
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
 use serde_json::{Map, Value};
 
 use super::{
-    Document, ErrorKind, Located, Locations, Source, join_index, join_key, scalar::resolve_scalar,
+    Document, ErrorKind, Located, Locations, MAX_SOURCE_BYTES, Source, join_index, join_key,
+    scalar::resolve_scalar,
 };
 
 /// Parses every document of a source. Empty documents are skipped; a `kind: List` (or any
 /// `...List` kind) with an `items` list becomes one document per item. A YAML syntax error
 /// stops parsing and is returned with the position the parser reports.
+///
+/// Bounded, whatever the input: a source longer than [`MAX_SOURCE_BYTES`], nesting deeper than
+/// [`MAX_DEPTH`], more than [`MAX_VALUES`] values, or aliases that expand to more than
+/// [`MAX_ALIAS_VALUES`] values (a "billion laughs" document) is an error naming the file. So is a
+/// NUL byte (a binary file).
 pub fn parse_documents(src: &Source) -> Result<Vec<Document>, Located> {
+    check_text(src)?;
     let mut loader = Loader {
         file: &src.name,
         parser: Parser::new_from_str(&src.text),
         anchors: HashMap::new(),
+        values: 0,
+        alias_values: 0,
     };
     let mut docs = Vec::new();
     loop {
@@ -30,7 +39,7 @@ pub fn parse_documents(src: &Source) -> Result<Vec<Document>, Located> {
                 loader.anchors.clear();
                 let (event, span) = loader.next()?;
                 let mut locations = Locations::default();
-                let value = loader.node(event, span, "", &mut locations, 0)?;
+                let (value, _) = loader.node(event, span, "", &mut locations, 0)?;
                 if value.is_null() {
                     continue;
                 }
@@ -98,13 +107,90 @@ fn pos(m: Span) -> (usize, usize) {
 }
 
 /// Nesting deeper than this is refused (it is never needed for manifests and policies, and
-/// keeps recursion bounded).
-const MAX_DEPTH: usize = 100;
+/// keeps recursion bounded), also when an alias puts a deep value deep inside another.
+pub const MAX_DEPTH: usize = 100;
+
+/// The most values (scalars, lists and mappings, aliases counted at every use) one source may
+/// hold: ten times a policy of 10 000 rules.
+pub const MAX_VALUES: usize = 1_000_000;
+
+/// The most values anchors and aliases may copy in one source. Aliases are for repeating a few
+/// lines; a few hundred bytes of nested aliases (a "billion laughs") would otherwise expand to
+/// billions.
+pub const MAX_ALIAS_VALUES: usize = 100_000;
+
+/// A value's size: how many values it holds (itself included) and how deep it nests.
+#[derive(Clone, Copy)]
+struct Size {
+    values: usize,
+    height: usize,
+}
 
 struct Loader<'a> {
     file: &'a str,
     parser: Parser<'a, StrInput<'a>>,
-    anchors: HashMap<usize, Value>,
+    anchors: HashMap<usize, (Value, Size)>,
+    /// Values built so far in this source, aliases counted at every use.
+    values: usize,
+    /// Of which built by expanding aliases.
+    alias_values: usize,
+}
+
+/// The plain scalars YAML 1.1 (and so `kubectl`, through go-yaml) reads as booleans beyond
+/// `true`/`false`; YAML 1.2, which the lab reads, keeps them strings.
+fn is_yaml11_bool(text: &str) -> bool {
+    matches!(
+        text,
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+    )
+}
+
+/// Refuses, naming the file, a text too large to parse or that is not text (a NUL byte).
+fn check_text(src: &Source) -> Result<(), Located> {
+    let len = src.text.len();
+    if len > MAX_SOURCE_BYTES {
+        return Err(Located::new(
+            &src.name,
+            (1, 1),
+            "",
+            format!(
+                "the file is {} bytes; the lab reads policy and manifest files of at most {} bytes ({} MiB)",
+                len,
+                MAX_SOURCE_BYTES,
+                MAX_SOURCE_BYTES >> 20
+            ),
+        )
+        .with_kind(ErrorKind::Syntax)
+        .with_hint("split it into smaller files (a directory of files can be given with -f)"));
+    }
+    if let Some(at) = src.text.find('\0') {
+        let before = &src.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        return Err(Located::new(
+            &src.name,
+            (line, column),
+            "",
+            "the file contains a NUL byte (\\0); YAML and JSON are text",
+        )
+        .with_kind(ErrorKind::Syntax)
+        .with_hint("is this a binary file, or text saved as UTF-16? Save it as UTF-8 text"));
+    }
+    Ok(())
 }
 
 impl<'a> Loader<'a> {
@@ -120,6 +206,51 @@ impl<'a> Loader<'a> {
         Located::new(self.file, pos(span), path, msg)
     }
 
+    /// Counts `n` more values (of which `aliased` by expanding an alias), refusing when the
+    /// source grows past the bounds.
+    fn count(&mut self, n: usize, aliased: bool, span: Span, path: &str) -> Result<(), Located> {
+        self.values = self.values.saturating_add(n);
+        if aliased {
+            self.alias_values = self.alias_values.saturating_add(n);
+            if self.alias_values > MAX_ALIAS_VALUES {
+                return Err(self
+                    .err(
+                        span,
+                        path,
+                        format!(
+                            "anchors and aliases in this file copy more than {MAX_ALIAS_VALUES} values; refusing what looks like an alias bomb (\"billion laughs\")"
+                        ),
+                    )
+                    .with_hint("use aliases only to repeat a few lines; write the content out instead of nesting aliases"));
+            }
+        }
+        if self.values > MAX_VALUES {
+            return Err(self
+                .err(
+                    span,
+                    path,
+                    format!("the file holds more than {MAX_VALUES} values"),
+                )
+                .with_hint("split it into smaller files"));
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self, span: Span, path: &str) -> Located {
+        // The path of a deep value is long; the error names its start.
+        let shown: String = path.chars().take(80).collect();
+        let shown = if shown.len() < path.len() {
+            format!("{shown}…")
+        } else {
+            shown
+        };
+        self.err(
+            span,
+            &shown,
+            format!("nesting is deeper than {MAX_DEPTH} levels"),
+        )
+    }
+
     fn node(
         &mut self,
         event: Event<'a>,
@@ -127,43 +258,60 @@ impl<'a> Loader<'a> {
         path: &str,
         locs: &mut Locations,
         depth: usize,
-    ) -> Result<Value, Located> {
+    ) -> Result<(Value, Size), Located> {
         if depth > MAX_DEPTH {
-            return Err(self.err(
-                span,
-                path,
-                format!("nesting is deeper than {MAX_DEPTH} levels"),
-            ));
+            return Err(self.too_deep(span, path));
         }
         locs.set_value(path, pos(span));
-        let (value, anchor) = match event {
+        let (value, size, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(1, false, span, path)?;
+                if style == ScalarStyle::Plain && tag.is_none() && is_yaml11_bool(&text) {
+                    locs.mark_yaml11_bool(path);
+                }
                 let v = resolve_scalar(&text, style, tag.as_deref())
                     .map_err(|m| self.err(span, path, m))?;
-                (v, anchor)
+                let size = Size {
+                    values: 1,
+                    height: 1,
+                };
+                (v, size, anchor)
             }
             Event::SequenceStart(anchor, tag) => {
                 self.check_collection_tag(tag.as_deref(), "seq", span, path)?;
+                self.count(1, false, span, path)?;
                 let mut items = Vec::new();
+                let mut size = Size {
+                    values: 1,
+                    height: 1,
+                };
                 loop {
                     let (ev, sp) = self.next()?;
                     if matches!(ev, Event::SequenceEnd) {
                         break;
                     }
                     let child = join_index(path, items.len());
-                    items.push(self.node(ev, sp, &child, locs, depth + 1)?);
+                    let (v, s) = self.node(ev, sp, &child, locs, depth + 1)?;
+                    size.values += s.values;
+                    size.height = size.height.max(s.height + 1);
+                    items.push(v);
                 }
-                (Value::Array(items), anchor)
+                (Value::Array(items), size, anchor)
             }
             Event::MappingStart(anchor, tag) => {
                 self.check_collection_tag(tag.as_deref(), "map", span, path)?;
+                self.count(1, false, span, path)?;
                 let mut map = Map::new();
+                let mut size = Size {
+                    values: 1,
+                    height: 1,
+                };
                 loop {
                     let (ev, key_span) = self.next()?;
                     let key = match ev {
                         Event::MappingEnd => break,
                         Event::Scalar(text, ..) => text.into_owned(),
-                        Event::Alias(id) => match self.anchors.get(&id) {
+                        Event::Alias(id) => match self.anchors.get(&id).map(|(v, _)| v) {
                             Some(Value::String(s)) => s.clone(),
                             Some(v) if !v.is_array() && !v.is_object() => v.to_string(),
                             _ => {
@@ -197,21 +345,34 @@ impl<'a> Loader<'a> {
                     }
                     locs.set_key(child.clone(), pos(key_span));
                     let (ev, sp) = self.next()?;
-                    let v = self.node(ev, sp, &child, locs, depth + 1)?;
+                    let (v, s) = self.node(ev, sp, &child, locs, depth + 1)?;
+                    size.values += s.values;
+                    size.height = size.height.max(s.height + 1);
                     map.insert(key, v);
                 }
-                (Value::Object(map), anchor)
+                (Value::Object(map), size, anchor)
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(v) => (v.clone(), 0),
-                None => return Err(self.err(span, path, "alias refers to an unknown anchor")),
-            },
+            Event::Alias(id) => {
+                let Some(&(_, size)) = self.anchors.get(&id) else {
+                    return Err(self.err(span, path, "alias refers to an unknown anchor"));
+                };
+                // Checked before the value is copied: the copy is what must stay bounded.
+                if depth + size.height > MAX_DEPTH + 1 {
+                    return Err(self.too_deep(span, path));
+                }
+                self.count(size.values, true, span, path)?;
+                let value = self.anchors[&id].0.clone();
+                (value, size, 0)
+            }
             other => return Err(self.err(span, path, format!("unexpected YAML event {other:?}"))),
         };
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            // The anchor keeps a copy: counted like an alias's, so that nested anchors cannot
+            // multiply the values either.
+            self.count(size.values, true, span, path)?;
+            self.anchors.insert(anchor, (value.clone(), size));
         }
-        Ok(value)
+        Ok((value, size))
     }
 
     fn check_collection_tag(
@@ -335,5 +496,103 @@ mod tests {
     fn anchors_and_aliases() {
         let d = &docs("a: &x {b: 1}\nc: *x\n")[0];
         assert_eq!(d.value["c"]["b"], 1);
+    }
+
+    fn error(text: &str) -> Located {
+        parse_documents(&Source::new("bomb.yaml", text)).unwrap_err()
+    }
+
+    /// The classic "billion laughs": nine levels of nine aliases, 10^9 strings from a few
+    /// hundred bytes. Refused as soon as the copies pass the bound, naming the file.
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let (prev, next) = (w[0], w[1]);
+            let items = vec![format!("*{prev}"); 9].join(",");
+            text.push_str(&format!("{next}: &{next} [{items}]\n"));
+        }
+        assert!(text.len() < 400, "{}", text.len());
+        let e = error(&text);
+        assert_eq!(e.file, "bomb.yaml");
+        assert!(e.message.contains("alias bomb"), "{e}");
+        assert!(e.message.contains(&MAX_ALIAS_VALUES.to_string()), "{e}");
+        // Aliases used as they are meant to be are fine.
+        let d = &docs("base: &b {app: web, tier: front}\none: *b\ntwo: *b\n")[0];
+        assert_eq!(d.value["two"]["tier"], "front");
+    }
+
+    #[test]
+    fn nesting_is_bounded_also_through_aliases() {
+        let deep = format!(
+            "{}{}",
+            "[".repeat(MAX_DEPTH + 50),
+            "]".repeat(MAX_DEPTH + 50)
+        );
+        let e = error(&deep);
+        assert_eq!(e.file, "bomb.yaml");
+        assert!(
+            e.message.contains("nesting is deeper than 100 levels"),
+            "{e}"
+        );
+        // Each anchor nests 60 levels: fine alone, too deep when one is put inside the other.
+        let sixty = |inner: &str| format!("{}{inner}{}", "[".repeat(60), "]".repeat(60));
+        let text = format!("a: &a {}\nb: {}\n", sixty("1"), sixty("*a"));
+        let e = error(&text);
+        assert!(e.message.contains("nesting is deeper"), "{e}");
+        assert_eq!(e.line, 2);
+        assert!(
+            parse_documents(&Source::new(
+                "ok.yaml",
+                format!("a: &a {}\nb: *a\n", sixty("1"))
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn large_files_are_refused_by_name() {
+        let text = "a: 1\n".repeat((50 << 20) / 5);
+        assert!(text.len() > MAX_SOURCE_BYTES);
+        let e = error(&text);
+        assert_eq!(
+            (e.file.as_str(), e.line, e.kind),
+            ("bomb.yaml", 1, ErrorKind::Syntax)
+        );
+        assert!(e.message.contains("at most 4194304 bytes"), "{e}");
+        // Reading one from disk is refused before it is read, naming it.
+        let dir = std::env::temp_dir().join(format!("lab-yaml-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.yaml");
+        std::fs::write(&big, &text).unwrap();
+        let e = Source::read(big.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("big.yaml"), "{e}");
+        assert!(e.to_string().contains("larger than"), "{e}");
+        let latin1 = dir.join("latin1.yaml");
+        std::fs::write(&latin1, b"name: caf\xe9\n").unwrap();
+        let e = Source::read(latin1.to_str().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("latin1.yaml: not UTF-8"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_nul_byte_is_reported_as_such() {
+        let e = error("a: 1\nb: x\0y\n");
+        assert_eq!(
+            e.to_string(),
+            "bomb.yaml:2:5: the file contains a NUL byte (\\0); YAML and JSON are text\n  hint: is this a binary file, or text saved as UTF-16? Save it as UTF-8 text"
+        );
+        assert_eq!(e.kind, ErrorKind::Syntax);
+    }
+
+    #[test]
+    fn too_many_values_are_refused() {
+        let text = "- 1\n".repeat(MAX_VALUES + 1);
+        assert!(text.len() < MAX_SOURCE_BYTES);
+        let e = error(&text);
+        assert!(e.message.contains("more than 1000000 values"), "{e}");
     }
 }

@@ -11,6 +11,9 @@ struct Place {
     key: Option<(usize, usize)>,
     /// Where the value starts.
     value: (usize, usize),
+    /// A plain scalar that YAML 1.1 reads as a boolean (`yes`, `on`, `n`, ...): a string here
+    /// (YAML 1.2), but `kubectl` sends a boolean.
+    yaml11_bool: bool,
 }
 
 /// Field path → 1-based (line, column), for one document.
@@ -64,6 +67,7 @@ impl Locations {
             Place {
                 key: Some(key),
                 value: key,
+                yaml11_bool: false,
             },
         );
     }
@@ -72,13 +76,35 @@ impl Locations {
         match self.places.get_mut(path) {
             Some(p) => p.value = value,
             None => {
-                self.places
-                    .insert(path.to_owned(), Place { key: None, value });
+                self.places.insert(
+                    path.to_owned(),
+                    Place {
+                        key: None,
+                        value,
+                        yaml11_bool: false,
+                    },
+                );
             }
         }
     }
 
     /// The locations under `prefix`, re-rooted at `prefix` (used to flatten `kind: List`).
+    /// Marks the value at `path` as a plain scalar YAML 1.1 reads as a boolean.
+    pub(super) fn mark_yaml11_bool(&mut self, path: &str) {
+        if let Some(p) = self.places.get_mut(path) {
+            p.yaml11_bool = true;
+        }
+    }
+
+    /// The paths of plain scalars that are strings here (YAML 1.2) but booleans for `kubectl`,
+    /// which reads YAML 1.1: `y`, `yes`, `on`, `n`, `no`, `off` in any of their spellings.
+    pub fn yaml11_booleans(&self) -> impl Iterator<Item = &str> {
+        self.places
+            .iter()
+            .filter(|(_, p)| p.yaml11_bool)
+            .map(|(path, _)| path.as_str())
+    }
+
     pub(super) fn subtree(&self, prefix: &str) -> Locations {
         let mut out = Locations::default();
         for (path, place) in &self.places {

@@ -41,14 +41,14 @@ mod source;
 mod suggest;
 
 pub use check::{Checker, NamesInFile};
-pub use decode::{Decoded, suggested_fields};
+pub use decode::{Decoded, Placeholders, suggested_fields};
 pub use document::Document;
 pub use hints::UNSUPPORTED_MARK;
-pub use load::parse_documents;
+pub use load::{MAX_ALIAS_VALUES, MAX_DEPTH, MAX_VALUES, parse_documents};
 pub use locations::Locations;
 pub use meta::{NameRule, ObjectMeta, check_metadata};
 pub use paths::{
     Segment, join_index, join_key, parent_path, path_from_segments, path_segments, value_at,
 };
-pub use source::{ErrorKind, Located, Source, SourceRef, sort_errors};
+pub use source::{ErrorKind, Located, MAX_SOURCE_BYTES, Source, SourceRef, sort_errors};
 pub use suggest::suggest;

@@ -22,13 +22,46 @@ impl Source {
         }
     }
 
-    /// Reads a file, or standard input when `path` is `-`.
+    /// Reads a file, or standard input when `path` is `-`. Errors name the file; a file larger
+    /// than [`MAX_SOURCE_BYTES`] is refused before it is read, and so is one that is not UTF-8.
     pub fn read(path: &str) -> std::io::Result<Self> {
-        let text = if path == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(path)?
+        use std::io::{Error, ErrorKind, Read};
+        let named = |e: Error| Error::new(e.kind(), format!("{path}: {e}"));
+        let too_large = || {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "{path}: the file is larger than {MAX_SOURCE_BYTES} bytes ({} MiB), the most the lab reads",
+                    MAX_SOURCE_BYTES >> 20
+                ),
+            )
         };
+        let mut bytes = Vec::new();
+        let limit = MAX_SOURCE_BYTES as u64 + 1;
+        if path == "-" {
+            std::io::stdin()
+                .take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(named)?;
+        } else {
+            let file = std::fs::File::open(path).map_err(named)?;
+            if file.metadata().map_err(named)?.len() >= limit {
+                return Err(too_large());
+            }
+            file.take(limit).read_to_end(&mut bytes).map_err(named)?;
+        }
+        if bytes.len() as u64 >= limit {
+            return Err(too_large());
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "{path}: not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
         Ok(Source::new(path, text))
     }
 }
@@ -54,7 +87,7 @@ impl fmt::Display for SourceRef {
 
 /// One error at a place in a file, and what kind of problem it reports: plain data the control
 /// API passes on as it is.
-pub use model::{ErrorKind, Located};
+pub use model::{ErrorKind, Located, MAX_SOURCE_BYTES};
 
 /// Sorts errors by position (stable, so errors at one place keep their order) and drops
 /// exact duplicates.

@@ -14,10 +14,18 @@
 //! Features that are valid Cilium but that the lab does not implement are parsed (so their
 //! syntax is still checked) and then reported as errors of kind [`ErrorKind::Unsupported`](crate::yaml::ErrorKind::Unsupported)
 //! saying "… is valid Cilium but not supported by the lab yet" — never silently ignored: `toFQDNs`,
-//! `toServices`, `toGroups`/`fromGroups`, `toRequires`/`fromRequires`, `toNodes`/`fromNodes`,
-//! `nodeSelector`, `icmps`, `authentication`, `serverNames`, `listener`, `originatingTLS`,
-//! `terminatingTLS`, `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports, CIDR groups and
-//! the ICMP/ICMPV6/VRRP/IGMP protocols.
+//! `toServices`, `toGroups`/`fromGroups`, `toNodes`/`fromNodes`, `nodeSelector`, `icmps`,
+//! `authentication`, `serverNames`, `listener`, `originatingTLS`, `terminatingTLS`,
+//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports, CIDR groups and the port-less
+//! protocols of the CRD (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH).
+//!
+//! What the API server refuses (the CRD's `openAPIV3Schema`) or Cilium's own checks refuse, the
+//! lab refuses as invalid, with the fix: a port written as a number, a rule without
+//! `ingress`/`ingressDeny`/`egress`/`egressDeny`, empty `rules`, L7 rules on anything but TCP,
+//! a bare address as a CIDR, entities outside the CRD's enum, rule labels as strings, entries in
+//! the deprecated `fromRequires`/`toRequires`, protocol ICMP in `toPorts`, an unquoted `yes`/`on`
+//! (a boolean for kubectl) where a string belongs. `tests/corpus.rs` holds the lab to the CRD's
+//! schema.
 //!
 //! Lab extension: the annotation `policy.lab.dev/audit-mode: "true"` puts one policy in audit
 //! mode (would-be drops it causes are reported with verdict AUDIT and forwarded). Cilium only has
@@ -32,7 +40,9 @@ mod ports;
 mod types;
 mod validate;
 
-pub use parse::{PolicyCheck, check_policies, parse_policies, parse_policy_document};
+pub use parse::{
+    PolicyCheck, check_policies, check_policy_document, parse_policies, parse_policy_document,
+};
 pub use peers::{Dir, RuleView, ToPorts};
 pub use ports::{HttpRule, L7Rules, PortDenyRule, PortProtocol, PortRule, Protocol};
 pub use types::{

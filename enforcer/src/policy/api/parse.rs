@@ -65,7 +65,7 @@ pub fn check_policies(src: &Source) -> PolicyCheck {
     let mut out = PolicyCheck::default();
     let mut names = NamesInFile::default();
     for doc in &docs {
-        let (policy, mut errors) = check_document(doc);
+        let (policy, mut errors) = check_policy_document(doc);
         if let Some(p) = &policy
             && let Some(e) = names.defined_twice(
                 doc,
@@ -91,7 +91,7 @@ pub fn check_policies(src: &Source) -> PolicyCheck {
 
 /// One document → a policy, or its errors.
 pub fn parse_policy_document(doc: &Document) -> Result<PolicyDoc, Vec<Located>> {
-    match check_document(doc) {
+    match check_policy_document(doc) {
         (Some(p), e) if e.is_empty() => Ok(p),
         (_, mut e) => {
             yaml::sort_errors(&mut e);
@@ -102,7 +102,8 @@ pub fn parse_policy_document(doc: &Document) -> Result<PolicyDoc, Vec<Located>> 
 
 const ACCEPTED: &str = "accepted here: `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy` with `apiVersion: cilium.io/v2`";
 
-/// Recognises the kind and apiVersion; errors if the document is not a Cilium policy.
+/// Recognises the kind and apiVersion; errors if the document is not a Cilium policy (a wrong
+/// kind and a wrong apiVersion are both reported).
 fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
     if !doc.value.is_object() {
         return Err(vec![doc.error(
@@ -111,14 +112,11 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
         )]);
     }
     let kind = match doc.get("kind") {
-        None => {
-            return Err(vec![
-                doc.error("", "missing required field `kind`")
-                    .with_hint(ACCEPTED),
-            ]);
-        }
+        None => Err(doc
+            .error("", "missing required field `kind`")
+            .with_hint(ACCEPTED)),
         Some(Value::String(k)) => match PolicyKind::from_kind(k) {
-            Some(kind) => kind,
+            Some(kind) => Ok(kind),
             None => {
                 let known = ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"];
                 let hint = match (k.as_str(), suggest(k, known)) {
@@ -128,57 +126,66 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
                     (_, Some(s)) if s != k => format!("did you mean `{s}`?"),
                     _ => ACCEPTED.to_owned(),
                 };
-                return Err(vec![
-                    doc.value_error("kind", format!("`{k}` is not a Cilium network policy kind"))
-                        .with_hint(hint),
-                ]);
+                Err(doc
+                    .value_error("kind", format!("`{k}` is not a Cilium network policy kind"))
+                    .with_hint(hint))
             }
         },
-        Some(_) => {
-            return Err(vec![
-                doc.value_error("kind", "`kind` must be a string")
-                    .with_hint(ACCEPTED),
-            ]);
-        }
+        Some(_) => Err(doc
+            .value_error("kind", "`kind` must be a string")
+            .with_hint(ACCEPTED)),
     };
-    match doc.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => Ok(kind),
-        Some(Value::String(v)) => Err(vec![
-            doc.value_error(
+    // A document of another kind altogether (a Pod) is not a policy with a wrong apiVersion.
+    let other_kind = doc.get("kind").and_then(Value::as_str).is_some_and(|k| {
+        PolicyKind::from_kind(k).is_none()
+            && (k == "NetworkPolicy"
+                || suggest(k, ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]).is_none())
+    });
+    if other_kind && let Err(e) = kind {
+        return Err(vec![e]);
+    }
+    let for_kind = kind
+        .as_ref()
+        .map_or("a Cilium policy".to_owned(), ToString::to_string);
+    let api = match doc.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => Ok(()),
+        Some(Value::String(v)) => Err(doc
+            .value_error(
                 "apiVersion",
-                format!("apiVersion `{v}` is not accepted for {kind}"),
+                format!("apiVersion `{v}` is not accepted for {for_kind}"),
             )
-            .with_hint(format!("write `apiVersion: {API_VERSION}`")),
-        ]),
-        Some(_) => Err(vec![
-            doc.value_error("apiVersion", "`apiVersion` must be a string")
-                .with_hint(format!("write `apiVersion: {API_VERSION}`")),
-        ]),
-        None => Err(vec![
-            doc.error("", "missing required field `apiVersion`")
-                .with_hint(format!("write `apiVersion: {API_VERSION}`")),
-        ]),
+            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+        Some(_) => Err(doc
+            .value_error("apiVersion", "`apiVersion` must be a string")
+            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+        None => Err(doc
+            .error("", "missing required field `apiVersion`")
+            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+    };
+    match (kind, api) {
+        (Ok(kind), Ok(())) => Ok(kind),
+        (kind, api) => Err(kind.err().into_iter().chain(api.err()).collect()),
     }
 }
 
 /// Decodes and validates one document. Returns the policy when it could be built (even if it has
-/// errors) and every error.
-fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
+/// errors, so that later stages can add theirs) and every error.
+pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
     let kind = match check_kind(doc) {
         Ok(k) => k,
         Err(e) => return (None, e),
     };
-    let decoded = doc.decode::<PolicyObject>("");
-    // Decoding errors mean fields were dropped or repaired: the rest is still checked, but the
-    // policy is not returned, since it no longer says what was written.
+    let mut decoded = doc.decode_all::<PolicyObject>("");
+    // Decoding errors mean fields were dropped, repaired or given placeholders: the rest is
+    // still checked, but the policy is not returned, since it no longer says what was written.
     let repaired = !decoded.errors.is_empty();
-    let mut check = Checker::new(doc, decoded.errors);
+    let mut check = Checker::from_decoded(doc, &mut decoded);
     let Some(obj) = decoded.value else {
-        return (None, check.errors);
+        return (None, check.into_errors());
     };
     if !decoded.paths_exact {
         // List items were dropped, so further checks would point at the wrong lines.
-        return (None, check.errors);
+        return (None, check.into_errors());
     }
     let meta = obj.metadata.unwrap_or_default();
     if doc.get("metadata").is_none() {
@@ -230,11 +237,32 @@ fn check_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
             Some("add `spec:` with an `endpointSelector` and `ingress`/`egress` rules".into()),
         );
     }
+    // `kubectl` reads YAML 1.1: an unquoted `yes` or `on` reaches the API server as a boolean,
+    // which the CRD refuses wherever a string is expected (and a policy has no boolean field
+    // the lab would take such a word for).
+    for path in doc.locations.yaml11_booleans() {
+        if check.errors.iter().any(|e| e.field == path) {
+            continue;
+        }
+        if let Some(Value::String(word)) = doc.get(path) {
+            let key = match yaml::path_segments(path).and_then(|mut s| s.pop()) {
+                Some(yaml::Segment::Key(k)) => format!("{k}: "),
+                _ => String::new(),
+            };
+            check.invalid_value(
+                path,
+                format!(
+                    "unquoted `{word}` is a boolean for kubectl (YAML 1.1), and the CRD expects a string here"
+                ),
+                Some(format!("quote it: `{key}\"{word}\"`")),
+            );
+        }
+    }
     for rule in &mut rules {
         normalize(rule);
     }
 
-    let errors = check.errors;
+    let errors = check.into_errors();
     let Some(name) = meta.name.filter(|_| !repaired) else {
         return (None, errors);
     };
@@ -291,11 +319,14 @@ mod tests {
         parse_policies(&Source::new("p.yaml", text))
     }
 
+    /// A policy's head and selector; valid once a rule list follows.
     const MINIMAL: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n  endpointSelector: {}\n";
+    /// The smallest valid policy: egress denied.
+    const VALID: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n  endpointSelector: {}\n  egress:\n  - {}\n";
 
     #[test]
     fn defaults() {
-        let p = &parse(MINIMAL).unwrap()[0];
+        let p = &parse(VALID).unwrap()[0];
         assert_eq!(p.namespace.as_deref(), Some("default"));
         assert_eq!(p.qualified_name(), "default/p");
         assert!(!p.audit_mode());
@@ -314,12 +345,12 @@ mod tests {
 
     #[test]
     fn audit_annotation() {
-        let text = MINIMAL.replace(
+        let text = VALID.replace(
             "  name: p\n",
             "  name: p\n  annotations:\n    policy.lab.dev/audit-mode: \"true\"\n",
         );
         assert!(parse(&text).unwrap()[0].audit_mode());
-        let text = MINIMAL.replace(
+        let text = VALID.replace(
             "  name: p\n",
             "  name: p\n  annotations:\n    policy.lab.dev/audit-mode: \"yes\"\n",
         );
@@ -330,7 +361,7 @@ mod tests {
     #[test]
     fn end_port_zero_is_absent() {
         let text = format!(
-            "{MINIMAL}  ingress:\n  - toPorts:\n    - ports:\n      - port: 80\n        endPort: 0\n"
+            "{MINIMAL}  ingress:\n  - toPorts:\n    - ports:\n      - port: \"80\"\n        endPort: 0\n"
         );
         let p = &parse(&text).unwrap()[0];
         let pp = &p.rules[0].ingress.as_ref().unwrap()[0]
@@ -347,25 +378,24 @@ mod tests {
     }
 
     #[test]
-    fn rule_labels_in_both_forms() {
-        let text = format!("{MINIMAL}  labels:\n  - k8s:team=a\n  - {{key: b, value: c}}\n");
+    fn rule_labels_are_mappings() {
+        let text = format!("{VALID}  labels:\n  - {{key: b, value: c}}\n");
         let p = &parse(&text).unwrap()[0];
         let l = p.rules[0].labels.as_ref().unwrap();
         assert_eq!(
             l[0],
             RuleLabel {
-                key: "team".into(),
-                value: "a".into(),
-                source: "k8s".into()
-            }
-        );
-        assert_eq!(
-            l[1],
-            RuleLabel {
                 key: "b".into(),
                 value: "c".into(),
                 source: "unspec".into()
             }
+        );
+        // The CRD declares each label an object: the string form is refused, with the mapping
+        // to write instead.
+        let e = parse(&format!("{VALID}  labels:\n  - k8s:team=a\n")).unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "p.yaml:10:5: spec.labels[0]: a rule label must be a mapping with `key` (and `value`, `source`); the CRD refuses the string form\n  hint: write `{key: team, value: a, source: k8s}`"
         );
     }
 
@@ -387,7 +417,7 @@ mod tests {
     #[test]
     fn later_stages_can_locate_rule_fields() {
         let text =
-            format!("{MINIMAL}specs:\n- endpointSelector: {{}}\n  ingress:\n  - toPorts: []\n");
+            format!("{VALID}specs:\n- endpointSelector: {{}}\n  ingress:\n  - toPorts: []\n");
         let p = &parse(&text).unwrap()[0];
         assert_eq!(p.rules.len(), 2);
         assert_eq!(p.rule_path(0), "spec");
@@ -398,15 +428,61 @@ mod tests {
         );
         assert_eq!(
             e.to_string(),
-            "p.yaml:10:5: specs[0].ingress[0].toPorts: named ports are unsupported"
+            "p.yaml:12:5: specs[0].ingress[0].toPorts: named ports are unsupported"
+        );
+    }
+
+    /// A missing required field, or a list item of the wrong type, no longer stops the checks:
+    /// the rest of the document is validated in the same pass, without errors about the
+    /// placeholders recovery put in their place.
+    #[test]
+    fn every_problem_in_one_pass() {
+        let text = format!(
+            "{MINIMAL}  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - key: app\n    toPorts:\n    - ports:\n      - 80\n      - protocol: TCP\n  - fromCIDR: [10.0.0.1]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        let shown: Vec<String> = e
+            .iter()
+            .map(|e| format!("{}: {}: {}", e.line, e.field, e.message))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "10: spec.ingress[0].fromEndpoints[0].matchExpressions[0]: missing required field `operator`",
+                "13: spec.ingress[0].toPorts[0].ports[0]: invalid type: integer `80`, expected a mapping",
+                "14: spec.ingress[0].toPorts[0].ports[1]: missing required field `port`",
+                "15: spec.ingress[1].fromCIDR[0]: `10.0.0.1` needs a prefix length (the CRD accepts only CIDR notation)",
+            ]
+        );
+        // A wrong kind and a wrong apiVersion are both reported; another kind of object only
+        // for its kind.
+        let e = parse(
+            &VALID
+                .replace("cilium.io/v2", "v1")
+                .replace("CiliumNetworkPolicy", "CiliumNetworkPolicyy"),
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        let e = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    /// A misspelt rule list is reported as such, not also as a rule without lists.
+    #[test]
+    fn a_misspelt_section_is_reported_once() {
+        let e = parse(&format!("{MINIMAL}  ingres:\n  - {{}}\n")).unwrap_err();
+        let shown: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["p.yaml:7:3: spec.ingres: unknown field `ingres`\n  hint: did you mean `ingress`?"]
         );
     }
 
     #[test]
     fn duplicate_names_in_one_file() {
-        let e = parse(&format!("{MINIMAL}---\n{MINIMAL}")).unwrap_err();
+        let e = parse(&format!("{VALID}---\n{VALID}")).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].line, 11);
+        assert_eq!(e[0].line, 13);
         assert!(e[0].message.contains("defined twice"), "{}", e[0]);
     }
 }

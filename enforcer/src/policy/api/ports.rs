@@ -46,8 +46,8 @@ pub struct PortDenyRule {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PortProtocol {
-    /// A number `0`..=`65535` (`"0"` = every port) or a port name; YAML may write it as a number
-    /// or a string. Named ports are reported unsupported.
+    /// A number `"0"`..=`"65535"` (`"0"` = every port) or a port name, always a string (as the
+    /// CRD says). Named ports are reported unsupported.
     #[serde(deserialize_with = "port_string")]
     pub port: String,
     /// Last port of a range `port..=endPort`. Cilium treats `0` as absent, and so does the parser
@@ -102,6 +102,11 @@ impl Serialize for Protocol {
     }
 }
 
+/// The values the CRD accepts for `protocol`.
+pub const PROTOCOLS: &[&str] = &[
+    "TCP", "UDP", "SCTP", "ANY", "VRRP", "IGMP", "GRE", "IPIP", "IPV6", "ESP", "AH",
+];
+
 impl<'de> Deserialize<'de> for Protocol {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -110,30 +115,34 @@ impl<'de> Deserialize<'de> for Protocol {
             "UDP" => Ok(Protocol::Udp),
             "SCTP" => Ok(Protocol::Sctp),
             "ANY" => Ok(Protocol::Any),
-            "ICMP" | "ICMPV6" | "ICMPv6" | "VRRP" | "IGMP" => Err(de::Error::custom(format!(
-                "protocol `{s}` is valid Cilium {UNSUPPORTED_MARK}"
-            ))),
-            _ => Err(de::Error::unknown_variant(
-                &s,
-                &["TCP", "UDP", "SCTP", "ANY"],
+            // The CRD's other values: IP protocols without ports.
+            "VRRP" | "IGMP" | "GRE" | "IPIP" | "IPV6" | "ESP" | "AH" => Err(de::Error::custom(
+                format!("protocol `{s}` is valid Cilium {UNSUPPORTED_MARK}"),
             )),
+            // Not in the CRD's enum: Cilium matches ICMP with `icmps`, never in `toPorts`.
+            "ICMP" | "ICMPV6" | "ICMPv6" => Err(de::Error::custom(format!(
+                "protocol `{s}` is not valid in `toPorts` (Cilium matches ICMP with an `icmps` rule, not with ports)"
+            ))),
+            _ => Err(de::Error::unknown_variant(&s, PROTOCOLS)),
         }
     }
 }
 
-/// A port number written as a YAML number or string, kept as a string.
+/// A port, which the CRD declares a string: `port: "80"` or `port: http`. A YAML number
+/// (`port: 80`) is refused, as the API server refuses it; decoding repairs it to the string so
+/// the rest of the document is still checked, and the hint says to quote it.
 fn port_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct PortVisitor;
     impl Visitor<'_> for PortVisitor {
         type Value = String;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a port number or name")
+            f.write_str("a string")
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-            Ok(v.to_string())
+            Err(E::invalid_type(de::Unexpected::Unsigned(v), &self))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-            Ok(v.to_string())
+            Err(E::invalid_type(de::Unexpected::Signed(v), &self))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
             Ok(v.to_owned())

@@ -154,7 +154,8 @@ pub struct DefaultDeny {
     pub egress: Option<bool>,
 }
 
-/// A rule label: `{key, value, source}`, or the string form `source:key=value`.
+/// A rule label: `{key, value, source}`. The string form `source:key=value` is decoded too, so
+/// that validation can refuse it with the mapping to write (the CRD takes only mappings).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleLabel {
     pub key: String,
@@ -314,7 +315,7 @@ impl std::fmt::Display for Entity {
 pub struct IngressRule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_endpoints: Option<Vec<EndpointSelector>>,
-    /// Unsupported.
+    /// Deprecated: the CRD allows no entries (an empty list is accepted and means nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_requires: Option<Vec<EndpointSelector>>,
     #[serde(rename = "fromCIDR", skip_serializing_if = "Option::is_none")]
@@ -369,7 +370,7 @@ pub struct IngressDenyRule {
 pub struct EgressRule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_endpoints: Option<Vec<EndpointSelector>>,
-    /// Unsupported.
+    /// Deprecated: the CRD allows no entries (an empty list is accepted and means nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_requires: Option<Vec<EndpointSelector>>,
     #[serde(rename = "toCIDR", skip_serializing_if = "Option::is_none")]

@@ -6,8 +6,8 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::{
-    Authentication, CidrRule, Dir, EndpointSelector, IcmpRule, L7Rules, MAX_PORTS, Operator,
-    PolicyKind, PortProtocol, PortRule, Protocol, Rule, RuleView, ToPorts,
+    Authentication, CidrRule, Dir, EndpointSelector, Entity, IcmpRule, L7Rules, MAX_PORTS,
+    Operator, PolicyKind, PortProtocol, PortRule, Protocol, Rule, RuleView, ToPorts,
 };
 use crate::{
     policy::selector,
@@ -99,17 +99,58 @@ impl Ctx<'_, '_> {
                 );
             }
         }
+        self.sections(path, rule);
         for (i, r) in rule.peer_rules() {
             self.peer_rule(&join_index(&join_key(path, r.section()), i), &r);
         }
         for (i, l) in rule.labels.iter().flatten().enumerate() {
+            let p = join_index(&join_key(path, "labels"), i);
             if l.key.is_empty() {
-                self.check.invalid(
-                    &join_index(&join_key(path, "labels"), i),
-                    "a rule label needs a `key`",
-                    None,
+                self.check.invalid(&p, "a rule label needs a `key`", None);
+            } else if self.check.doc.get(&p).is_some_and(Value::is_string) {
+                self.check.invalid_value(
+                    &p,
+                    "a rule label must be a mapping with `key` (and `value`, `source`); the CRD refuses the string form",
+                    Some(format!(
+                        "write `{{key: {}, value: {}, source: {}}}`",
+                        l.key, l.value, l.source
+                    )),
                 );
             }
+        }
+    }
+
+    /// A rule needs at least one of the four lists: the CRD requires one to be present, and
+    /// Cilium refuses a rule whose lists are all empty.
+    fn sections(&mut self, path: &str, rule: &Rule) {
+        let lists = [
+            rule.ingress.as_ref().map(Vec::len),
+            rule.ingress_deny.as_ref().map(Vec::len),
+            rule.egress.as_ref().map(Vec::len),
+            rule.egress_deny.as_ref().map(Vec::len),
+        ];
+        const NAMES: [&str; 4] = ["ingress", "ingressDeny", "egress", "egressDeny"];
+        if NAMES
+            .iter()
+            .any(|n| self.check.suggested.contains(&join_key(path, n)))
+        {
+            return; // a misspelt section was already reported
+        }
+        let hint = Some(
+            "add the rules this policy is for; to deny everything on purpose, write `ingress: [{}]` (or `egress: [{}]`): one empty rule that allows nothing".to_owned(),
+        );
+        if lists.iter().all(Option::is_none) {
+            self.check.invalid(
+                path,
+                "a rule needs at least one of `ingress`, `ingressDeny`, `egress` or `egressDeny` (the CRD refuses a rule without them)",
+                hint,
+            );
+        } else if lists.iter().flatten().all(|n| *n == 0) {
+            self.check.invalid(
+                path,
+                "every rule list of this rule is empty: Cilium refuses a rule without at least one entry in `ingress`, `ingressDeny`, `egress` or `egressDeny`",
+                hint,
+            );
         }
     }
 
@@ -172,17 +213,33 @@ impl Ctx<'_, '_> {
     fn peer_rule(&mut self, path: &str, r: &RuleView) {
         let f = |what: &str| join_key(path, &r.dir.peer(what));
         self.selectors(&f("Endpoints"), r.endpoints);
-        if r.requires.is_some() {
-            self.selectors(&f("Requires"), r.requires);
-            self.unsupported(&f("Requires"), "it is deprecated in Cilium; put the requirement into each endpoint selector instead");
+        if len(r.requires) > 0 {
+            self.check.invalid(
+                &f("Requires"),
+                format!("`{}` is deprecated and the CRD allows no entries in it", r.dir.peer("Requires")),
+                Some("put the requirement into each endpoint selector instead (`matchExpressions` on the label)".into()),
+            );
+        }
+        for (i, e) in r.entities.iter().flatten().enumerate() {
+            if matches!(e, Entity::WorldIpv4 | Entity::WorldIpv6) {
+                self.check.invalid_value(
+                    &join_index(&f("Entities"), i),
+                    format!("entity `{e}` is not one the CRD accepts"),
+                    Some(match e {
+                        Entity::WorldIpv4 => {
+                            "use `world`, or `0.0.0.0/0` in a CIDR rule for IPv4 only".into()
+                        }
+                        _ => "use `world`, or `::/0` in a CIDR rule for IPv6 only".into(),
+                    }),
+                );
+            }
         }
         for (i, c) in r.cidr.iter().flatten().enumerate() {
-            self.cidr(&join_index(&f("CIDR"), i), c, false);
+            self.cidr(&join_index(&f("CIDR"), i), c);
         }
         for (i, c) in r.cidr_set.iter().flatten().enumerate() {
             self.cidr_rule(&join_index(&f("CIDRSet"), i), c);
         }
-        // `entities` are checked by deserialization: every Entity is valid.
         if r.groups.is_some() {
             self.unsupported(
                 &f("Groups"),
@@ -314,9 +371,9 @@ impl Ctx<'_, '_> {
         self.unsupported(path, "mutual authentication is not available in the lab");
     }
 
-    /// A `fromCIDR`/`toCIDR` entry (a bare address is a /32 or /128), or with `need_prefix` a
-    /// CIDR-set prefix (Cilium requires the `/len` there).
-    fn cidr(&mut self, path: &str, text: &str, need_prefix: bool) -> Option<IpNet> {
+    /// A `fromCIDR`/`toCIDR` entry or a CIDR-set prefix: an address with a prefix length (the
+    /// CRD's `cidr` format refuses a bare address).
+    fn cidr(&mut self, path: &str, text: &str) -> Option<IpNet> {
         let example = Some(
             "write an address with a prefix length, such as `10.0.0.0/8` or `2001:db8::/32`"
                 .to_owned(),
@@ -336,15 +393,14 @@ impl Ctx<'_, '_> {
         let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
         let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
         let bits = match len {
-            None if need_prefix => {
+            None => {
                 self.check.invalid_value(
                     path,
-                    format!("`{text}` needs a prefix length here"),
+                    format!("`{text}` needs a prefix length (the CRD accepts only CIDR notation)"),
                     Some(format!("write `{text}/{max}` for a single address")),
                 );
                 return None;
             }
-            None => max,
             Some(l) => match l.parse::<u8>() {
                 Ok(b) if b <= max && l.bytes().all(|c| c.is_ascii_digit()) => b,
                 _ => {
@@ -375,13 +431,13 @@ impl Ctx<'_, '_> {
             }
             return;
         }
-        let Some(net) = self.cidr(&join_key(path, "cidr"), &rule.cidr, true) else {
+        let Some(net) = self.cidr(&join_key(path, "cidr"), &rule.cidr) else {
             return;
         };
         let net = net.trunc();
         for (i, e) in rule.except.iter().flatten().enumerate() {
             let p = join_index(&join_key(path, "except"), i);
-            let Some(ex) = self.cidr(&p, e, true) else {
+            let Some(ex) = self.cidr(&p, e) else {
                 continue;
             };
             if !net.contains(&ex.trunc()) {
@@ -421,6 +477,16 @@ impl Ctx<'_, '_> {
                 &pp_port,
                 "`port` must not be empty",
                 Some("write a port number; \"0\" means every port".into()),
+            );
+            PortKind::Invalid
+        } else if p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()) {
+            self.check.invalid_value(
+                &pp_port,
+                format!("port `{p}` starts with a zero, which Cilium reads as an octal number"),
+                Some(format!(
+                    "write the port without leading zeros: \"{}\"",
+                    p.trim_start_matches('0')
+                )),
             );
             PortKind::Invalid
         } else if p.bytes().all(|b| b.is_ascii_digit()) {
@@ -572,8 +638,46 @@ impl Ctx<'_, '_> {
                 );
             }
         }
-        let Some(http) = &rules.http else { return };
-        // Cilium: L7 rules need explicit ports, TCP (or any protocol), and no port 0.
+        if present.is_empty() && rules.l7.is_none() {
+            self.check.invalid(
+                path,
+                "`rules` needs `http` or `dns` rules (the CRD refuses empty `rules`)",
+                Some("remove `rules` to allow every request on these ports, or add `http: [{method: GET, path: \"/\"}]`".into()),
+            );
+        }
+        // Cilium: every L7 rule but DNS applies to TCP only; an absent protocol is ANY. Empty
+        // lists are no L7 rules (Cilium's `L7Rules.IsEmpty`).
+        let non_empty = rules.http.as_ref().is_some_and(|h| !h.is_empty())
+            || rules.kafka.as_ref().is_some_and(|k| !k.is_empty())
+            || rules.l7proto.is_some();
+        if non_empty && rules.dns.as_ref().is_none_or(Vec::is_empty) {
+            for (i, pp) in ports.iter().enumerate() {
+                let pp_path = join_index(ports_path, i);
+                let proto = pp.protocol.unwrap_or(Protocol::Any);
+                if proto == Protocol::Tcp {
+                    continue;
+                }
+                let message =
+                    format!("L7 rules can only apply to TCP (not {proto}) except for DNS rules");
+                if pp.protocol.is_some() {
+                    self.check.invalid_value(
+                        &join_key(&pp_path, "protocol"),
+                        message,
+                        Some("write `protocol: TCP`, or move the L7 rules to a toPorts entry of TCP ports".into()),
+                    );
+                } else {
+                    self.check.invalid(
+                        &pp_path,
+                        format!("{message}; without `protocol` the port is ANY"),
+                        Some("add `protocol: TCP` to this port".into()),
+                    );
+                }
+            }
+        }
+        let Some(http) = rules.http.as_ref().filter(|h| !h.is_empty()) else {
+            return;
+        };
+        // Cilium: L7 rules need explicit ports, and no port 0.
         if ports.is_empty() {
             self.check.invalid(
                 path,
@@ -581,15 +685,8 @@ impl Ctx<'_, '_> {
                 Some("add `ports: [{port: \"80\", protocol: TCP}]` to this toPorts entry".into()),
             );
         }
-        for (i, (pp, kind)) in ports.iter().zip(kinds).enumerate() {
+        for (i, kind) in kinds.iter().enumerate() {
             let pp_path = join_index(ports_path, i);
-            if let Some(proto @ (Protocol::Udp | Protocol::Sctp)) = pp.protocol {
-                self.check.invalid_value(
-                    &join_key(&pp_path, "protocol"),
-                    format!("HTTP rules apply only to TCP, but this port is {proto}"),
-                    Some("use `protocol: TCP`, or move the HTTP rules to a toPorts entry for TCP ports".into()),
-                );
-            }
             if *kind == PortKind::Number(0) {
                 self.check.invalid_value(
                     &join_key(&pp_path, "port"),
