@@ -35,6 +35,8 @@ pub struct EndpointSpec {
     pub pod: String,
     pub labels: BTreeMap<String, String>,
     pub namespace_labels: BTreeMap<String, String>,
+    /// `spec.serviceAccountName` (`default` when not written).
+    pub service_account: String,
     pub ip: Ipv4Addr,
     /// Node side of the pod's veth, in the node namespace.
     pub ifname: String,
@@ -191,7 +193,12 @@ impl DesiredState {
     /// Registers a pod whose veth has `ifindex`: its identity (shared by pods with the same
     /// labels) and the next endpoint id. Call [`DesiredState::compute`] afterwards.
     pub fn add_endpoint(&mut self, spec: EndpointSpec, ifindex: u32) -> u32 {
-        let labels = pod_labels(&spec.namespace, &spec.labels, &spec.namespace_labels);
+        let labels = pod_labels(
+            &spec.namespace,
+            &spec.labels,
+            &spec.namespace_labels,
+            &spec.service_account,
+        );
         let identity = self.identities.acquire_pod(labels.clone());
         let ep_id = self.next_ep;
         self.next_ep += 1;

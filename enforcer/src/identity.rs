@@ -168,11 +168,12 @@ pub fn mask(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
 }
 
 /// The labels Cilium derives for a pod: its own labels and its namespace's, with the `k8s:`
-/// source, plus the namespace, service account and cluster.
+/// source, plus the namespace, its service account and the cluster.
 pub fn pod_labels(
     namespace: &str,
     labels: &BTreeMap<String, String>,
     namespace_labels: &BTreeMap<String, String>,
+    service_account: &str,
 ) -> LabelSet {
     let mut out = LabelSet::new();
     for (k, v) in labels {
@@ -181,7 +182,7 @@ pub fn pod_labels(
     out.insert("k8s:io.kubernetes.pod.namespace".into(), namespace.into());
     out.insert(
         "k8s:io.cilium.k8s.policy.serviceaccount".into(),
-        "default".into(),
+        service_account.into(),
     );
     out.insert("k8s:io.cilium.k8s.policy.cluster".into(), "default".into());
     let mut ns_labels = namespace_labels.clone();
@@ -203,6 +204,7 @@ mod tests {
             "default",
             &[("org".into(), "empire".into())].into(),
             &BTreeMap::new(),
+            "default",
         );
         let a = ids.acquire_pod(l.clone());
         let b = ids.acquire_pod(l.clone());

@@ -185,6 +185,7 @@ fn load(dir: &Path) -> Case {
             namespace,
             pod,
             labels,
+            service_account: "default".into(),
             ip,
             ifname: String::new(),
         };

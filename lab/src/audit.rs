@@ -59,7 +59,12 @@ pub fn audit(input: &Input) -> Vec<Finding> {
                 .get(&pod.namespace)
                 .cloned()
                 .unwrap_or_default();
-            let labels = pod_labels(&pod.namespace, &pod.labels, &ns_labels);
+            let labels = pod_labels(
+                &pod.namespace,
+                &pod.labels,
+                &ns_labels,
+                &pod.service_account,
+            );
             if doc.kind == PolicyKind::Namespaced
                 && doc.namespace.as_deref() != Some(pod.namespace.as_str())
             {
@@ -272,7 +277,12 @@ fn resolution_findings(input: &Input) -> Vec<Finding> {
             .get(&pod.namespace)
             .cloned()
             .unwrap_or_default();
-        let labels = pod_labels(&pod.namespace, &pod.labels, &ns_labels);
+        let labels = pod_labels(
+            &pod.namespace,
+            &pod.labels,
+            &ns_labels,
+            &pod.service_account,
+        );
         ids.acquire_pod(labels.clone());
         eps.push(EndpointRef {
             ep_id: i as u32 + 1,

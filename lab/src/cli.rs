@@ -44,7 +44,7 @@ enum Output {
 enum Command {
     /// Build the cluster (the Star Wars demo by default) and serve the web lab.
     Up {
-        /// Kubernetes manifests (Pod, Deployment, Service, Namespace) instead of the default cluster.
+        /// Kubernetes manifests (Pod, Deployment, Service, Namespace, ServiceAccount) instead of the default cluster.
         #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
         /// Run in the background and return once the lab is up.

@@ -38,6 +38,13 @@ pub const INTERNAL_RANGES: &[(Ipv4Addr, u8)] = &[
     (Ipv4Addr::new(172, 16, 0, 0), 12),
     (Ipv4Addr::new(192, 168, 0, 0), 16),
 ];
+/// The service account every namespace has, and a pod uses unless it names another.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
+fn default_service_account() -> String {
+    DEFAULT_SERVICE_ACCOUNT.to_owned()
+}
+
 /// Kubernetes' NodePort range.
 pub const NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
@@ -128,6 +135,9 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     /// The Deployment that owns the pod, if any.
     pub owner: Option<String>,
+    /// `serviceAccountName`; Cilium labels the pod's identity with it.
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
     pub container: ContainerSpec,
     pub restart_policy: RestartPolicy,
     /// Where it came from (file:line), for messages.
@@ -316,6 +326,8 @@ impl Topology {
                 name: format!("coredns-{}", template_hash("coredns")),
                 labels: labels.clone(),
                 owner: Some("coredns".into()),
+                // As kubeadm deploys CoreDNS.
+                service_account: "coredns".into(),
                 container: ContainerSpec {
                     name: "coredns".into(),
                     image: "lab/dns".into(),

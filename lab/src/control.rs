@@ -558,6 +558,7 @@ impl Lab {
             pod: spec.name.clone(),
             labels: spec.labels.clone(),
             namespace_labels: ns_labels,
+            service_account: spec.service_account.clone(),
             ip,
             ifname: node_if.clone(),
         };

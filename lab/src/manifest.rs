@@ -1,5 +1,5 @@
 //! Kubernetes manifests for the lab's topology (`lab up -f FILE...`): `Namespace`, `Pod`,
-//! `Deployment` and `Service`, parsed and validated with errors that name the file, line and
+//! `Deployment`, `Service` and `ServiceAccount`, parsed and validated with errors that name the file, line and
 //! field (see `enforcer::yaml`).
 //!
 //! - [`parse_manifests`]: a source → every [`Object`] in it with where it came from, or every
@@ -14,7 +14,8 @@
 //! - metadata: `uid`, `resourceVersion`, `generation`, `creationTimestamp`, `managedFields`,
 //!   `selfLink` (server-filled); top level: `status`;
 //! - pod spec: `terminationGracePeriodSeconds`, `dnsPolicy`, `securityContext`,
-//!   `serviceAccountName`, `automountServiceAccountToken`, `enableServiceLinks`, `schedulerName`;
+//!   `automountServiceAccountToken`, `enableServiceLinks`, `schedulerName`
+//!   (`serviceAccountName` is used: it labels the pod's identity, as in Cilium);
 //! - container: `imagePullPolicy`, `resources`, `readinessProbe`, `livenessProbe`,
 //!   `startupProbe`, `securityContext`, `terminationMessagePath`, `terminationMessagePolicy`,
 //!   `stdin`, `tty`; container port: `hostIP` is *not* tolerated (it would matter);
@@ -67,6 +68,7 @@ pub enum Object {
     Pod(PodObject),
     Deployment(DeploymentObject),
     Service(ServiceObject),
+    ServiceAccount(Meta),
 }
 
 impl Object {
@@ -76,6 +78,7 @@ impl Object {
             Object::Pod(_) => "Pod",
             Object::Deployment(_) => "Deployment",
             Object::Service(_) => "Service",
+            Object::ServiceAccount(_) => "ServiceAccount",
         }
     }
 
@@ -85,6 +88,7 @@ impl Object {
             Object::Pod(o) => &o.meta.name,
             Object::Deployment(o) => &o.meta.name,
             Object::Service(o) => &o.meta.name,
+            Object::ServiceAccount(m) => &m.name,
         }
     }
 
@@ -95,6 +99,7 @@ impl Object {
             Object::Pod(o) => Some(&o.meta.namespace),
             Object::Deployment(o) => Some(&o.meta.namespace),
             Object::Service(o) => Some(&o.meta.namespace),
+            Object::ServiceAccount(m) => Some(&m.namespace),
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct PodSpec {
     /// At least one.
     pub containers: Vec<Container>,
     pub restart_policy: RestartPolicy,
+    /// `serviceAccountName` (or the deprecated `serviceAccount`), if written.
+    pub service_account: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -256,6 +263,7 @@ const KINDS: &[(&str, &str)] = &[
     ("Pod", "v1"),
     ("Deployment", "apps/v1"),
     ("Service", "v1"),
+    ("ServiceAccount", "v1"),
 ];
 
 /// Kubernetes kinds the lab knows of but does not run.
@@ -270,7 +278,6 @@ const OTHER_KINDS: &[&str] = &[
     "CronJob",
     "Ingress",
     "NetworkPolicy",
-    "ServiceAccount",
     "PersistentVolumeClaim",
     "PersistentVolume",
     "Endpoints",
@@ -376,6 +383,7 @@ fn parse_object(doc: &Document) -> (Option<Object>, Vec<Located>) {
         "Namespace" => object(doc, NameRule::Label, false, kind, namespace),
         "Pod" => object(doc, NameRule::Subdomain, true, kind, pod),
         "Deployment" => object(doc, NameRule::Subdomain, true, kind, deployment),
+        "ServiceAccount" => object(doc, NameRule::Subdomain, true, kind, service_account),
         _ => object(doc, NameRule::Dns1035, true, kind, service),
     }
 }
@@ -426,8 +434,9 @@ struct PodSpecWire {
     _dns_policy: Option<IgnoredAny>,
     #[serde(rename = "securityContext")]
     _security_context: Option<IgnoredAny>,
-    #[serde(rename = "serviceAccountName")]
-    _service_account_name: Option<IgnoredAny>,
+    service_account_name: Option<String>,
+    /// The deprecated name of `serviceAccountName`.
+    service_account: Option<String>,
     #[serde(rename = "automountServiceAccountToken")]
     _automount_service_account_token: Option<IgnoredAny>,
     #[serde(rename = "enableServiceLinks")]
@@ -677,6 +686,7 @@ impl<'d> Ctx<'d> {
         PodSpec {
             containers,
             restart_policy: spec.restart_policy.unwrap_or_default(),
+            service_account: spec.service_account_name.or(spec.service_account),
         }
     }
 
@@ -802,6 +812,11 @@ fn namespace(_: &mut Ctx<'_>, meta: Option<Meta>, _: Option<IgnoredAny>) -> Opti
             annotations: m.annotations,
         })
     })
+}
+
+/// A ServiceAccount: only its name matters here (pods name it; Cilium labels their identity).
+fn service_account(_: &mut Ctx<'_>, meta: Option<Meta>, _: Option<IgnoredAny>) -> Option<Object> {
+    meta.map(Object::ServiceAccount)
 }
 
 fn pod(ctx: &mut Ctx<'_>, meta: Option<Meta>, spec: Option<PodSpecWire>) -> Option<Object> {

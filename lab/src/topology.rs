@@ -2,7 +2,10 @@
 //! workloads, Deployments to pods, and every check that needs the whole set of objects. Nothing
 //! is created here; a bad manifest stops `lab up` before anything exists.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
 use anyhow::{Result, bail};
 use enforcer::yaml::{Located, Source};
@@ -73,9 +76,13 @@ pub fn from_sources(sources: &[Source]) -> Result<Topology> {
 pub fn from_objects(objects: &[(Object, enforcer::yaml::SourceRef)]) -> Result<Topology> {
     let mut topo = Topology::default();
     let mut problems: Vec<String> = Vec::new();
+    let mut service_accounts: BTreeSet<(&str, &str)> = BTreeSet::new();
     for (obj, src) in objects {
         let at = format!("{}:{}", src.file, src.line);
         match obj {
+            Object::ServiceAccount(m) => {
+                service_accounts.insert((&m.namespace, &m.name));
+            }
             Object::Namespace(ns) => {
                 topo.namespaces.insert(ns.name.clone(), ns.labels.clone());
             }
@@ -125,6 +132,19 @@ pub fn from_objects(objects: &[(Object, enforcer::yaml::SourceRef)]) -> Result<T
             }),
         }
     }
+    // Kubernetes' admission refuses a pod whose service account does not exist; every
+    // namespace has `default`.
+    for pod in &topo.pods {
+        let sa = pod.service_account.as_str();
+        if sa != cluster::DEFAULT_SERVICE_ACCOUNT
+            && !service_accounts.contains(&(pod.namespace.as_str(), sa))
+        {
+            problems.push(format!(
+                "{}: pod {}/{} names service account {sa:?}, but no ServiceAccount {sa:?} is defined in namespace {}; add one (`kind: ServiceAccount`, `metadata.name: {sa}`) or leave `serviceAccountName` out for `default`",
+                pod.source, pod.namespace, pod.name, pod.namespace
+            ));
+        }
+    }
     let topo = topo.with_system_parts();
     problems.extend(topo.validate());
     if !problems.is_empty() {
@@ -168,6 +188,10 @@ fn pod_spec(
         name: name.to_owned(),
         labels: labels.clone(),
         owner: owner.map(str::to_owned),
+        service_account: spec
+            .service_account
+            .clone()
+            .unwrap_or_else(|| cluster::DEFAULT_SERVICE_ACCOUNT.to_owned()),
         container: ContainerSpec {
             name: container.name.clone(),
             image: container.image.clone(),

@@ -212,3 +212,66 @@ fn a_namespace_deleted_by_hand_is_reported() {
     let p = lab.pod("xwing");
     assert_eq!(p["phase"], "NetworkMissing", "{p}");
 }
+
+/// Pods carry their own service account into their identity (Cilium's
+/// `io.cilium.k8s.policy.serviceaccount` label), so Cilium's service-account example policy
+/// lets luke (and only luke) GET leia's `/public`.
+#[test]
+fn service_accounts_select_pods_as_in_cilium() {
+    let lab = TestLab::up_with(&[&data("manifests/service-accounts.yaml")]);
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../enforcer/tests/data/cilium-corpus/examples/policies/kubernetes/serviceaccount/serviceaccount-policy.yaml",
+    );
+    lab.ok(&["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let get = |from: &str, path: &str| {
+        lab.exec(
+            from,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                &format!("http://leia.default.svc.cluster.local{path}"),
+            ],
+        )
+    };
+    assert_eq!(
+        get("luke-pod", "/public"),
+        (0, "help me, Obi-Wan\n".to_owned())
+    );
+    // Only `/public` (the policy's HTTP rule): the proxy answers 403 as Cilium's does.
+    assert_eq!(get("luke-pod", "/"), (0, "Access denied\r\n".to_owned()));
+    let (code, out) = get("vader-pod", "/public");
+    assert_eq!(code, 28, "vader got through: {out}");
+    let flows = lab.flows(&["--pod", "vader-pod", "--verdict", "DROPPED"]);
+    assert!(!flows.is_empty(), "no drop recorded for vader");
+}
+
+#[test]
+fn a_service_account_that_does_not_exist_is_refused() {
+    testkit::require_root();
+    let instance = testkit::unique_name("lt");
+    let file = std::env::temp_dir().join(format!("{instance}-sa.yaml"));
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: luke\nspec:\n  serviceAccountName: luke\n  containers:\n  - name: c\n    image: lab/ship\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(LAB)
+        .args(["--instance", &instance, "up", "--web", "127.0.0.1:0", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no ServiceAccount \"luke\" is defined in namespace default"),
+        "{err}"
+    );
+    assert!(
+        leftovers(&instance).is_empty(),
+        "{:?}",
+        leftovers(&instance)
+    );
+}

@@ -620,6 +620,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 &Default::default(),
+                "default",
             );
             ids.acquire_pod(l.clone());
             eps.push(EndpointRef {
