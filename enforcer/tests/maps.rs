@@ -66,6 +66,7 @@ cases! {
     clusterwide,
     namespace_scoping,
     connection_limits,
+    ipv6_cidrs,
 }
 
 fn data_dir() -> PathBuf {

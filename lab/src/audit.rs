@@ -76,6 +76,54 @@ pub fn audit(input: &Input) -> Vec<Finding> {
     for doc in &input.policies {
         for (i, rule) in doc.rules.iter().enumerate() {
             let base = spec_path(doc, i);
+            let sections = [
+                rule.ingress
+                    .iter()
+                    .flatten()
+                    .map(|r| (&r.from_cidr, &r.from_cidr_set))
+                    .collect::<Vec<_>>(),
+                rule.ingress_deny
+                    .iter()
+                    .flatten()
+                    .map(|r| (&r.from_cidr, &r.from_cidr_set))
+                    .collect(),
+                rule.egress
+                    .iter()
+                    .flatten()
+                    .map(|r| (&r.to_cidr, &r.to_cidr_set))
+                    .collect(),
+                rule.egress_deny
+                    .iter()
+                    .flatten()
+                    .map(|r| (&r.to_cidr, &r.to_cidr_set))
+                    .collect(),
+            ];
+            let names = [
+                ("ingress", "fromCIDR"),
+                ("ingressDeny", "fromCIDR"),
+                ("egress", "toCIDR"),
+                ("egressDeny", "toCIDR"),
+            ];
+            for (rules, (section, field)) in sections.iter().zip(names) {
+                for (j, (cidrs, sets)) in rules.iter().enumerate() {
+                    let path = format!("{base}.{section}[{j}]");
+                    let listed = cidrs
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(k, c)| (format!("{path}.{field}[{k}]"), c));
+                    let in_sets = sets
+                        .iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(k, s)| (format!("{path}.{field}Set[{k}].cidr"), &s.cidr));
+                    for (at, cidr) in listed.chain(in_sets) {
+                        if cidr.contains(':') {
+                            out.push(ipv6_finding(doc, &at, cidr));
+                        }
+                    }
+                }
+            }
             let Some(sel) = &rule.endpoint_selector else {
                 continue;
             };
@@ -206,6 +254,18 @@ pub fn audit(input: &Input) -> Vec<Finding> {
             .then(a.location.cmp(&b.location))
     });
     out
+}
+
+/// An IPv6 prefix: valid Cilium, applied, and without effect in the lab's IPv4-only network.
+fn ipv6_finding(doc: &PolicyDoc, path: &str, cidr: &str) -> Finding {
+    Finding {
+        severity: Severity::Low,
+        check: "ipv6-no-effect".into(),
+        location: loc(doc, path),
+        problem: format!("{cidr} is an IPv6 prefix: it has no effect in this cluster, which is IPv4 only"),
+        why: "pods here have IPv4 addresses only; on a dual-stack cluster the same rule also covers IPv6 traffic, so a policy tested here says nothing about it".into(),
+        fix: "nothing, if the policy is meant for dual-stack clusters too; IPv4 traffic needs an IPv4 prefix (0.0.0.0/0 beside ::/0)".into(),
+    }
 }
 
 fn any_wildcard(

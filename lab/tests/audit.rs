@@ -58,7 +58,7 @@ fn audit_accepts_exactly_what_apply_accepts() {
     let (code, err) = offline_refused("apply-refuses.yaml");
     assert_ne!(code, 0);
     assert!(
-        err.contains("apply-refuses.yaml:13:") && err.contains("IPv6"),
+        err.contains("apply-refuses.yaml:15:") && err.contains("L7 rules need a single port"),
         "{err}"
     );
     // Accepted: audited (base.yaml's NodePort stays unguarded), not refused.
@@ -93,6 +93,7 @@ fn each_class_of_problem_is_found_with_its_line() {
         ("selects-nothing.yaml", "selects-nothing", ":7 "),
         ("shadowed.yaml", "shadowed-rule", ":10 "),
         ("l7-cancelled.yaml", "l7-cancelled", ":12 "),
+        ("ipv6.yaml", "ipv6-no-effect", ":13 "),
     ] {
         let (code, findings) = offline(fixture);
         let f = findings

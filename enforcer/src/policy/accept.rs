@@ -124,13 +124,18 @@ mod tests {
 
     #[test]
     fn validation_and_enforcement_errors_in_one_pass() {
-        // A validation error and one only enforcement finds (an IPv6 prefix), both reported.
+        // A validation error and one only enforcement finds (L7 rules on a port range), both
+        // reported.
         let text = format!(
-            "{HEAD}  ingress:\n  - fromCIDR: [\"2001:db8::/32\"]\n  - fromEndpoints: [{{matchLabels: {{app: \"-bad\"}}}}]\n"
+            "{HEAD}  ingress:\n  - toPorts: [{{ports: [{{port: \"80\", endPort: 90, protocol: TCP}}], rules: {{http: [{{method: GET}}]}}}}]\n  - fromEndpoints: [{{matchLabels: {{app: \"-bad\"}}}}]\n"
         );
         let e = accept(&text).unwrap_err();
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e[0].message.contains("IPv6"), "{}", e[0]);
+        assert!(
+            e[0].message.contains("L7 rules need a single port"),
+            "{}",
+            e[0]
+        );
         assert!(e[1].message.contains("label value"), "{}", e[1]);
     }
 

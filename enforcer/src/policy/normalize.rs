@@ -316,7 +316,7 @@ impl Ctx<'_> {
     /// The peers of a rule. Without any peer field, a rule with `toPorts` applies to every peer
     /// on those ports, and a rule without `toPorts` either (`ingress: [{}]`) selects nothing —
     /// it only switches its direction to default deny, as in Cilium.
-    fn peers(&mut self, p: &PeerFields, path: &str, has_ports: bool) -> Peers {
+    fn peers(&mut self, p: &PeerFields, has_ports: bool) -> Peers {
         if p.endpoints.is_none() && p.cidr.is_none() && p.cidr_set.is_none() && p.entities.is_none()
         {
             return if has_ports {
@@ -336,22 +336,20 @@ impl Ctx<'_> {
             .map(|s| Arc::new(scope(s, self.doc)) as Arc<dyn LabelMatcher>)
             .collect();
         let mut cidrs = Vec::new();
-        for (j, c) in p.cidr.iter().flat_map(|v| v.iter()).enumerate() {
-            match parse_cidr(c) {
-                Some(prefix) => {
-                    self.note_cidr(prefix);
-                    cidrs.push(CidrPeer {
-                        prefix,
-                        except: vec![],
-                    });
-                }
-                None => self.unsupported_cidr(&format!("{path}[{j}]"), c),
+        for c in p.cidr.iter().flat_map(|v| v.iter()) {
+            // An IPv6 prefix (validated already) selects nothing in the lab's IPv4-only
+            // network, as in an IPv4-only Cilium cluster; `lab audit` says so.
+            if let Some(prefix) = parse_cidr(c) {
+                self.note_cidr(prefix);
+                cidrs.push(CidrPeer {
+                    prefix,
+                    except: vec![],
+                });
             }
         }
-        for (j, set) in p.cidr_set.iter().flat_map(|v| v.iter()).enumerate() {
+        for set in p.cidr_set.iter().flat_map(|v| v.iter()) {
             let Some(prefix) = parse_cidr(&set.cidr) else {
-                self.unsupported_cidr(&format!("{path}Set[{j}].cidr"), &set.cidr);
-                continue;
+                continue; // IPv6, as above
             };
             self.note_cidr(prefix);
             let mut except = Vec::new();
@@ -395,14 +393,6 @@ impl Ctx<'_> {
         }
     }
 
-    fn unsupported_cidr(&mut self, path: &str, c: &str) {
-        self.errors.push(located(
-            self.doc,
-            path,
-            &format!("{c}: IPv6 CIDRs are valid Cilium but the lab's network is IPv4 only"),
-        ));
-    }
-
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site per direction of rule"
@@ -419,13 +409,6 @@ impl Ctx<'_> {
         default_deny: bool,
     ) {
         let path = format!("{}.{section}[{index}]", self.base);
-        let peer_path = format!(
-            "{path}.{}",
-            match direction {
-                Direction::Ingress => "fromCIDR",
-                Direction::Egress => "toCIDR",
-            }
-        );
         let rule_ref = self.rule_info(section, index, &path);
         let entries: Vec<PortsAndHttp> = match ports {
             None => vec![(None, None)],
@@ -451,7 +434,7 @@ impl Ctx<'_> {
                 .collect(),
         };
         let has_ports = entries.iter().any(|(ports, _)| ports.is_some());
-        let peers = self.peers(&peers, &peer_path, has_ports);
+        let peers = self.peers(&peers, has_ports);
         let subject: Arc<dyn LabelMatcher> = Arc::new(scope(subject, self.doc));
         for (ports, http) in entries {
             self.set.rules.push(NormRule {
