@@ -190,6 +190,18 @@ pub async fn until(c: &Client, what: &str, secs: u64, script: &str) -> Result<Va
     }
 }
 
+/// Waits until the cluster page's live flow stream is connected.
+pub async fn live_flows(c: &Client) -> Result<()> {
+    until(
+        c,
+        "the live flow stream",
+        10,
+        "return document.getElementById('live').textContent === 'live flows'",
+    )
+    .await
+    .map(drop)
+}
+
 /// Makes the page's viewport exactly `w`×`h` (the window is larger by the browser's frame).
 pub async fn viewport(c: &Client, w: u32, h: u32) -> Result<()> {
     c.set_window_size(w, h).await?;

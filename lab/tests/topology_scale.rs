@@ -8,7 +8,8 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 
 use crate::browser::{
-    fits_window_width, js, load, screenshot_dir, session, shot, until, viewport, web_address,
+    fits_window_width, js, live_flows, load, screenshot_dir, session, shot, until, viewport,
+    web_address,
 };
 use crate::harness::{TestLab, data};
 
@@ -64,13 +65,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
     .await?;
 
     // A flow from the client to the service's backend is drawn to the group's node.
-    until(
-        c,
-        "the live flow stream",
-        10,
-        "return document.getElementById('live').textContent === 'live flows'",
-    )
-    .await?;
+    live_flows(c).await?;
     let (code, out) = lab.exec(
         "client",
         &[

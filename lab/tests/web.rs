@@ -10,7 +10,8 @@ use fantoccini::{Client, Locator, key::Key};
 use serde_json::json;
 
 use crate::browser::{
-    fits_window_width, js, load, screenshot_dir, session, shot, until, viewport, web_address,
+    fits_window_width, js, live_flows, load, screenshot_dir, session, shot, until, viewport,
+    web_address,
 };
 use crate::harness::TestLab;
 
@@ -69,13 +70,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         "return document.querySelector('#services tbody').textContent.includes('10.96.0.10')",
     )
     .await?;
-    until(
-        c,
-        "the live flow stream",
-        10,
-        "return document.getElementById('live').textContent === 'live flows'",
-    )
-    .await?;
+    live_flows(c).await?;
     let landed = lab.ship("xwing", &["land"]);
     ensure!(landed["status"] == 200, "{landed}");
     let row = until(c, "the xwing's flow in the live list", 10,
@@ -337,13 +332,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
         .await?;
     until(c, "audit mode on", 10, "return document.getElementById('active').textContent.includes('audit mode') && document.querySelector('#active input[data-role=\"audit\"]').checked").await?;
     load(c, &format!("{base}/")).await?;
-    until(
-        c,
-        "the live flow stream",
-        10,
-        "return document.getElementById('live').textContent === 'live flows'",
-    )
-    .await?;
+    live_flows(c).await?;
     let audited = lab.ship("xwing", &["land"]);
     ensure!(audited["status"] == 200, "audit mode forwards: {audited}");
     until(c, "an AUDIT flow in the live list", 10, "return [...document.querySelectorAll('#flow-list button.flow')].some(b => b.dataset.verdict === 'AUDIT' && b.textContent.includes('xwing'))").await?;

@@ -130,16 +130,23 @@ fn policy(i: usize) -> String {
     )
 }
 
+/// The kB figure of a `Name:   1234 kB` line of a /proc file (meminfo, status, smaps_rollup).
+fn proc_kib(file: &str, name: &str) -> Option<u64> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn memory_in_use_kib() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo")?;
     let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .with_context(|| format!("{name} in /proc/meminfo"))
+        proc_kib("/proc/meminfo", name).with_context(|| format!("{name} in /proc/meminfo"))
     };
-    Ok(field("MemTotal:")? - field("MemAvailable:")?)
+    Ok(field("MemTotal")? - field("MemAvailable")?)
 }
 
 /// User plus system CPU time of a process so far.
@@ -162,15 +169,7 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// A process's proportional set size (shared pages divided among their users).
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss").unwrap_or(0)
 }
 
 /// Every process in the cgroup tree under `dir`.
@@ -191,15 +190,7 @@ fn cgroup_pids(dir: &Path) -> Vec<u32> {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS").unwrap_or(0)
 }
 
 /// The sum of a metric's samples whose labels contain `filter` (OpenMetrics text).
@@ -506,6 +497,14 @@ mod tests {
         assert!(m.contains("name: tier-4\nspec:\n  replicas: 3"));
         assert!(m.contains("name: tier-5\nspec:\n  replicas: 2"));
         assert_eq!(manifest(3).matches("kind: Deployment").count(), 3);
+    }
+
+    #[test]
+    fn proc_files_are_read_in_kib() {
+        assert!(proc_kib("/proc/meminfo", "MemTotal").is_some_and(|k| k > 0));
+        assert!(proc_kib("/proc/self/status", "VmRSS").is_some_and(|k| k > 0));
+        // A longer name that starts the same is not taken for it.
+        assert_eq!(proc_kib("/proc/meminfo", "Mem"), None);
     }
 
     #[test]
