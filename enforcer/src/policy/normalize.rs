@@ -10,8 +10,8 @@ use crate::{
     identity::LabelSet,
     policy::{
         api::{
-            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule,
-            IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
+            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IcmpFamily, IcmpRule,
+            IngressDenyRule, IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
         },
         resolve::{
             CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange,
@@ -231,7 +231,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            r.to_ports.as_deref().map(PortsRef::Allow),
+            icmp_ports(&r.icmps).or(r.to_ports.as_deref().map(PortsRef::Allow)),
             dd,
         );
     }
@@ -263,7 +263,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            ports,
+            icmp_ports(&r.icmps).or(ports),
             dd,
         );
     }
@@ -282,7 +282,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            r.to_ports.as_deref().map(PortsRef::Allow),
+            icmp_ports(&r.icmps).or(r.to_ports.as_deref().map(PortsRef::Allow)),
             dd,
         );
     }
@@ -308,7 +308,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            ports,
+            icmp_ports(&r.icmps).or(ports),
             dd,
         );
     }
@@ -422,6 +422,7 @@ impl Ctx<'_> {
                         .collect()
                 }
             }
+            Some(PortsRef::Icmp(ranges)) => vec![(Some(ranges), None)],
             Some(PortsRef::Deny(list)) => list
                 .iter()
                 .enumerate()
@@ -487,6 +488,7 @@ impl Ctx<'_> {
     }
 
     /// Port entries to ranges; `ANY` means TCP, UDP and SCTP. With L7 rules only TCP counts.
+    /// The port-less protocols (GRE, ESP, ...) come with port "0": every packet of theirs.
     fn port_list(&mut self, path: &str, ports: &[PortProtocol], l7: bool) -> Vec<PortRange> {
         let mut out = Vec::new();
         for (j, pp) in ports.iter().enumerate() {
@@ -512,12 +514,9 @@ impl Ctx<'_> {
                 ));
                 continue;
             }
-            let protos: &[u8] = match pp.protocol {
-                Some(Protocol::Tcp) => &[6],
-                Some(Protocol::Udp) => &[17],
-                Some(Protocol::Sctp) => &[132],
-                None | Some(Protocol::Any) if l7 => &[6],
-                None | Some(Protocol::Any) => &[6, 17, 132],
+            let protos: &[u8] = match pp.protocol.unwrap_or(Protocol::Any) {
+                Protocol::Any if l7 => &[6],
+                p => p.numbers(),
             };
             for &proto in protos {
                 out.push(PortRange { proto, first, last });
@@ -533,6 +532,29 @@ type PortsAndHttp = (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>);
 enum PortsRef<'a> {
     Allow(&'a [PortRule]),
     Deny(Vec<Vec<PortProtocol>>),
+    /// The ICMP types of `icmps`, as ports of protocol ICMP.
+    Icmp(Vec<PortRange>),
+}
+
+/// A rule's `icmps` as port ranges: like Cilium, the lab keys an ICMP type as the port of
+/// protocol ICMP, so the types combine with the rule's peers as `toPorts` do. `None` when the
+/// list is absent or empty (Cilium then treats the rule as if it had none). ICMPv6 types select
+/// nothing in the lab's IPv4-only network (`lab audit` says so).
+fn icmp_ports(icmps: &Option<Vec<IcmpRule>>) -> Option<PortsRef<'static>> {
+    let rules = icmps.as_ref().filter(|r| !r.is_empty())?;
+    let mut ranges = Vec::new();
+    for field in rules.iter().flat_map(|r| &r.fields) {
+        if let Some((family, t)) = field.resolve()
+            && family == IcmpFamily::V4
+        {
+            ranges.push(PortRange {
+                proto: family.protocol(),
+                first: u16::from(t),
+                last: u16::from(t),
+            });
+        }
+    }
+    Some(PortsRef::Icmp(ranges))
 }
 
 /// An IPv4 prefix (a bare address is a /32, as in Cilium); IPv6 → None.
