@@ -9,6 +9,7 @@ mod audit;
 mod bench;
 mod bench_page;
 mod cluster;
+mod connectivity;
 mod demo;
 mod l7;
 mod lessons;
