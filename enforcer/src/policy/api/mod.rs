@@ -38,6 +38,7 @@
 //! `validate` (Cilium's semantic checks).
 
 mod icmp;
+pub mod netpol;
 mod parse;
 mod peers;
 mod ports;
@@ -56,7 +57,7 @@ pub use types::{
     Operator, PolicyDoc, PolicyKind, Rule, RuleLabel,
 };
 
-/// The only accepted `apiVersion`.
+/// The `apiVersion` of Cilium's kinds (Kubernetes `NetworkPolicy`: [`netpol::API_VERSION`]).
 pub const API_VERSION: &str = "cilium.io/v2";
 
 /// The lab's per-policy audit annotation (see the module documentation).
