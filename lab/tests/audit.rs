@@ -94,6 +94,7 @@ fn each_class_of_problem_is_found_with_its_line() {
         ("shadowed.yaml", "shadowed-rule", ":10 "),
         ("l7-cancelled.yaml", "l7-cancelled", ":12 "),
         ("ipv6.yaml", "ipv6-no-effect", ":13 "),
+        ("icmpv6.yaml", "ipv6-no-effect", ":14 "),
         ("policy-types.yaml", "policy-types-mismatch", ":11 "),
     ] {
         let (code, findings) = offline(fixture);

@@ -10,6 +10,7 @@ mod audit;
 mod bench;
 mod bench_page;
 mod cluster;
+mod connectivity;
 mod demo;
 mod l7;
 mod lessons;

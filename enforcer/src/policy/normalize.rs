@@ -10,8 +10,8 @@ use crate::{
     identity::LabelSet,
     policy::{
         api::{
-            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule,
-            IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
+            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IcmpFamily, IcmpRule,
+            IngressDenyRule, IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
         },
         resolve::{
             CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortName,
@@ -237,7 +237,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            r.to_ports.as_deref().map(PortsRef::Allow),
+            icmp_ports(&r.icmps).or(r.to_ports.as_deref().map(PortsRef::Allow)),
             dd,
         );
     }
@@ -269,7 +269,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            ports,
+            icmp_ports(&r.icmps).or(ports),
             dd,
         );
     }
@@ -288,7 +288,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            r.to_ports.as_deref().map(PortsRef::Allow),
+            icmp_ports(&r.icmps).or(r.to_ports.as_deref().map(PortsRef::Allow)),
             dd,
         );
     }
@@ -314,7 +314,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            ports,
+            icmp_ports(&r.icmps).or(ports),
             dd,
         );
     }
@@ -428,6 +428,7 @@ impl Ctx<'_> {
                         .collect()
                 }
             }
+            Some(PortsRef::Icmp(ranges)) => vec![(Some(ranges), vec![], None)],
             Some(PortsRef::Deny(list)) => list
                 .iter()
                 .enumerate()
@@ -487,7 +488,8 @@ impl Ctx<'_> {
     }
 
     /// Port entries to ranges and port names; `ANY` means TCP, UDP and SCTP. With L7 rules
-    /// only TCP counts.
+    /// only TCP counts. The port-less protocols (GRE, ESP, ...) come with port "0": every
+    /// packet of theirs.
     fn port_list(
         &mut self,
         path: &str,
@@ -498,12 +500,9 @@ impl Ctx<'_> {
         let mut names = Vec::new();
         for (j, pp) in ports.iter().enumerate() {
             let pp_path = format!("{path}.ports[{j}]");
-            let protos: &[u8] = match pp.protocol {
-                Some(Protocol::Tcp) => &[6],
-                Some(Protocol::Udp) => &[17],
-                Some(Protocol::Sctp) => &[132],
-                None | Some(Protocol::Any) if l7 => &[6],
-                None | Some(Protocol::Any) => &[6, 17, 132],
+            let protos: &[u8] = match pp.protocol.unwrap_or(Protocol::Any) {
+                Protocol::Any if l7 => &[6],
+                p => p.numbers(),
             };
             let Some(first) = pp.number() else {
                 // Resolved per endpoint from the pods' container ports.
@@ -540,6 +539,29 @@ type PortsAndHttp = (Option<Vec<PortRange>>, Vec<PortName>, Option<Vec<HttpSpec>
 enum PortsRef<'a> {
     Allow(&'a [PortRule]),
     Deny(Vec<Vec<PortProtocol>>),
+    /// The ICMP types of `icmps`, as ports of protocol ICMP.
+    Icmp(Vec<PortRange>),
+}
+
+/// A rule's `icmps` as port ranges: like Cilium, the lab keys an ICMP type as the port of
+/// protocol ICMP, so the types combine with the rule's peers as `toPorts` do. `None` when the
+/// list is absent or empty (Cilium then treats the rule as if it had none). ICMPv6 types select
+/// nothing in the lab's IPv4-only network (`lab audit` says so).
+fn icmp_ports(icmps: &Option<Vec<IcmpRule>>) -> Option<PortsRef<'static>> {
+    let rules = icmps.as_ref().filter(|r| !r.is_empty())?;
+    let mut ranges = Vec::new();
+    for field in rules.iter().flat_map(|r| &r.fields) {
+        if let Some((family, t)) = field.resolve()
+            && family == IcmpFamily::V4
+        {
+            ranges.push(PortRange {
+                proto: family.protocol(),
+                first: u16::from(t),
+                last: u16::from(t),
+            });
+        }
+    }
+    Some(PortsRef::Icmp(ranges))
 }
 
 /// An IPv4 prefix (a bare address is a /32, as in Cilium); IPv6 → None.
