@@ -191,3 +191,41 @@ fn upstream_cases_as_truth_tables() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!("netpol truth tables: {checked} cells probed, all as expected");
 }
+
+/// `ipBlock` with `except` on real outside hosts: the inventory's NodePort (lesson 5) fenced by
+/// a NetworkPolicy lets the monitoring host in and keeps the attacker out, and the attacker's
+/// drop names the NetworkPolicy; without the exception, the attacker is let in too.
+#[test]
+fn ip_block_with_except_selects_outside_hosts() {
+    let lab = TestLab::up();
+    let policy = |except: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: inventory-knp\nspec:\n  podSelector:\n    matchLabels:\n      app: inventory\n  ingress:\n  - from:\n    - ipBlock:\n        cidr: 10.20.0.0/16\n    - ipBlock:\n        cidr: 198.51.100.0/24{except}\n    ports:\n    - port: 8080\n"
+        )
+    };
+    let leaks = |host: &str| {
+        lab.exec(
+            host,
+            &["curl", "-s", "-m", "1.5", "http://203.0.113.10:30007/"],
+        )
+        .1
+        .contains("Leia Organa")
+    };
+    lab.applied(&policy("\n        except:\n        - 198.51.100.66/32"));
+    assert!(leaks("monitor"), "the monitoring host is in 10.20.0.0/16");
+    assert!(!leaks("attacker"), "198.51.100.66 is carved out");
+    let drop = testkit::wait_for(std::time::Duration::from_secs(5), || {
+        lab.flows(&[])
+            .into_iter()
+            .rev()
+            .find(|f| f["verdict"] == "DROPPED" && f["IP"]["source"] == "198.51.100.66")
+    })
+    .expect("a drop of the attacker");
+    let why = drop["policy_explanation"].as_str().unwrap_or_default();
+    assert!(why.contains("inventory-knp"), "{why}");
+    lab.applied(&policy(""));
+    assert!(
+        leaks("attacker"),
+        "without the exception the /24 lets it in"
+    );
+}
