@@ -16,6 +16,7 @@ use crate::{
         resolve::{
             CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange,
         },
+        cidrgroup::{self, CidrGroupDoc},
         selector::Labels,
     },
     yaml::Located,
@@ -85,8 +86,18 @@ fn scope(sel: &EndpointSelector, doc: &PolicyDoc) -> ScopedSelector {
     }
 }
 
-/// Builds the rule set for `docs`. Errors name the file and line of what cannot be enforced.
+/// Builds the rule set for `docs`, without CIDR groups (entries naming one select nothing).
+/// Errors name the file and line of what cannot be enforced.
 pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
+    normalize_with_groups(docs, &[])
+}
+
+/// Builds the rule set for `docs`, CIDR-set entries that name CiliumCIDRGroups standing for
+/// the prefixes of those among `groups`.
+pub fn normalize_with_groups(
+    docs: &[PolicyDoc],
+    groups: &[CidrGroupDoc],
+) -> Result<RuleSet, Vec<Located>> {
     let mut set = RuleSet::default();
     let mut cidrs = BTreeSet::new();
     let mut errors = Vec::new();
@@ -114,6 +125,7 @@ pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
                 cidrs: &mut cidrs,
                 errors: &mut errors,
                 spec_index,
+                groups,
             };
             let dd = rule.enable_default_deny.as_ref();
             let ingress_dd = dd.and_then(|d| d.ingress);
@@ -187,6 +199,7 @@ struct Ctx<'a> {
     cidrs: &'a mut BTreeSet<(Ipv4Addr, u8)>,
     errors: &'a mut Vec<Located>,
     spec_index: usize,
+    groups: &'a [CidrGroupDoc],
 }
 
 /// The peer fields of one rule, whichever direction.
@@ -348,18 +361,20 @@ impl Ctx<'_> {
             }
         }
         for set in p.cidr_set.iter().flat_map(|v| v.iter()) {
-            let Some(prefix) = parse_cidr(&set.cidr) else {
-                continue; // IPv6, as above
-            };
-            self.note_cidr(prefix);
-            let mut except = Vec::new();
-            for e in set.except.iter().flatten() {
-                if let Some(ex) = parse_cidr(e) {
+            // The entry's prefix, or its groups' (none for a group that does not exist: the
+            // entry selects nothing, as in Cilium); IPv6 ones as above. `except` applies to each.
+            let prefixes = cidrgroup::prefixes_of(set, self.groups);
+            let except: Vec<_> = set.except.iter().flatten().filter_map(|e| parse_cidr(e)).collect();
+            for &prefix in &prefixes {
+                self.note_cidr(prefix);
+                for &ex in &except {
                     self.note_cidr(ex);
-                    except.push(ex);
                 }
+                cidrs.push(CidrPeer {
+                    prefix,
+                    except: except.clone(),
+                });
             }
-            cidrs.push(CidrPeer { prefix, except });
         }
         let entities = p
             .entities
@@ -504,14 +519,6 @@ impl Ctx<'_> {
                 (p, Some(e)) => (p, e),
                 (p, None) => (p, p),
             };
-            if l7 && first != last {
-                self.errors.push(located(
-                    self.doc,
-                    &pp_path,
-                    "L7 rules need a single port here (the lab's proxy does not take port ranges or port 0)",
-                ));
-                continue;
-            }
             let protos: &[u8] = match pp.protocol {
                 Some(Protocol::Tcp) => &[6],
                 Some(Protocol::Udp) => &[17],

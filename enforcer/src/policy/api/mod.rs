@@ -16,8 +16,11 @@
 //! saying "… is valid Cilium but not supported by the lab yet" — never silently ignored: `toFQDNs`,
 //! `toServices`, `toGroups`/`fromGroups`, `toNodes`/`fromNodes`, `nodeSelector`, `icmps`,
 //! `authentication`, `serverNames`, `listener`, `originatingTLS`, `terminatingTLS`,
-//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports, CIDR groups and the port-less
+//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports and the port-less
 //! protocols of the CRD (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH).
+//!
+//! CIDR-set entries may name `CiliumCIDRGroup` objects (`cidrGroupRef`, `cidrGroupSelector`):
+//! the groups are their own kind ([`crate::policy::cidrgroup`]), resolved with the policies.
 //!
 //! What the API server refuses (the CRD's `openAPIV3Schema`) or Cilium's own checks refuse, the
 //! lab refuses as invalid, with the fix: a port written as a number, a rule without
@@ -39,6 +42,8 @@ mod peers;
 mod ports;
 mod types;
 mod validate;
+
+pub(crate) use validate::check_cidr;
 
 pub use parse::{
     PolicyCheck, check_policies, check_policy_document, parse_policies, parse_policy_document,
