@@ -66,10 +66,7 @@ fn applicable<'a>(
 /// The HTTP rules of the entry the kernel's longest-prefix match picks for `exact`: rules on a
 /// port range are stored under the range's blocks, so the lookup walks the (at most 18) keys
 /// covering the exact one, most specific first, and stops at an entry that is not a redirect.
-fn rules_for(
-    names: &Names,
-    exact: MapKey,
-) -> Option<(MapKey, &Arc<crate::proxy::CompiledRules>)> {
+fn rules_for(names: &Names, exact: MapKey) -> Option<(MapKey, &Arc<crate::proxy::CompiledRules>)> {
     exact
         .covering()
         .take_while(|k| !names.l7_shadowed.contains(k))

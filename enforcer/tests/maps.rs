@@ -170,9 +170,7 @@ fn load(dir: &Path) -> Case {
                     let errors = if is_limit(doc) {
                         parse_limit_document(doc).map(|l| limits.push(l)).err()
                     } else if is_cidr_group(doc) {
-                        parse_cidr_group_document(doc)
-                            .map(|g| groups.push(g))
-                            .err()
+                        parse_cidr_group_document(doc).map(|g| groups.push(g)).err()
                     } else {
                         parse_policy_document(doc).map(|p| policies.push(p)).err()
                     };

@@ -43,7 +43,8 @@ impl ApplyResult {
 /// One document of an apply.
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// `CiliumNetworkPolicy`, `CiliumClusterwideNetworkPolicy`, `ConnectionLimit`.
+    /// `CiliumNetworkPolicy`, `CiliumClusterwideNetworkPolicy`, `CiliumCIDRGroup`,
+    /// `ConnectionLimit`.
     pub kind: String,
     pub name: String,
     pub namespace: Option<String>,
@@ -84,11 +85,32 @@ impl ApplyAction {
     }
 }
 
-/// `DELETE /api/policies`: by name, by the documents of a text, or all.
+/// The kinds `lab policy` manages, each with kubectl's short name.
+pub const POLICY_KINDS: [(&str, Option<&str>); 4] = [
+    ("CiliumNetworkPolicy", Some("cnp")),
+    ("CiliumClusterwideNetworkPolicy", Some("ccnp")),
+    ("CiliumCIDRGroup", Some("ccg")),
+    ("ConnectionLimit", None),
+];
+
+/// The kind a word names, as kubectl reads a resource type: the kind in any case, its plural,
+/// or its short name (`ccg`, `CiliumCIDRGroup`, `ciliumcidrgroups`).
+pub fn policy_kind(word: &str) -> Option<&'static str> {
+    let w = word.to_ascii_lowercase();
+    POLICY_KINDS.iter().find_map(|(kind, short)| {
+        let k = kind.to_ascii_lowercase();
+        (w == k || w == format!("{k}s") || Some(w.as_str()) == *short).then_some(*kind)
+    })
+}
+
+/// `DELETE /api/policies`: by name (of one kind, or of any), by the documents of a text, or all.
 #[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq, Eq)]
 pub struct DeleteRequest {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub name: Option<String>,
+    /// With `name`: only objects of this kind (as [`policy_kind`] gives it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub namespace: Option<String>,
     /// Delete the policies named in this manifest text.

@@ -115,7 +115,9 @@ impl FileAcceptor {
             Accepted::CidrGroup(g) => self
                 .names
                 .defined_twice(doc, cidrgroup::KIND, None, &g.name, &g.name)
-                .map(|e| e.with_hint("give each group its own name, or merge their `externalCIDRs`")),
+                .map(|e| {
+                    e.with_hint("give each group its own name, or merge their `externalCIDRs`")
+                }),
         };
         match twice {
             Some(e) => Err(vec![e]),
@@ -189,17 +191,33 @@ mod tests {
             "{HEAD}  egress:\n  - toCIDRSet:\n    - cidr: 10.0.0.0/8\n      cidrGroupRef: ext\n"
         );
         let e = accept(&both).unwrap_err();
-        assert_eq!(e[0].field, "spec.egress[0].toCIDRSet[0].cidrGroupRef", "{e:?}");
-        assert!(e[0].message.contains("cannot be used in the same entry"), "{}", e[0]);
+        assert_eq!(
+            e[0].field, "spec.egress[0].toCIDRSet[0].cidrGroupRef",
+            "{e:?}"
+        );
+        assert!(
+            e[0].message.contains("cannot be used in the same entry"),
+            "{}",
+            e[0]
+        );
         let bad = format!(
             "{HEAD}  egress:\n  - toCIDRSet:\n    - cidrGroupRef: Not_A_Name\n      except: [10.0.0.1]\n    - except: [10.0.0.0/8]\n"
         );
         let e = accept(&bad).unwrap_err();
         let text: Vec<String> = e.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 3, "{text:#?}");
-        assert!(text[0].starts_with("a.yaml:9:") && text[0].contains("cidrGroupRef"), "{text:#?}");
-        assert!(text[1].starts_with("a.yaml:10:") && text[1].contains("prefix length"), "{text:#?}");
-        assert!(text[2].starts_with("a.yaml:11:") && text[2].contains("missing required field `cidr`"), "{text:#?}");
+        assert!(
+            text[0].starts_with("a.yaml:9:") && text[0].contains("cidrGroupRef"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with("a.yaml:10:") && text[1].contains("prefix length"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("a.yaml:11:") && text[2].contains("missing required field `cidr`"),
+            "{text:#?}"
+        );
     }
 
     #[test]

@@ -63,7 +63,10 @@ pub struct CidrGroupDoc {
 impl CidrGroupDoc {
     /// The group's IPv4 prefixes (IPv6 ones select nothing in the lab).
     pub fn ipv4_prefixes(&self) -> impl Iterator<Item = (Ipv4Addr, u8)> + '_ {
-        self.spec.external_cidrs.iter().filter_map(|c| parse_cidr(c))
+        self.spec
+            .external_cidrs
+            .iter()
+            .filter_map(|c| parse_cidr(c))
     }
 
     /// Whether `cidrGroupSelector` selects this group (by its labels, as Kubernetes labels).
@@ -253,8 +256,16 @@ mod tests {
     #[test]
     fn entries_stand_for_the_prefixes_of_the_groups_they_name_or_select() {
         let groups = vec![
-            group("a", &[("role", "vpn")], &["198.51.100.0/24", "2001:db8::/32"]),
-            group("b", &[("role", "vpn")], &["10.20.0.0/16", "198.51.100.0/24"]),
+            group(
+                "a",
+                &[("role", "vpn")],
+                &["198.51.100.0/24", "2001:db8::/32"],
+            ),
+            group(
+                "b",
+                &[("role", "vpn")],
+                &["10.20.0.0/16", "198.51.100.0/24"],
+            ),
             group("c", &[("role", "other")], &["192.0.2.0/24"]),
         ];
         let by_ref = |name: &str| CidrRule {

@@ -13,10 +13,10 @@ use crate::{
             CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule,
             IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
         },
+        cidrgroup::{self, CidrGroupDoc},
         resolve::{
             CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange,
         },
-        cidrgroup::{self, CidrGroupDoc},
         selector::Labels,
     },
     yaml::Located,
@@ -364,7 +364,12 @@ impl Ctx<'_> {
             // The entry's prefix, or its groups' (none for a group that does not exist: the
             // entry selects nothing, as in Cilium); IPv6 ones as above. `except` applies to each.
             let prefixes = cidrgroup::prefixes_of(set, self.groups);
-            let except: Vec<_> = set.except.iter().flatten().filter_map(|e| parse_cidr(e)).collect();
+            let except: Vec<_> = set
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| parse_cidr(e))
+                .collect();
             for &prefix in &prefixes {
                 self.note_cidr(prefix);
                 for &ex in &except {

@@ -439,7 +439,10 @@ pub fn resolve(
             );
         }
         for k in all_keys {
-            let redirect = out.map.get(&k).is_some_and(|v| v.verdict == Verdict::Redirect);
+            let redirect = out
+                .map
+                .get(&k)
+                .is_some_and(|v| v.verdict == Verdict::Redirect);
             if !redirect && k.covering().skip(1).any(|c| out.http.contains_key(&c)) {
                 out.l7_shadowed.insert(k);
             }
@@ -858,14 +861,23 @@ mod tests {
         l7.http = Some(vec![http("GET", 1)]);
         let res = resolve(&[l7], &w.eps, &ids(&w), 15001);
         for port in 8080..=8090 {
-            assert_eq!(lookup(&res, 1, tie, IN, 6, port).0, Verdict::Redirect, "{port}");
+            assert_eq!(
+                lookup(&res, 1, tie, IN, 6, port).0,
+                Verdict::Redirect,
+                "{port}"
+            );
             let rules = l7_rules(&res, MapKey::exact(1, tie, IN, 6, port));
             assert_eq!(rules, Some(vec![http("GET", 1)]), "{port}");
         }
         assert_eq!(lookup(&res, 1, tie, IN, 6, 8091).0, Verdict::Deny);
         assert_eq!(lookup(&res, 1, tie, IN, 17, 8080).0, Verdict::Deny);
         // A range is a few prefix entries, not one per port.
-        assert_eq!(res.http.len(), 3 * w.ids.all().count(), "{:?}", res.http.keys());
+        assert_eq!(
+            res.http.len(),
+            3 * w.ids.all().count(),
+            "{:?}",
+            res.http.keys()
+        );
     }
 
     #[test]
