@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::{
     cidr_groups::{ATTACKER, MONITOR, last_flow_to, udp_reaches},
-    harness::TestLab,
+    harness::{TestLab, data},
 };
 
 const NS: &str = "cilium-test-1";
@@ -39,8 +39,13 @@ fn policy(name: &str) -> String {
         .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// The topology, with the service accounts it names (cilium-cli creates them; the corpus's file
+/// leaves them out).
 fn topology() -> TestLab {
-    TestLab::up_with(&[&corpus("connectivity-topology.yaml")])
+    TestLab::up_with(&[
+        &corpus("connectivity-topology.yaml"),
+        &data("manifests/connectivity-service-accounts.yaml"),
+    ])
 }
 
 /// The pod of a deployment in the test namespace.
