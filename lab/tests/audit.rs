@@ -58,7 +58,8 @@ fn audit_accepts_exactly_what_apply_accepts() {
     let (code, err) = offline_refused("apply-refuses.yaml");
     assert_ne!(code, 0);
     assert!(
-        err.contains("apply-refuses.yaml:15:") && err.contains("L7 rules need a single port"),
+        err.contains("apply-refuses.yaml:15:")
+            && err.contains("`authentication` is valid Cilium but not supported"),
         "{err}"
     );
     // Accepted: audited (base.yaml's NodePort stays unguarded), not refused.
