@@ -11,11 +11,13 @@
 //! - [`ship`]: the client moves of the ships (land, survey, fire, fetch the logs, any HTTP).
 //! - [`echo`]: a small fast HTTP server for exercises and benchmarks.
 //! - [`dns`]: the cluster's authoritative DNS server for `cluster.local.`.
+//! - [`agnhost`]: the servers of Kubernetes' `agnhost` test image (network policy conformance).
 //! - [`loadgen`]: a wrk2-style HTTP load generator (open and closed loop) for `lab bench`.
 //!
 //! Everything logs with `tracing`; installing a subscriber is the caller's job.
 //! [`run_workload`] maps a workload name and its JSON config to the right `run`.
 
+pub mod agnhost;
 pub mod deathstar;
 pub mod dns;
 pub mod echo;

@@ -22,7 +22,7 @@ use crate::{
     datapath::{Datapath, DatapathError, EndpointEntry},
     identity::{Identities, LabelSet, pod_labels},
     policy::resolve::{
-        EndpointRef, HttpSpec, MapKey, MapValue, NormLimit, NormRule, Resolved, resolve,
+        EndpointRef, HttpSpec, MapKey, MapValue, NamedPort, NormLimit, NormRule, Resolved, resolve,
         resolve_limits,
     },
     proxy::{CompiledRules, HttpRuleSpec},
@@ -40,6 +40,8 @@ pub struct EndpointSpec {
     pub ip: Ipv4Addr,
     /// Node side of the pod's veth, in the node namespace.
     pub ifname: String,
+    /// The container ports the pod declares with a name, for named ports in policies.
+    pub named_ports: Vec<NamedPort>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -54,6 +56,7 @@ pub struct Endpoint {
     pub labels: LabelSet,
     /// `EP_*` flags in force.
     pub flags: u32,
+    pub named_ports: Vec<NamedPort>,
 }
 
 /// Where a rule came from, for flows ("allowed by"), `lab policy get` and error messages.
@@ -216,6 +219,7 @@ impl DesiredState {
                 identity,
                 labels,
                 flags: 0,
+                named_ports: spec.named_ports,
             },
         );
         ep_id
@@ -280,6 +284,7 @@ impl DesiredState {
             .map(|e| EndpointRef {
                 ep_id: e.ep_id,
                 labels: e.labels.clone(),
+                named_ports: Arc::new(e.named_ports.clone()),
             })
             .collect();
         let idents: Vec<_> = self.identities.all().collect();

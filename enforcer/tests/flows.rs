@@ -36,6 +36,7 @@ fn endpoint(ep_id: u32, pod: &str, ip: Ipv4Addr, identity: u32) -> Endpoint {
         identity,
         labels: BTreeMap::new(),
         flags: 0,
+        named_ports: Default::default(),
     }
 }
 

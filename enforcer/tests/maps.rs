@@ -195,6 +195,7 @@ fn load(dir: &Path) -> Case {
             service_account: "default".into(),
             ip,
             ifname: String::new(),
+            named_ports: vec![],
         };
         state.add_endpoint(spec, 0);
     }

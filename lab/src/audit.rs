@@ -131,6 +131,9 @@ pub fn audit(input: &Input) -> Vec<Finding> {
                     }
                 }
             }
+            if doc.kind == PolicyKind::Kubernetes {
+                out.extend(policy_types_findings(doc));
+            }
             let Some(sel) = &rule.endpoint_selector else {
                 continue;
             };
@@ -281,6 +284,38 @@ pub fn audit(input: &Input) -> Vec<Finding> {
     out
 }
 
+/// A NetworkPolicy whose `policyTypes` leaves out a direction it has rules for: Kubernetes
+/// says those rules do not apply; Cilium (and so the lab) enforces them anyway.
+fn policy_types_findings(doc: &PolicyDoc) -> Vec<Finding> {
+    let Some(types) = doc
+        .raw
+        .pointer("/spec/policyTypes")
+        .and_then(|t| t.as_array())
+    else {
+        return vec![];
+    };
+    let listed = |t: &str| types.iter().any(|x| x == t);
+    [("ingress", "Ingress"), ("egress", "Egress")]
+        .into_iter()
+        .filter(|(field, t)| {
+            !listed(t)
+                && doc
+                    .raw
+                    .pointer(&format!("/spec/{field}"))
+                    .and_then(|r| r.as_array())
+                    .is_some_and(|r| !r.is_empty())
+        })
+        .map(|(field, t)| Finding {
+            severity: Severity::Medium,
+            check: "policy-types-mismatch".into(),
+            location: loc(doc, &format!("spec.{field}")),
+            problem: format!("`{field}` rules in a NetworkPolicy whose `policyTypes` does not list `{t}`"),
+            why: format!("Kubernetes says these rules do not apply, and some network plugins ignore them; Cilium enforces them (and puts {field} in default deny), so the policy behaves differently from cluster to cluster"),
+            fix: format!("add `{t}` to `policyTypes`, or remove the `{field}` rules"),
+        })
+        .collect()
+}
+
 /// An IPv6 prefix: valid Cilium, applied, and without effect in the lab's IPv4-only network.
 fn ipv6_finding(doc: &PolicyDoc, path: &str, cidr: &str) -> Finding {
     Finding {
@@ -412,6 +447,7 @@ fn resolution_findings(input: &Input) -> Vec<Finding> {
         eps.push(EndpointRef {
             ep_id: i as u32 + 1,
             labels,
+            named_ports: std::sync::Arc::new(pod.named_ports()),
         });
     }
     ids.set_cidrs(&set.cidrs);

@@ -134,6 +134,7 @@ fn workload_name(w: &Workload) -> &'static str {
         Workload::Echo { .. } => "echo",
         Workload::Dns => "dns",
         Workload::Inventory { .. } => "inventory",
+        Workload::Agnhost { .. } => "agnhost",
     }
 }
 
@@ -325,6 +326,11 @@ impl web::Backend for LabBackend {
 
     fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>> {
         self.blocking(move |lab| crate::audit::live(lab, &req))
+    }
+
+    fn matrix(&self, req: model::MatrixRequest) -> BoxFut<'_, Result<model::Matrix, ApiError>> {
+        let lab = self.0.clone();
+        Box::pin(async move { crate::matrix::matrix(&lab, &req).await })
     }
 
     fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Flow>> {

@@ -103,7 +103,7 @@ enum Command {
         #[arg(long)]
         tail: Option<usize>,
     },
-    /// CiliumNetworkPolicies: apply, get, delete, audit.
+    /// Network policies (Cilium and Kubernetes): apply, get, delete, audit.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Flows, like `hubble observe`.
@@ -152,6 +152,25 @@ enum Command {
         offline: bool,
         #[arg(long, default_value = "medium", value_parser = ["low", "medium", "high", "critical"])]
         fail_on: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The connectivity matrix: every ordered pair of pods x the ports they declare, as the
+    /// policies in force predict it; with `--probe`, also measured with real traffic (a cell
+    /// where the two disagree is shown as `!`). Exits 1 when they disagree.
+    Matrix {
+        /// Send real traffic for every cell (TCP handshakes, UDP datagrams answered).
+        #[arg(long)]
+        probe: bool,
+        /// Only pods of this namespace (repeatable).
+        #[arg(short, long = "namespace")]
+        namespaces: Vec<String>,
+        /// A column, PROTOCOL/PORT (repeatable; default: every declared container port).
+        #[arg(long = "port", value_parser = model::MatrixPort::parse)]
+        ports: Vec<model::MatrixPort>,
+        /// Show the rule deciding each blocked cell.
+        #[arg(long)]
+        explain: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -216,8 +235,8 @@ enum PrefilterCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Apply CiliumNetworkPolicy / CiliumClusterwideNetworkPolicy / CiliumCIDRGroup /
-    /// ConnectionLimit from files, a directory or `-`.
+    /// Apply CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, Kubernetes NetworkPolicy,
+    /// CiliumCIDRGroup and ConnectionLimit from files, a directory or `-`.
     Apply {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
@@ -446,6 +465,26 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
                 println!("  {}", PrefilterState::bypass_warning(*p));
             }
         }
+        Command::Matrix {
+            probe,
+            namespaces,
+            ports,
+            explain,
+            output,
+        } => {
+            let req = model::MatrixRequest {
+                probe,
+                namespaces,
+                ports,
+            };
+            let m: model::Matrix = client.post("/api/matrix", &req).await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print_matrix(&m, probe, explain);
+            }
+            return Ok(i32::from(m.disagreements > 0));
+        }
         Command::Metrics => print!("{}", client.text("/metrics").await?),
         Command::DebugApi { method, path, body } => {
             let method = Method::from_bytes(method.to_uppercase().as_bytes())?;
@@ -494,6 +533,45 @@ async fn client_command(paths: &Paths, command: Command) -> Result<i32> {
         | Command::LoadGen { .. } => unreachable!(),
     }
     Ok(0)
+}
+
+fn print_matrix(m: &model::Matrix, probed: bool, explain: bool) {
+    let title = if probed { "probed" } else { "predicted" };
+    println!("Connectivity ({title}): rows send, columns receive; `.` passes, `X` is dropped.");
+    print!("{}", m.render(|c| c.probed.or(Some(c.predicted))));
+    if probed {
+        if m.disagreements == 0 {
+            println!(
+                "Prediction and datapath agree on all {} cells.",
+                m.cells.len()
+            );
+        } else {
+            println!(
+                "`!`: {} cells where the datapath did not do what the policy state predicts (a bug of the lab):",
+                m.disagreements
+            );
+        }
+    }
+    for c in &m.cells {
+        let disagrees = c.probed.is_some_and(|p| p != c.predicted);
+        if !(disagrees || explain && !c.predicted) {
+            continue;
+        }
+        let probed = match c.probed {
+            Some(true) => ", probe passed",
+            Some(false) => ", probe dropped",
+            None => "",
+        };
+        println!(
+            "  {} -> {} {}: predicted {}{probed}; egress: {}; ingress: {}",
+            m.pods[c.from],
+            m.pods[c.to],
+            m.ports[c.port],
+            if c.predicted { "pass" } else { "drop" },
+            c.egress.as_deref().unwrap_or("not enforced"),
+            c.ingress.as_deref().unwrap_or("not enforced"),
+        );
+    }
 }
 
 /// An optional value as kubectl shows it.
@@ -707,9 +785,6 @@ async fn get(
         "policies" | "policy" => {
             return policy_get(client, None, name, output).await;
         }
-        kind if model::policy::policy_kind(kind).is_some() => {
-            return policy_get(client, model::policy::policy_kind(kind), name, output).await;
-        }
         "flows" => {
             let filter = FlowFilter {
                 limit: Some(20),
@@ -751,6 +826,9 @@ async fn get(
                 &["LIMIT", "POD", "PORT", "PEER IDENTITY", "CONNECTIONS"],
                 rows,
             );
+        }
+        kind if model::policy::policy_kind(kind).is_some() => {
+            return policy_get(client, model::policy::policy_kind(kind), name, output).await;
         }
         other => bail!(
             "unknown resource {other:?}; try pods, services, endpoints, identities or policies"
@@ -1132,7 +1210,7 @@ fn kind_and_name(args: &[String]) -> Result<(Option<&'static str>, Option<String
     let kind = |word: &str| {
         model::policy::policy_kind(word).ok_or_else(|| {
             anyhow::anyhow!(
-                "`{word}` is not a kind of policy object; use cnp, ccnp, ccg or connectionlimit"
+                "`{word}` is not a kind of policy object; use cnp, ccnp, netpol, ccg or connectionlimit"
             )
         })
     };

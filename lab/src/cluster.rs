@@ -65,6 +65,10 @@ pub enum Workload {
     Dns,
     /// The fake customer database of the NodePort incident lesson.
     Inventory { port: u16 },
+    /// Kubernetes' `agnhost` test servers (the network policy conformance pods).
+    Agnhost {
+        servers: Vec<demo_services::agnhost::Server>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,7 @@ pub const KNOWN_IMAGES: &[&str] = &[
     "lab/ftp-store (env FTP_MODE=secure|vulnerable)",
     "lab/echo (env PORT, BODY)",
     "lab/inventory (env PORT)",
+    "registry.k8s.io/e2e-test-images/agnhost (serve-hostname, netexec, porter, pause; several per pod)",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +122,23 @@ impl Protocol {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
         }
+    }
+}
+
+impl PodSpec {
+    /// The container ports declared with a name, for named ports in policies.
+    pub fn named_ports(&self) -> Vec<enforcer::policy::resolve::NamedPort> {
+        self.container
+            .ports
+            .iter()
+            .filter_map(|(name, port, proto)| {
+                Some(enforcer::policy::resolve::NamedPort {
+                    name: name.clone()?,
+                    proto: proto.number(),
+                    port: *port,
+                })
+            })
+            .collect()
     }
 }
 

@@ -561,6 +561,7 @@ impl Lab {
             service_account: spec.service_account.clone(),
             ip,
             ifname: node_if.clone(),
+            named_ports: spec.named_ports(),
         };
         Ok((ctx, ns_name, endpoint))
     }

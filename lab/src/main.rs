@@ -16,6 +16,7 @@ mod cluster;
 mod control;
 mod flows;
 mod manifest;
+mod matrix;
 mod metrics;
 mod netlink;
 mod paths;

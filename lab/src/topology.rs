@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Result, bail};
 use enforcer::yaml::{Located, Source};
 
+use demo_services::agnhost;
+
 use crate::{
     cluster::{
         self, ContainerSpec, KNOWN_IMAGES, LogStoreRef, PodSpec, ServiceSpec, Topology, Workload,
@@ -164,11 +166,20 @@ fn pod_spec(
     spec: &manifest::PodSpec,
     at: &str,
 ) -> Result<PodSpec, String> {
-    let [container] = spec.containers.as_slice() else {
-        return Err(format!(
-            "{at}: pod {namespace}/{name} has {} containers; the lab runs one workload per pod (no sidecars)",
-            spec.containers.len()
-        ));
+    let container = match spec.containers.as_slice() {
+        [] => return Err(format!("{at}: pod {namespace}/{name} has no containers")),
+        [first, ..] if is_agnhost(&first.image) => {
+            // The conformance suite runs one agnhost container per port: one workload serves
+            // them all.
+            return agnhost_pod(namespace, name, labels, owner, spec, at);
+        }
+        [container] => container,
+        more => {
+            return Err(format!(
+                "{at}: pod {namespace}/{name} has {} containers; the lab runs one workload per pod (no sidecars; only agnhost servers may share a pod)",
+                more.len()
+            ));
+        }
     };
     if !container.command.is_empty() || !container.args.is_empty() {
         return Err(format!(
@@ -205,6 +216,216 @@ fn pod_spec(
         restart_policy: spec.restart_policy,
         source: at.to_owned(),
     })
+}
+
+const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost";
+
+fn is_agnhost(image: &str) -> bool {
+    matches!(
+        image_name(image),
+        AGNHOST
+            | "k8s.gcr.io/e2e-test-images/agnhost"
+            | "gcr.io/kubernetes-e2e-test-images/agnhost"
+    )
+}
+
+/// A pod of agnhost containers: every container's server arguments, served by one process.
+fn agnhost_pod(
+    namespace: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    owner: Option<&str>,
+    spec: &manifest::PodSpec,
+    at: &str,
+) -> Result<PodSpec, String> {
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for c in &spec.containers {
+        if !is_agnhost(&c.image) {
+            return Err(format!(
+                "{at}: container {} runs {:?} beside agnhost containers; the lab runs one workload per pod, and only agnhost servers may share a pod",
+                c.name, c.image
+            ));
+        }
+        let env: BTreeMap<&str, &str> = c
+            .env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        let argv: Vec<&str> = c
+            .command
+            .iter()
+            .chain(&c.args)
+            .map(String::as_str)
+            .collect();
+        servers.extend(
+            agnhost_servers(&argv, &env, name)
+                .map_err(|e| format!("{at}: container {}: {e}", c.name))?,
+        );
+        ports.extend(
+            c.ports
+                .iter()
+                .map(|p| (p.name.clone(), p.container_port, p.protocol)),
+        );
+    }
+    let first = &spec.containers[0];
+    Ok(PodSpec {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        labels: labels.clone(),
+        owner: owner.map(str::to_owned),
+        service_account: spec
+            .service_account
+            .clone()
+            .unwrap_or_else(|| cluster::DEFAULT_SERVICE_ACCOUNT.to_owned()),
+        container: ContainerSpec {
+            name: first.name.clone(),
+            image: first.image.clone(),
+            workload: Workload::Agnhost { servers },
+            ports,
+        },
+        restart_policy: spec.restart_policy,
+        source: at.to_owned(),
+    })
+}
+
+/// The servers one agnhost container runs, from its command line (`/agnhost` and the image's
+/// entrypoint optional) and environment, with agnhost's defaults. `pause` (or no subcommand)
+/// serves nothing.
+fn agnhost_servers(
+    argv: &[&str],
+    env: &BTreeMap<&str, &str>,
+    hostname: &str,
+) -> Result<Vec<agnhost::Server>, String> {
+    use agnhost::{Kind, Server};
+    let argv = match argv.first() {
+        Some(&"/agnhost" | &"agnhost") => &argv[1..],
+        _ => argv,
+    };
+    let Some((&sub, flags)) = argv.split_first() else {
+        return Ok(vec![]);
+    };
+    // `--name=value`, `--name value` and a bare `--name` (true).
+    let mut values: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut i = 0;
+    while i < flags.len() {
+        let Some(flag) = flags[i].strip_prefix("--").or(flags[i].strip_prefix('-')) else {
+            return Err(format!(
+                "unexpected argument {:?} to agnhost {sub}",
+                flags[i]
+            ));
+        };
+        match flag.split_once('=') {
+            Some((k, v)) => {
+                values.insert(k, v);
+            }
+            None if flags.get(i + 1).is_some_and(|n| !n.starts_with('-'))
+                && !matches!(flag, "tcp" | "udp" | "http" | "close") =>
+            {
+                values.insert(flag, flags[i + 1]);
+                i += 1;
+            }
+            None => {
+                values.insert(flag, "true");
+            }
+        }
+        i += 1;
+    }
+    let flag_bool = |k: &str, default: bool| -> Result<bool, String> {
+        match values.get(k) {
+            None => Ok(default),
+            Some(&"true") => Ok(true),
+            Some(&"false") => Ok(false),
+            Some(v) => Err(format!("--{k}={v} is not true or false")),
+        }
+    };
+    let port = |k: &str, default: i64| -> Result<i64, String> {
+        values.get(k).map_or(Ok(default), |v| {
+            v.parse::<i64>()
+                .map_err(|_| format!("--{k}={v} is not a port number"))
+        })
+    };
+    let valid = |p: i64| -> Result<u16, String> {
+        u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("port {p} is out of range"))
+    };
+    let body = hostname.to_owned();
+    let mut out = Vec::new();
+    match sub {
+        "pause" => {}
+        "serve-hostname" => {
+            let p = valid(port("port", 9376)?)?;
+            let (tcp, udp, http) = (
+                flag_bool("tcp", false)?,
+                flag_bool("udp", false)?,
+                flag_bool("http", true)?,
+            );
+            // agnhost serves TCP and UDP raw, or HTTP when neither is asked for.
+            if tcp {
+                out.push(Server {
+                    port: p,
+                    kind: Kind::Tcp,
+                    body: body.clone(),
+                });
+            }
+            if udp {
+                out.push(Server {
+                    port: p,
+                    kind: Kind::Udp,
+                    body: body.clone(),
+                });
+            }
+            if http && !tcp && !udp {
+                out.push(Server {
+                    port: p,
+                    kind: Kind::Http,
+                    body,
+                });
+            }
+        }
+        "netexec" => {
+            let http = port("http-port", 8080)?;
+            let udp = port("udp-port", 8081)?;
+            out.push(Server {
+                port: valid(http)?,
+                kind: Kind::Http,
+                body: body.clone(),
+            });
+            if udp > 0 {
+                out.push(Server {
+                    port: valid(udp)?,
+                    kind: Kind::Udp,
+                    body,
+                });
+            }
+        }
+        "porter" => {
+            for (k, v) in env {
+                if let Some(p) = k.strip_prefix("SERVE_PORT_") {
+                    let p = p
+                        .parse::<i64>()
+                        .map_err(|_| format!("env {k}: not a port"))?;
+                    out.push(Server {
+                        port: valid(p)?,
+                        kind: Kind::Http,
+                        body: v.to_string(),
+                    });
+                } else if k.starts_with("SERVE_TLS_PORT_") || k.starts_with("SERVE_SCTP_PORT_") {
+                    return Err(format!(
+                        "env {k}: the lab's agnhost serves plain HTTP ports only (SERVE_PORT_N)"
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(format!(
+                "agnhost {other:?} is not one of the servers the lab stands in for (serve-hostname, netexec, porter, pause)"
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The image without registry tag or digest, e.g. `quay.io/cilium/starwars:v2.1@sha256:..` →

@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, path::Path};
 
 use anyhow::{Context, Result, bail};
-use demo_services::{deathstar, dns, echo, ftpstore, logship};
+use demo_services::{agnhost, deathstar, dns, echo, ftpstore, logship};
 use serde_json::Value;
 
 use crate::cluster::{PodSpec, Workload};
@@ -99,6 +99,12 @@ pub fn command_args(
             };
             ("echo", serde_json::to_value(cfg)?)
         }
+        Workload::Agnhost { servers } => {
+            let cfg = agnhost::Config {
+                servers: servers.clone(),
+            };
+            ("agnhost", serde_json::to_value(cfg)?)
+        }
         Workload::Dns => {
             let cfg = dns::Config {
                 listen: SocketAddr::from(([0, 0, 0, 0], 53)),
@@ -131,6 +137,7 @@ pub async fn run(kind: &str, config: &str) -> Result<()> {
         "ftp-store" => ftpstore::run(serde_json::from_str(config)?).await,
         "echo" => echo::run(serde_json::from_str(config)?).await,
         "dns" => dns::run(serde_json::from_str(config)?).await,
+        "agnhost" => agnhost::run(serde_json::from_str(config)?).await,
         "ship" => {
             // A ship idles until someone uses it with `lab exec` or `lab ship`.
             tracing::info!("ship ready: use `lab ship` or `lab exec` to fly it");

@@ -15,6 +15,7 @@ mod demo;
 mod l7;
 mod lessons;
 mod limits;
+mod netpol;
 mod policy;
 mod semantics;
 mod startup;

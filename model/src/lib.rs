@@ -8,6 +8,7 @@
 //! - [`cluster`]: the lab's status, pods, outside hosts, services, endpoints, identities.
 //! - [`policy`]: applying, deleting and listing policies, audit mode, connection limits, the
 //!   XDP prefilter, `lab audit`'s findings.
+//! - [`matrix`]: the connectivity matrix, predicted and probed.
 //! - [`moves`]: the ships' moves, their one parser from words, and their outcomes.
 //! - [`exec`]: a program run in a pod.
 //! - [`time`]: RFC 3339 times.
@@ -15,6 +16,7 @@
 pub mod cluster;
 pub mod exec;
 pub mod flow;
+pub mod matrix;
 pub mod moves;
 pub mod policy;
 pub mod time;
@@ -29,6 +31,7 @@ pub use flow::{
     IpVersion, L4, L7, L7Type, ObservationPoint, PolicyRef, Ports, TcpFlags, TrafficDirection,
     Verdict, Would,
 };
+pub use matrix::{Matrix, MatrixCell, MatrixPort, MatrixRequest};
 pub use moves::{Move, Options, Outcome, ShipCommand, ShipOptions, ShipRequest, ShipResult};
 pub use policy::{
     Applied, ApplyAction, ApplyRequest, ApplyResult, AuditFile, AuditMode, AuditRequest,

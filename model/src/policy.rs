@@ -86,9 +86,10 @@ impl ApplyAction {
 }
 
 /// The kinds `lab policy` manages, each with kubectl's short name.
-pub const POLICY_KINDS: [(&str, Option<&str>); 4] = [
+pub const POLICY_KINDS: [(&str, Option<&str>); 5] = [
     ("CiliumNetworkPolicy", Some("cnp")),
     ("CiliumClusterwideNetworkPolicy", Some("ccnp")),
+    ("NetworkPolicy", Some("netpol")),
     ("CiliumCIDRGroup", Some("ccg")),
     ("ConnectionLimit", None),
 ];

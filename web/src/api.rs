@@ -21,8 +21,9 @@ use futures_util::Stream;
 pub use model::{ApplyRequest, DeleteRequest, ExecRequest, ExecResult, FlowFilter};
 use model::{
     ApplyResult, AuditMode, AuditRequest, AuditSwitch, ConntrackEntry, DeleteResult, Endpoint,
-    Finding, Flow, Host, Identity, LimitStatus, Located, Pod, PodContext, PolicyAudit, PolicyEntry,
-    PrefilterChange, PrefilterState, Service, ShipRequest, ShipResult, Status,
+    Finding, Flow, Host, Identity, LimitStatus, Located, Matrix, MatrixRequest, Pod, PodContext,
+    PolicyAudit, PolicyEntry, PrefilterChange, PrefilterState, Service, ShipRequest, ShipResult,
+    Status,
 };
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFut<'_, Result<PrefilterState, ApiError>>;
     /// `lab audit` of the running lab with `req`'s policy files applied on top.
     fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>>;
+    /// The connectivity matrix, predicted and (with `req.probe`) probed.
+    fn matrix(&self, req: MatrixRequest) -> BoxFut<'_, Result<Matrix, ApiError>>;
     fn flows(&self, filter: &FlowFilter) -> Vec<Arc<Flow>>;
     fn subscribe_flows(&self) -> tokio::sync::broadcast::Receiver<Arc<Flow>>;
     /// The metrics in the OpenMetrics text format (which Prometheus reads).
@@ -176,6 +179,16 @@ pub fn routes() -> Router<SharedBackend> {
             view(|b| b.prefilter()).post(change_prefilter),
         )
         .route("/api/x/audit", post(audit))
+        .route(
+            "/api/matrix",
+            post(
+                |State(b): State<SharedBackend>, body: Option<Json<MatrixRequest>>| async move {
+                    b.matrix(body.map(|Json(r)| r).unwrap_or_default())
+                        .await
+                        .map(Json)
+                },
+            ),
+        )
         .route(
             "/api/x/audit-mode",
             view(|b| b.audit_mode()).post(set_audit_mode),

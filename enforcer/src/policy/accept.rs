@@ -230,7 +230,7 @@ mod tests {
         assert!(e[0].message.contains("defined twice"), "{}", e[0]);
         let e = accept("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n").unwrap_err();
         assert!(
-            e[0].message.contains("not a Cilium network policy kind"),
+            e[0].message.contains("not a network policy kind"),
             "{}",
             e[0]
         );

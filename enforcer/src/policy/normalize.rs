@@ -15,7 +15,8 @@ use crate::{
         },
         cidrgroup::{self, CidrGroupDoc},
         resolve::{
-            CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortRange,
+            CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortName,
+            PortRange,
         },
         selector::Labels,
     },
@@ -123,7 +124,6 @@ pub fn normalize_with_groups(
                 base: &base,
                 set: &mut set,
                 cidrs: &mut cidrs,
-                errors: &mut errors,
                 spec_index,
                 groups,
             };
@@ -155,8 +155,12 @@ pub fn normalize_with_groups(
                 (Direction::Egress, egress_dd == Some(true), has_egress),
             ] {
                 if on && !has {
-                    let section = "enableDefaultDeny";
-                    let rr = cx.rule_info(section, 0, &format!("{base}.enableDefaultDeny"));
+                    // A NetworkPolicy says it with `policyTypes` (or by having no rules).
+                    let section = match doc.kind {
+                        PolicyKind::Kubernetes => "policyTypes",
+                        _ => "enableDefaultDeny",
+                    };
+                    let rr = cx.rule_info(section, 0, &format!("{base}.{section}"));
                     cx.set.rules.push(NormRule {
                         rule_ref: rr,
                         audit,
@@ -169,6 +173,7 @@ pub fn normalize_with_groups(
                             entities: vec![],
                         },
                         ports: Some(vec![]),
+                        port_names: vec![],
                         http: None,
                         default_deny: true,
                     });
@@ -197,7 +202,6 @@ struct Ctx<'a> {
     base: &'a str,
     set: &'a mut RuleSet,
     cidrs: &'a mut BTreeSet<(Ipv4Addr, u8)>,
-    errors: &'a mut Vec<Located>,
     spec_index: usize,
     groups: &'a [CidrGroupDoc],
 }
@@ -431,10 +435,10 @@ impl Ctx<'_> {
         let path = format!("{}.{section}[{index}]", self.base);
         let rule_ref = self.rule_info(section, index, &path);
         let entries: Vec<PortsAndHttp> = match ports {
-            None => vec![(None, None)],
+            None => vec![(None, vec![], None)],
             Some(PortsRef::Allow(list)) => {
                 if list.is_empty() {
-                    vec![(Some(vec![]), None)]
+                    vec![(Some(vec![]), vec![], None)]
                 } else {
                     list.iter()
                         .enumerate()
@@ -444,19 +448,16 @@ impl Ctx<'_> {
             }
             Some(PortsRef::Deny(list)) => list
                 .iter()
-                .enumerate()
-                .map(|(k, pp)| {
-                    (
-                        Some(self.port_list(&format!("{path}.toPorts[{k}]"), pp, false)),
-                        None,
-                    )
+                .map(|pp| {
+                    let (ports, names) = self.port_list(pp, false);
+                    (Some(ports), names, None)
                 })
                 .collect(),
         };
-        let has_ports = entries.iter().any(|(ports, _)| ports.is_some());
+        let has_ports = entries.iter().any(|(ports, _, _)| ports.is_some());
         let peers = self.peers(&peers, has_ports);
         let subject: Arc<dyn LabelMatcher> = Arc::new(scope(subject, self.doc));
-        for (ports, http) in entries {
+        for (ports, port_names, http) in entries {
             self.set.rules.push(NormRule {
                 rule_ref,
                 audit: self.audit,
@@ -465,18 +466,14 @@ impl Ctx<'_> {
                 deny,
                 peers: peers.clone(),
                 ports,
+                port_names,
                 http,
                 default_deny,
             });
         }
     }
 
-    fn port_rule(
-        &mut self,
-        path: &str,
-        pr: &PortRule,
-        section: &str,
-    ) -> (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>) {
+    fn port_rule(&mut self, path: &str, pr: &PortRule, section: &str) -> PortsAndHttp {
         // An empty `http` list is no L7 rule at all, as in Cilium (`L7Rules.IsEmpty`): the
         // port is allowed at L4, not sent to the proxy to refuse every request.
         let http_rules = pr
@@ -485,7 +482,7 @@ impl Ctx<'_> {
             .and_then(|r| r.http.as_ref())
             .filter(|h| !h.is_empty());
         let with_l7 = http_rules.is_some();
-        let ports = self.port_list(path, pr.ports.as_deref().unwrap_or_default(), with_l7);
+        let (ports, names) = self.port_list(pr.ports.as_deref().unwrap_or_default(), with_l7);
         let http = http_rules.map(|rules| {
             rules
                 .iter()
@@ -503,27 +500,15 @@ impl Ctx<'_> {
                 })
                 .collect()
         });
-        (Some(ports), http)
+        (Some(ports), names, http)
     }
 
-    /// Port entries to ranges; `ANY` means TCP, UDP and SCTP. With L7 rules only TCP counts.
-    fn port_list(&mut self, path: &str, ports: &[PortProtocol], l7: bool) -> Vec<PortRange> {
+    /// Port entries to ranges and port names; `ANY` means TCP, UDP and SCTP. With L7 rules
+    /// only TCP counts.
+    fn port_list(&mut self, ports: &[PortProtocol], l7: bool) -> (Vec<PortRange>, Vec<PortName>) {
         let mut out = Vec::new();
-        for (j, pp) in ports.iter().enumerate() {
-            let pp_path = format!("{path}.ports[{j}]");
-            let Some(first) = pp.number() else {
-                self.errors.push(located(
-                    self.doc,
-                    &format!("{pp_path}.port"),
-                    &format!("named port {:?} is valid Cilium but not supported by the lab; use the port number", pp.port),
-                ));
-                continue;
-            };
-            let (first, last) = match (first, pp.end_port) {
-                (0, _) => (0, u16::MAX),
-                (p, Some(e)) => (p, e),
-                (p, None) => (p, p),
-            };
+        let mut names = Vec::new();
+        for pp in ports {
             let protos: &[u8] = match pp.protocol {
                 Some(Protocol::Tcp) => &[6],
                 Some(Protocol::Udp) => &[17],
@@ -531,16 +516,29 @@ impl Ctx<'_> {
                 None | Some(Protocol::Any) if l7 => &[6],
                 None | Some(Protocol::Any) => &[6, 17, 132],
             };
+            let Some(first) = pp.number() else {
+                // Resolved per endpoint from the pods' container ports.
+                names.push(PortName {
+                    name: pp.port.clone(),
+                    protos: protos.to_vec(),
+                });
+                continue;
+            };
+            let (first, last) = match (first, pp.end_port) {
+                (0, _) => (0, u16::MAX),
+                (p, Some(e)) => (p, e),
+                (p, None) => (p, p),
+            };
             for &proto in protos {
                 out.push(PortRange { proto, first, last });
             }
         }
-        out
+        (out, names)
     }
 }
 
-/// The ports of one `toPorts` entry (`None`: all) and its L7 rules.
-type PortsAndHttp = (Option<Vec<PortRange>>, Option<Vec<HttpSpec>>);
+/// The ports of one `toPorts` entry (`None`: all), its named ports and its L7 rules.
+type PortsAndHttp = (Option<Vec<PortRange>>, Vec<PortName>, Option<Vec<HttpSpec>>);
 
 enum PortsRef<'a> {
     Allow(&'a [PortRule]),

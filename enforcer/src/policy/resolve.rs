@@ -196,6 +196,25 @@ pub struct PortRange {
     pub last: u16,
 }
 
+/// A container port a pod declares with a name (`containerPorts[].name`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct NamedPort {
+    pub name: String,
+    /// IP protocol number (6, 17, 132).
+    pub proto: u8,
+    pub port: u16,
+}
+
+/// A port given by name in a rule: resolved per endpoint, as Cilium does. At ingress the name
+/// is looked up in the selected pod's own ports; at egress in the ports of every pod of the
+/// cluster (Cilium's named-port multimap), since the peer may be any of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortName {
+    pub name: String,
+    /// The protocols the rule allows the name on (a name is declared for one protocol).
+    pub protos: Vec<u8>,
+}
+
 /// An L7 HTTP rule as written, with the reference of the rule it came from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HttpSpec {
@@ -219,6 +238,8 @@ pub struct NormRule {
     pub peers: Peers,
     /// `None`: all protocols and ports (an L3-only rule).
     pub ports: Option<Vec<PortRange>>,
+    /// Ports given by name, resolved per endpoint into more `ports` (only with `ports: Some`).
+    pub port_names: Vec<PortName>,
     /// L7 rules (allow rules with explicit TCP ports only).
     pub http: Option<Vec<HttpSpec>>,
     /// Whether the rule switches its direction to default deny for the subject.
@@ -288,6 +309,7 @@ pub fn resolve_limits(
 pub struct EndpointRef {
     pub ep_id: u32,
     pub labels: LabelSet,
+    pub named_ports: Arc<Vec<NamedPort>>,
 }
 
 /// The result of resolution for all endpoints.
@@ -308,6 +330,40 @@ pub struct Resolved {
     /// Which rules select which endpoint, by direction: (ep, dir) → rule refs that enable
     /// default deny. Used to explain default-deny drops.
     pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
+}
+
+impl Resolved {
+    /// The enforced verdict for one packet, as the datapath reaches it: the longest matching
+    /// key, and the endpoint's default for the direction when none decides (deny when a rule
+    /// selects it for that direction). Returns the verdict and the deciding rule (0: none, or
+    /// default deny; see [`Resolved::enforcers`]).
+    pub fn decide(
+        &self,
+        ep: u32,
+        peer: u32,
+        direction: Direction,
+        proto: u8,
+        port: u16,
+    ) -> (Verdict, u32) {
+        let hit = MapKey::exact(ep, peer, direction, proto, port)
+            .covering()
+            .find_map(|k| self.map.get(&k));
+        match hit {
+            Some(v) if v.verdict != Verdict::None => (v.verdict, v.rule_ref),
+            _ => {
+                let bit = match direction {
+                    Direction::Ingress => enforcer_common::EP_INGRESS_ENFORCED,
+                    Direction::Egress => enforcer_common::EP_EGRESS_ENFORCED,
+                };
+                let flags = self.flags.get(&ep).copied().unwrap_or(0);
+                if flags & bit != 0 {
+                    (Verdict::Deny, 0)
+                } else {
+                    (Verdict::Allow, 0)
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -367,6 +423,10 @@ pub fn resolve(
         .iter()
         .map(|r| select_peers(&r.peers, identities))
         .collect();
+    let cluster_ports: BTreeSet<&NamedPort> = endpoints
+        .iter()
+        .flat_map(|e| e.named_ports.iter())
+        .collect();
 
     for ep in endpoints {
         let mut enforced: BTreeMap<MapKey, KeyState> = BTreeMap::new();
@@ -403,8 +463,15 @@ pub fn resolve(
             } else {
                 Contribution::Allow(rule.rule_ref)
             };
+            let named;
+            let ports = if rule.port_names.is_empty() {
+                rule.ports.as_deref()
+            } else {
+                named = with_named_ports(rule, ep, &cluster_ports);
+                Some(named.as_slice())
+            };
             for &peer in peers {
-                for key in keys_for(ep.ep_id, peer, rule.direction, rule.ports.as_deref()) {
+                for key in keys_for(ep.ep_id, peer, rule.direction, ports) {
                     would.entry(key).or_default().add(contribution.clone());
                     if !rule.audit {
                         enforced.entry(key).or_default().add(contribution.clone());
@@ -445,6 +512,36 @@ pub fn resolve(
                 .is_some_and(|v| v.verdict == Verdict::Redirect);
             if !redirect && k.covering().skip(1).any(|c| out.http.contains_key(&c)) {
                 out.l7_shadowed.insert(k);
+            }
+        }
+    }
+    out
+}
+
+/// A rule's numeric ports plus its named ports as they resolve for endpoint `ep`: at ingress
+/// from `ep`'s own ports, at egress from every pod's (`cluster`). A name nobody declares adds
+/// nothing.
+fn with_named_ports(
+    rule: &NormRule,
+    ep: &EndpointRef,
+    cluster: &BTreeSet<&NamedPort>,
+) -> Vec<PortRange> {
+    let mut out = rule.ports.clone().unwrap_or_default();
+    let declared: Vec<&NamedPort> = match rule.direction {
+        Direction::Ingress => ep.named_ports.iter().collect(),
+        Direction::Egress => cluster.iter().copied().collect(),
+    };
+    for wanted in &rule.port_names {
+        for np in &declared {
+            if np.name == wanted.name && wanted.protos.contains(&np.proto) {
+                let range = PortRange {
+                    proto: np.proto,
+                    first: np.port,
+                    last: np.port,
+                };
+                if !out.contains(&range) {
+                    out.push(range);
+                }
             }
         }
     }
@@ -647,6 +744,7 @@ mod tests {
             eps.push(EndpointRef {
                 ep_id: n,
                 labels: l,
+                named_ports: Default::default(),
             });
         }
         World { ids, eps }
@@ -674,6 +772,7 @@ mod tests {
             deny: false,
             peers,
             ports: None,
+            port_names: vec![],
             http: None,
             default_deny: true,
         }
@@ -1047,5 +1146,40 @@ mod tests {
                 .sum();
             assert_eq!(total, u32::from(hi - lo) + 1);
         }
+    }
+
+    #[test]
+    fn named_ports_resolve_per_endpoint() {
+        let mut w = world();
+        let http = |port| {
+            Arc::new(vec![NamedPort {
+                name: "http".into(),
+                proto: 6,
+                port,
+            }])
+        };
+        w.eps[0].named_ports = http(8080);
+        w.eps[1].named_ports = http(9090);
+        let mut ingress = rule(1, vec![("class", "deathstar")], IN, Peers::Any);
+        ingress.ports = Some(vec![]);
+        ingress.port_names = vec![PortName {
+            name: "http".into(),
+            protos: vec![6, 17],
+        }];
+        let mut egress = rule(2, vec![("class", "xwing")], EG, Peers::Any);
+        egress.ports = Some(vec![]);
+        egress.port_names = ingress.port_names.clone();
+        let res = resolve(&[ingress, egress], &w.eps, &ids(&w), 0);
+        let (xwing, deathstar) = (ident(&w, 2), ident(&w, 0));
+        // Ingress: the selected pod's own number for the name.
+        assert_eq!(lookup(&res, 1, xwing, IN, 6, 8080).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 1, xwing, IN, 6, 9090).0, Verdict::Deny);
+        assert_eq!(lookup(&res, 1, xwing, IN, 17, 8080).0, Verdict::Deny);
+        // Egress: any pod's number for the name (Cilium's named-port multimap).
+        assert_eq!(lookup(&res, 3, deathstar, EG, 6, 8080).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 3, deathstar, EG, 6, 9090).0, Verdict::Allow);
+        assert_eq!(lookup(&res, 3, deathstar, EG, 6, 80).0, Verdict::Deny);
+        // A name nobody declares allows nothing.
+        assert_eq!(res.decide(2, xwing, IN, 6, 8080), (Verdict::Allow, 0));
     }
 }

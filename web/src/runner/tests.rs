@@ -263,6 +263,10 @@ impl Backend for Fake {
             Ok(self.state())
         })
     }
+    fn matrix(&self, _: model::MatrixRequest) -> BoxFut<'_, Result<model::Matrix, ApiError>> {
+        ready(Err(ApiError::new(501, "the fake backend has no matrix")))
+    }
+
     fn audit(&self, req: AuditRequest) -> BoxFut<'_, Result<Vec<Finding>, ApiError>> {
         let finding = |severity, check: &str, location: String| Finding {
             severity,

@@ -37,6 +37,7 @@
 //! One file per job: `types` and `ports` (the types), `peers` (the four kinds of rule in one
 //! shape), `parse` (documents → policies) and `validate` (Cilium's semantic checks).
 
+pub mod netpol;
 mod parse;
 mod peers;
 mod ports;
@@ -56,7 +57,7 @@ pub use types::{
     Operator, PolicyDoc, PolicyKind, Rule, RuleLabel,
 };
 
-/// The only accepted `apiVersion`.
+/// The `apiVersion` of Cilium's kinds (Kubernetes `NetworkPolicy`: [`netpol::API_VERSION`]).
 pub const API_VERSION: &str = "cilium.io/v2";
 
 /// The lab's per-policy audit annotation (see the module documentation).

@@ -100,7 +100,7 @@ pub fn parse_policy_document(doc: &Document) -> Result<PolicyDoc, Vec<Located>> 
     }
 }
 
-const ACCEPTED: &str = "accepted here: `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy` with `apiVersion: cilium.io/v2`";
+const ACCEPTED: &str = "accepted here: `CiliumNetworkPolicy` and `CiliumClusterwideNetworkPolicy` with `apiVersion: cilium.io/v2`, and Kubernetes `NetworkPolicy` with `apiVersion: networking.k8s.io/v1`";
 
 /// Recognises the kind and apiVersion; errors if the document is not a Cilium policy (a wrong
 /// kind and a wrong apiVersion are both reported).
@@ -118,16 +118,17 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
         Some(Value::String(k)) => match PolicyKind::from_kind(k) {
             Some(kind) => Ok(kind),
             None => {
-                let known = ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"];
-                let hint = match (k.as_str(), suggest(k, known)) {
-                    ("NetworkPolicy", _) => format!(
-                        "Kubernetes NetworkPolicy is not supported by the lab; write it as a CiliumNetworkPolicy ({ACCEPTED})"
-                    ),
-                    (_, Some(s)) if s != k => format!("did you mean `{s}`?"),
+                let known = [
+                    "CiliumNetworkPolicy",
+                    "CiliumClusterwideNetworkPolicy",
+                    "NetworkPolicy",
+                ];
+                let hint = match suggest(k, known) {
+                    Some(s) if s != k => format!("did you mean `{s}`?"),
                     _ => ACCEPTED.to_owned(),
                 };
                 Err(doc
-                    .value_error("kind", format!("`{k}` is not a Cilium network policy kind"))
+                    .value_error("kind", format!("`{k}` is not a network policy kind"))
                     .with_hint(hint))
             }
         },
@@ -138,8 +139,15 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
     // A document of another kind altogether (a Pod) is not a policy with a wrong apiVersion.
     let other_kind = doc.get("kind").and_then(Value::as_str).is_some_and(|k| {
         PolicyKind::from_kind(k).is_none()
-            && (k == "NetworkPolicy"
-                || suggest(k, ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]).is_none())
+            && suggest(
+                k,
+                [
+                    "CiliumNetworkPolicy",
+                    "CiliumClusterwideNetworkPolicy",
+                    "NetworkPolicy",
+                ],
+            )
+            .is_none()
     });
     if other_kind && let Err(e) = kind {
         return Err(vec![e]);
@@ -147,20 +155,21 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
     let for_kind = kind
         .as_ref()
         .map_or("a Cilium policy".to_owned(), ToString::to_string);
+    let api_version = kind.as_ref().map_or(API_VERSION, |k| k.api_version());
     let api = match doc.get("apiVersion") {
-        Some(Value::String(v)) if v == API_VERSION => Ok(()),
+        Some(Value::String(v)) if v == api_version => Ok(()),
         Some(Value::String(v)) => Err(doc
             .value_error(
                 "apiVersion",
                 format!("apiVersion `{v}` is not accepted for {for_kind}"),
             )
-            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+            .with_hint(format!("write `apiVersion: {api_version}`"))),
         Some(_) => Err(doc
             .value_error("apiVersion", "`apiVersion` must be a string")
-            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+            .with_hint(format!("write `apiVersion: {api_version}`"))),
         None => Err(doc
             .error("", "missing required field `apiVersion`")
-            .with_hint(format!("write `apiVersion: {API_VERSION}`"))),
+            .with_hint(format!("write `apiVersion: {api_version}`"))),
     };
     match (kind, api) {
         (Ok(kind), Ok(())) => Ok(kind),
@@ -172,6 +181,7 @@ fn check_kind(doc: &Document) -> Result<PolicyKind, Vec<Located>> {
 /// errors, so that later stages can add theirs) and every error.
 pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>) {
     let kind = match check_kind(doc) {
+        Ok(PolicyKind::Kubernetes) => return super::netpol::check_document(doc),
         Ok(k) => k,
         Err(e) => return (None, e),
     };
@@ -237,27 +247,7 @@ pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>
             Some("add `spec:` with an `endpointSelector` and `ingress`/`egress` rules".into()),
         );
     }
-    // `kubectl` reads YAML 1.1: an unquoted `yes` or `on` reaches the API server as a boolean,
-    // which the CRD refuses wherever a string is expected (and a policy has no boolean field
-    // the lab would take such a word for).
-    for path in doc.locations.yaml11_booleans() {
-        if check.errors.iter().any(|e| e.field == path) {
-            continue;
-        }
-        if let Some(Value::String(word)) = doc.get(path) {
-            let key = match yaml::path_segments(path).and_then(|mut s| s.pop()) {
-                Some(yaml::Segment::Key(k)) => format!("{k}: "),
-                _ => String::new(),
-            };
-            check.invalid_value(
-                path,
-                format!(
-                    "unquoted `{word}` is a boolean for kubectl (YAML 1.1), and the CRD expects a string here"
-                ),
-                Some(format!("quote it: `{key}\"{word}\"`")),
-            );
-        }
-    }
+    yaml11_booleans(&mut check, doc, "the CRD expects");
     for rule in &mut rules {
         normalize(rule);
     }
@@ -267,8 +257,8 @@ pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>
         return (None, errors);
     };
     let namespace = match kind {
-        PolicyKind::Namespaced => Some(meta.namespace.unwrap_or_else(|| "default".into())),
         PolicyKind::Clusterwide => None,
+        _ => Some(meta.namespace.unwrap_or_else(|| "default".into())),
     };
     let policy = PolicyDoc {
         kind,
@@ -282,6 +272,30 @@ pub fn check_policy_document(doc: &Document) -> (Option<PolicyDoc>, Vec<Located>
         locations: doc.locations.clone(),
     };
     (Some(policy), errors)
+}
+
+/// `kubectl` reads YAML 1.1: an unquoted `yes`, `on` or `y` reaches the API server as a
+/// boolean, which it refuses wherever a string is expected (and a policy has no boolean field
+/// the lab would take such a word for).
+pub(super) fn yaml11_booleans(check: &mut Checker<'_>, doc: &Document, expects: &str) {
+    for path in doc.locations.yaml11_booleans() {
+        if check.errors.iter().any(|e| e.field == path) {
+            continue;
+        }
+        if let Some(Value::String(word)) = doc.get(path) {
+            let key = match yaml::path_segments(path).and_then(|mut s| s.pop()) {
+                Some(yaml::Segment::Key(k)) => format!("{k}: "),
+                _ => String::new(),
+            };
+            check.invalid_value(
+                path,
+                format!(
+                    "unquoted `{word}` is a boolean for kubectl (YAML 1.1), and {expects} a string here"
+                ),
+                Some(format!("quote it: `{key}\"{word}\"`")),
+            );
+        }
+    }
 }
 
 /// Cilium's minor fix-ups: `endPort: 0` means no range.

@@ -20,6 +20,9 @@ pub enum PolicyKind {
     Namespaced,
     /// `CiliumClusterwideNetworkPolicy`: applies cluster-wide, has no namespace.
     Clusterwide,
+    /// Kubernetes `NetworkPolicy` (`networking.k8s.io/v1`), held as the Cilium rule Cilium
+    /// makes of it (see `netpol`).
+    Kubernetes,
 }
 
 impl PolicyKind {
@@ -27,6 +30,7 @@ impl PolicyKind {
         match self {
             PolicyKind::Namespaced => "CiliumNetworkPolicy",
             PolicyKind::Clusterwide => "CiliumClusterwideNetworkPolicy",
+            PolicyKind::Kubernetes => "NetworkPolicy",
         }
     }
 
@@ -35,13 +39,28 @@ impl PolicyKind {
         match self {
             PolicyKind::Namespaced => "cnp",
             PolicyKind::Clusterwide => "ccnp",
+            PolicyKind::Kubernetes => "netpol",
         }
+    }
+
+    /// The `apiVersion` documents of this kind are written with.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            PolicyKind::Kubernetes => super::netpol::API_VERSION,
+            _ => super::API_VERSION,
+        }
+    }
+
+    /// Whether policies of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        self != PolicyKind::Clusterwide
     }
 
     pub fn from_kind(kind: &str) -> Option<Self> {
         match kind {
             "CiliumNetworkPolicy" => Some(PolicyKind::Namespaced),
             "CiliumClusterwideNetworkPolicy" => Some(PolicyKind::Clusterwide),
+            "NetworkPolicy" => Some(PolicyKind::Kubernetes),
             _ => None,
         }
     }

@@ -497,11 +497,7 @@ impl Ctx<'_, '_> {
                 }
             }
         } else if names::is_port_name(p) {
-            self.unsupported_msg(
-                &pp_port,
-                format!("named port `{p}` is valid Cilium {UNSUPPORTED_MARK}"),
-                "write the port number instead",
-            );
+            // Resolved per endpoint from the pods' `containerPorts`.
             PortKind::Named
         } else {
             self.check.invalid_value(
