@@ -1262,7 +1262,13 @@ async fn policy_get(
                         or_none(p.namespace.as_deref()),
                         p.name.clone(),
                         p.kind.clone(),
-                        if p.audit { "audit" } else { "enforced" }.into(),
+                        // A CIDR group is not enforced itself: the policies naming it are.
+                        match (p.kind.as_str(), p.audit) {
+                            ("CiliumCIDRGroup", _) => "-",
+                            (_, true) => "audit",
+                            (_, false) => "enforced",
+                        }
+                        .into(),
                         p.source.clone(),
                     ]
                 })
