@@ -482,6 +482,7 @@ pub fn resolve(
         out.flags.insert(ep.ep_id, flags);
 
         let all_keys: BTreeSet<MapKey> = enforced.keys().chain(would.keys()).copied().collect();
+        let mut any_redirect = false;
         for &k in &all_keys {
             let (verdict, rule_ref, http) = settle(&enforced, k);
             let (audit_verdict, audit_rule_ref, _) = settle(&would, k);
@@ -489,6 +490,7 @@ pub fn resolve(
                 && let Some(h) = http
             {
                 out.http.insert(k, h);
+                any_redirect = true;
             }
             out.map.insert(
                 k,
@@ -505,13 +507,16 @@ pub fn resolve(
                 },
             );
         }
-        for k in all_keys {
-            let redirect = out
-                .map
-                .get(&k)
-                .is_some_and(|v| v.verdict == Verdict::Redirect);
-            if !redirect && k.covering().skip(1).any(|c| out.http.contains_key(&c)) {
-                out.l7_shadowed.insert(k);
+        // Only an endpoint with redirects can have entries shadowing one.
+        if any_redirect {
+            for k in all_keys {
+                let redirect = out
+                    .map
+                    .get(&k)
+                    .is_some_and(|v| v.verdict == Verdict::Redirect);
+                if !redirect && k.covering().skip(1).any(|c| out.http.contains_key(&c)) {
+                    out.l7_shadowed.insert(k);
+                }
             }
         }
     }
