@@ -116,7 +116,7 @@ fn report(case: &Case, m: &serde_json::Value) -> String {
         .collect::<std::collections::BTreeSet<_>>()
     {
         let row = |probed: bool| {
-            let mut s = format!("{:<6}{}\n", if probed { "probed" } else { "expect" }, port);
+            let mut s = format!("{} {port}\n", if probed { "probed:" } else { "expected:" });
             s.push_str(&format!("{:>5}", ""));
             for p in &pods {
                 s.push_str(&format!(" {p:>4}"));

@@ -5,6 +5,7 @@
 mod browser;
 mod harness;
 
+mod agreement;
 mod audit;
 mod bench;
 mod bench_page;

@@ -380,3 +380,108 @@ fn the_web_lab_in_a_browser() {
         panic!("{e:#}\n(see {}/failure.png)", screenshot_dir().display());
     }
 }
+
+/// Lesson 7 (NetworkPolicy to CiliumNetworkPolicy), every step run from its button, then
+/// exercise 5 graded with its template (wrong) and a right NetworkPolicy.
+async fn networkpolicy_lesson(c: &Client, base: &str) -> Result<()> {
+    load(c, &format!("{base}/lessons/07-networkpolicy")).await?;
+    let steps = js(
+        c,
+        "return document.querySelectorAll('button[data-run]').length",
+        vec![],
+    )
+    .await?
+    .as_u64()
+    .unwrap_or_default();
+    ensure!(steps >= 10, "lesson 7 has {steps} steps");
+    for n in 1..=steps {
+        c.find(Locator::Css(&format!("button[data-run=\"{n}\"]")))
+            .await?
+            .click()
+            .await?;
+        let badge = until(
+            c,
+            &format!("step {n}'s result"),
+            60,
+            &format!(
+                "const b = document.querySelector('#step-{n} .result .badge'); \
+             return b && !b.classList.contains('running') ? b.textContent : null;"
+            ),
+        )
+        .await?;
+        let text = js(
+            c,
+            &format!("return document.querySelector('#step-{n} .result').innerText"),
+            vec![],
+        )
+        .await?;
+        ensure!(badge == "as expected", "lesson 7 step {n}: {text}");
+        if n == 4 {
+            // The X-wing's drop names the NetworkPolicy.
+            let text = text.as_str().unwrap_or_default();
+            ensure!(
+                text.contains("DROPPED") && text.contains("deathstar-knp"),
+                "{text}"
+            );
+        }
+    }
+    shot(c, "lesson-networkpolicy").await?;
+
+    let ex = format!("{base}/exercises/5-networkpolicy");
+    load(c, &ex).await?;
+    c.find(Locator::Id("check")).await?.click().await?;
+    let status = until(c, "the template's check", 60, "const s = document.getElementById('check-status').textContent; return s.includes('expectations right') ? s : null").await?;
+    ensure!(
+        status.as_str().unwrap_or_default().starts_with("1 of 3"),
+        "{status}"
+    );
+    paste(c, KNP_POLICY).await?;
+    until(
+        c,
+        "the editor to accept the NetworkPolicy",
+        10,
+        "return document.querySelector('.validity').textContent.startsWith('Valid')",
+    )
+    .await?;
+    c.find(Locator::Id("check")).await?.click().await?;
+    let status = until(c, "the second check", 60, "const s = document.getElementById('check-status').textContent; return s.startsWith('3 of 3') ? s : null").await?;
+    ensure!(
+        status.as_str().unwrap_or_default().contains("goal is met"),
+        "{status}"
+    );
+    shot(c, "exercise-networkpolicy").await?;
+    Ok(())
+}
+
+const KNP_POLICY: &str = "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: deathstar-knp
+spec:
+  podSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          org: empire
+    ports:
+    - protocol: TCP
+      port: 80
+";
+
+#[test]
+fn the_networkpolicy_lesson_and_exercise_in_a_browser() {
+    let lab = TestLab::up();
+    let base = web_address(&lab);
+    let outcome = session("failure-networkpolicy", async |c| {
+        networkpolicy_lesson(c, &base).await
+    });
+    if let Err(e) = outcome {
+        panic!(
+            "{e:#}\n(see {}/failure-networkpolicy.png)",
+            screenshot_dir().display()
+        );
+    }
+}

@@ -95,14 +95,21 @@ impl Matrix {
     pub fn render(&self, show: impl Fn(&MatrixCell) -> Option<bool>) -> String {
         let mut out = String::new();
         let width = self.pods.iter().map(String::len).max().unwrap_or(1).max(3);
+        let first = self
+            .ports
+            .iter()
+            .map(|p| p.to_string().len())
+            .max()
+            .unwrap_or(0)
+            .max(width);
         for (pi, port) in self.ports.iter().enumerate() {
-            out.push_str(&format!("{port:<width$}"));
+            out.push_str(&format!("{:<first$}", port.to_string()));
             for p in &self.pods {
                 out.push_str(&format!(" {p:>width$}"));
             }
             out.push('\n');
             for (fi, from) in self.pods.iter().enumerate() {
-                out.push_str(&format!("{from:<width$}"));
+                out.push_str(&format!("{from:<first$}"));
                 for ti in 0..self.pods.len() {
                     let mark = match self.cell(fi, ti, pi) {
                         None => "-",
@@ -120,5 +127,46 @@ impl Matrix {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_and_tables_render() {
+        assert_eq!(
+            MatrixPort::parse("udp/81").unwrap(),
+            MatrixPort {
+                protocol: "UDP".into(),
+                port: 81
+            }
+        );
+        assert!(MatrixPort::parse("ICMP/8").is_err());
+        assert!(MatrixPort::parse("TCP/0").is_err());
+        assert!(MatrixPort::parse("80").is_err());
+        let cell = |from, to, predicted, probed| MatrixCell {
+            from,
+            to,
+            port: 0,
+            predicted,
+            probed,
+            egress: None,
+            ingress: None,
+        };
+        let m = Matrix {
+            pods: vec!["x/a".into(), "x/b".into()],
+            ports: vec![MatrixPort::parse("TCP/80").unwrap()],
+            cells: vec![
+                cell(0, 0, true, Some(true)),
+                cell(0, 1, false, Some(false)),
+                cell(1, 0, true, Some(false)),
+                cell(1, 1, true, None),
+            ],
+            disagreements: 1,
+        };
+        let text = m.render(|c| c.probed.or(Some(c.predicted)));
+        assert_eq!(text, "TCP/80 x/a x/b\nx/a      .   X\nx/b      !   .\n\n");
     }
 }

@@ -57,10 +57,10 @@ impl Applied {
     /// `ciliumnetworkpolicy.cilium.io/rule1`, as kubectl names what it applied.
     pub fn resource(&self) -> String {
         let kind = self.kind.to_lowercase();
-        let group = if kind == "connectionlimit" {
-            "lab.dev"
-        } else {
-            "cilium.io"
+        let group = match kind.as_str() {
+            "connectionlimit" => "lab.dev",
+            "networkpolicy" => "networking.k8s.io",
+            _ => "cilium.io",
         };
         format!("{kind}.{group}/{}", self.name)
     }
