@@ -437,3 +437,26 @@ pub enum ErrorKind {
     /// Valid upstream (Cilium or Kubernetes) but not implemented by the lab yet.
     Unsupported,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::policy_kind;
+
+    #[test]
+    fn kinds_as_kubectl_names_them() {
+        for (word, kind) in [
+            ("ccg", Some("CiliumCIDRGroup")),
+            ("CiliumCIDRGroup", Some("CiliumCIDRGroup")),
+            ("ciliumcidrgroups", Some("CiliumCIDRGroup")),
+            ("cnp", Some("CiliumNetworkPolicy")),
+            ("ccnp", Some("CiliumClusterwideNetworkPolicy")),
+            ("netpol", Some("NetworkPolicy")),
+            ("networkpolicies", Some("NetworkPolicy")),
+            ("connectionlimit", Some("ConnectionLimit")),
+            ("rule1", None),
+            ("ccgs", None),
+        ] {
+            assert_eq!(policy_kind(word), kind, "{word}");
+        }
+    }
+}
