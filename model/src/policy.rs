@@ -100,7 +100,11 @@ pub fn policy_kind(word: &str) -> Option<&'static str> {
     let w = word.to_ascii_lowercase();
     POLICY_KINDS.iter().find_map(|(kind, short)| {
         let k = kind.to_ascii_lowercase();
-        (w == k || w == format!("{k}s") || Some(w.as_str()) == *short).then_some(*kind)
+        let plural = match k.strip_suffix('y') {
+            Some(stem) => format!("{stem}ies"),
+            None => format!("{k}s"),
+        };
+        (w == k || w == plural || Some(w.as_str()) == *short).then_some(*kind)
     })
 }
 
@@ -449,6 +453,7 @@ mod tests {
             ("CiliumCIDRGroup", Some("CiliumCIDRGroup")),
             ("ciliumcidrgroups", Some("CiliumCIDRGroup")),
             ("cnp", Some("CiliumNetworkPolicy")),
+            ("ciliumnetworkpolicies", Some("CiliumNetworkPolicy")),
             ("ccnp", Some("CiliumClusterwideNetworkPolicy")),
             ("netpol", Some("NetworkPolicy")),
             ("networkpolicies", Some("NetworkPolicy")),
