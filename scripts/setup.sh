@@ -6,9 +6,10 @@ set -euo pipefail
 LLVM_PREFIX_DIR=${LAB_LLVM_PREFIX:-/usr/local/lib/lab-bpf-llvm}
 BPF_LINKER_VERSION=0.13.0
 # Debian packages: build tools for -sys crates, iproute2 for inspecting namespaces, curl for the
-# ships, chromium for the browser tests, iptables/nftables/haproxy as the benchmark's peers.
-APT_PACKAGES=(build-essential pkg-config iproute2 curl ca-certificates chromium chromium-driver
-              iptables nftables haproxy procps)
+# ships, iputils-ping for `ping` in pods (ICMP policies), chromium for the browser tests,
+# iptables/nftables/haproxy as the benchmark's peers.
+APT_PACKAGES=(build-essential pkg-config iproute2 curl iputils-ping ca-certificates chromium
+              chromium-driver iptables nftables haproxy procps)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -1,5 +1,5 @@
-//! Packet parsing: Ethernet, IPv4 and the L4 header (TCP, UDP, ICMP), with bounds checks the
-//! verifier accepts. Addresses and ports stay in network order, as in the packet.
+//! Packet parsing: Ethernet, IPv4 and the L4 header (TCP, UDP, SCTP, ICMP), with bounds checks
+//! the verifier accepts. Addresses and ports stay in network order, as in the packet.
 
 use aya_ebpf::programs::TcContext;
 use enforcer_common::{
@@ -12,6 +12,7 @@ pub const ETH_P_ARP: u16 = 0x0806;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -32,6 +33,11 @@ pub struct Packet {
     pub dport: u16,
     pub proto: u8,
     pub tcp_flags: u8,
+    /// The port the policy is looked up with, network order: the destination port, or for
+    /// ICMP the type (Cilium's key layout: an `icmps` rule allows types as ports of ICMP).
+    pub policy_port: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
     /// ICMP echo reply: matched against the echo request's tracking entry.
     pub icmp_echo_reply: bool,
     /// ICMP error: `inner` holds the tuple of the packet that caused it.
@@ -155,7 +161,8 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             p.dport = dport;
             p.tcp_flags = flags;
         }
-        IPPROTO_UDP => {
+        // SCTP's common header starts with the ports, as UDP's does.
+        IPPROTO_UDP | IPPROTO_SCTP => {
             let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2))
             else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
@@ -164,9 +171,16 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             p.dport = dport;
         }
         IPPROTO_ICMP => {
-            let (Some(ty), Some(id)) = (load::<u8>(ctx, l4), load::<u16>(ctx, l4 + 4)) else {
+            let (Some(ty), Some(code), Some(id)) = (
+                load::<u8>(ctx, l4),
+                load::<u8>(ctx, l4 + 1),
+                load::<u16>(ctx, l4 + 4),
+            ) else {
                 return Parsed::Invalid(DROP_CT_INVALID_HEADER);
             };
+            p.icmp_type = ty;
+            p.icmp_code = code;
+            p.policy_port = (ty as u16).to_be();
             match ty {
                 // Echo is tracked by its identifier, as the "source port" of the request.
                 ICMP_ECHO => p.sport = id,
@@ -209,6 +223,9 @@ pub fn parse(ctx: &TcContext) -> Parsed {
             }
         }
         _ => {}
+    }
+    if proto != IPPROTO_ICMP {
+        p.policy_port = p.dport;
     }
     Parsed::Ipv4(p)
 }

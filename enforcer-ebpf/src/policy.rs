@@ -4,8 +4,8 @@
 //! Lookup order for a packet seen at an endpoint:
 //! 1. a reply (or ICMP error) of a tracked connection of this endpoint passes;
 //! 2. otherwise the endpoint's policy is looked up in `POLICY` (one LPM lookup keyed by endpoint,
-//!    peer identity, direction, protocol, port) — on every packet, so a revoked policy stops
-//!    established connections as in Cilium;
+//!    peer identity, direction, protocol, port; for ICMP the type takes the port's place, as in
+//!    Cilium) — on every packet, so a revoked policy stops established connections as in Cilium;
 //! 3. a new connection that is allowed gets a tracking entry and a flow event.
 //!
 //! At `from_pod`, a TCP connection to a local pod whose ingress needs L7 is also handed to the
@@ -388,7 +388,7 @@ fn decide(ep_id: u32, ep_flags: u32, dir: u8, peer: u32, pkt: &Packet) -> Decisi
             identity: peer.to_be(),
             direction: dir,
             proto: pkt.proto,
-            dport: pkt.dport,
+            dport: pkt.policy_port,
         },
     );
     let (verdict, rule_ref, audit_verdict, audit_rule_ref, proxy_port) = match POLICY.get(&key) {
@@ -720,6 +720,8 @@ fn emit(
         len: pkt.len,
         ct_flags,
         audit_rule_ref,
+        icmp_type: pkt.icmp_type,
+        icmp_code: pkt.icmp_code,
         _pad2: 0,
     };
     if EVENTS.output::<FlowEvent>(&ev, 0).is_err() {

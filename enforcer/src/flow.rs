@@ -14,6 +14,7 @@ pub use model::flow::*;
 use crate::{
     datapath::Event,
     engine::{Names, RuleInfo},
+    policy::api::icmpv4_type_name,
 };
 
 /// Hubble's drop reason for a datapath drop code.
@@ -151,8 +152,15 @@ pub fn from_event(ev: &Event, names: &Names, node_name: &str) -> Flow {
             "UDP".into()
         }
         1 => {
-            l4.icmpv4 = Some(Icmp {});
-            "ICMPv4".into()
+            l4.icmpv4 = Some(Icmp {
+                icmp_type: ev.icmp_type,
+                code: ev.icmp_code,
+            });
+            // As Hubble: "ICMPv4 EchoRequest".
+            match icmpv4_type_name(ev.icmp_type) {
+                Some(name) => format!("ICMPv4 {name}"),
+                None => format!("ICMPv4 type {}", ev.icmp_type),
+            }
         }
         p => format!("IP protocol {p}"),
     };
@@ -248,9 +256,13 @@ fn explain(ev: &Event, names: &Names, flow: &Flow, policy: Option<&PolicyRef>) -
         )
     };
     let dir = if subject_is_dst { "ingress" } else { "egress" };
-    let what = match flow.destination_port() {
-        Some(p) => format!("{peer} on port {p}"),
-        None => peer,
+    let what = match (flow.destination_port(), flow.l4.icmpv4) {
+        (Some(p), _) => format!("{peer} on port {p}"),
+        (None, Some(icmp)) => match icmpv4_type_name(icmp.icmp_type) {
+            Some(name) => format!("{peer} for ICMP {name} (type {})", icmp.icmp_type),
+            None => format!("{peer} for ICMP type {}", icmp.icmp_type),
+        },
+        (None, None) => peer,
     };
     let enforcers = || {
         let refs = names

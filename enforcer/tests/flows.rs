@@ -136,6 +136,8 @@ fn event(
         len: 60,
         ct_flags,
         audit_rule_ref,
+        icmp_type: 0,
+        icmp_code: 0,
         _pad2: 0,
     }
 }
@@ -256,16 +258,47 @@ fn events() -> Vec<FlowEvent> {
             (OBS_TO_POD, 0),
         ),
         // Other drop reasons, ICMP and another protocol.
-        event(
-            xw,
-            ds,
-            1,
-            0,
-            (1, DIR_INGRESS),
-            (FLOW_DROPPED, DROP_INVALID_PACKET),
-            (0, 0),
-            (OBS_TO_POD, 0),
-        ),
+        FlowEvent {
+            icmp_type: 8,
+            ..event(
+                xw,
+                ds,
+                1,
+                0,
+                (1, DIR_INGRESS),
+                (FLOW_DROPPED, DROP_INVALID_PACKET),
+                (0, 0),
+                (OBS_TO_POD, 0),
+            )
+        },
+        // An echo request (ICMP type 8) dropped by default deny, and a port unreachable (3/3).
+        FlowEvent {
+            icmp_type: 8,
+            ..event(
+                (XWING, 0x1234),
+                (DEATHSTAR, 0),
+                1,
+                0,
+                (1, DIR_INGRESS),
+                (FLOW_DROPPED, DROP_POLICY_DENIED),
+                (0, 0),
+                (OBS_TO_POD, 0),
+            )
+        },
+        FlowEvent {
+            icmp_type: 3,
+            icmp_code: 3,
+            ..event(
+                (DEATHSTAR, 0),
+                (XWING, 0),
+                1,
+                0,
+                (2, DIR_INGRESS),
+                (FLOW_DROPPED, DROP_POLICY_DENIED),
+                (0, 0),
+                (OBS_TO_POD, 0),
+            )
+        },
         event(
             xw,
             ds,

@@ -70,6 +70,8 @@ cases! {
     ipv6_cidrs,
     cidr_groups,
     l7_port_range,
+    icmp_types,
+    protocols_without_ports,
 }
 
 fn data_dir() -> PathBuf {
@@ -266,16 +268,24 @@ fn protocol(p: u8) -> String {
         6 => "TCP".into(),
         17 => "UDP".into(),
         132 => "SCTP".into(),
+        2 => "IGMP".into(),
+        4 => "IPIP".into(),
+        41 => "IPV6".into(),
+        47 => "GRE".into(),
+        50 => "ESP".into(),
+        51 => "AH".into(),
+        112 => "VRRP".into(),
         p => format!("protocol {p}"),
     }
 }
 
-/// The protocol and ports a key matches: `any protocol and port`, `TCP any port`, `TCP 80`, or
-/// a block `TCP 30000-30007 (30000/13)`.
+/// The protocol and ports a key matches: `any protocol and port`, `TCP any port`, `TCP 80`,
+/// `ICMP type 8`, or a block `TCP 30000-30007 (30000/13)`.
 fn ports(k: &MapKey) -> String {
     match k.port_bits() {
         None => "any protocol and port".into(),
         Some(0) => format!("{} any port", protocol(k.protocol)),
+        Some(16) if k.protocol == 1 => format!("ICMP type {}", k.port),
         Some(16) => format!("{} {}", protocol(k.protocol), k.port),
         Some(bits) => {
             let last = u32::from(k.port) + (1u32 << (16 - bits)) - 1;

@@ -131,6 +131,7 @@ pub fn audit(input: &Input) -> Vec<Finding> {
                     }
                 }
             }
+            out.extend(icmpv6_findings(doc, &base, rule));
             if doc.kind == PolicyKind::Kubernetes {
                 out.extend(policy_types_findings(doc));
             }
@@ -366,6 +367,38 @@ fn ipv6_finding_text(cidr: &str) -> Finding {
         why: "pods here have IPv4 addresses only; on a dual-stack cluster the same rule also covers IPv6 traffic, so a policy tested here says nothing about it".into(),
         fix: "nothing, if the policy is meant for dual-stack clusters too; IPv4 traffic needs an IPv4 prefix (0.0.0.0/0 beside ::/0)".into(),
     }
+}
+
+/// ICMPv6 types (`family: IPv6`): valid Cilium, applied, and matching nothing in the lab's
+/// IPv4-only network, like IPv6 prefixes.
+fn icmpv6_findings(
+    doc: &PolicyDoc,
+    base: &str,
+    rule: &enforcer::policy::api::Rule,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (j, r) in rule.peer_rules() {
+        for (k, icmp) in r.icmps.iter().flatten().enumerate() {
+            for (m, field) in icmp.fields.iter().enumerate() {
+                if field.family.as_deref() != Some("IPv6") {
+                    continue;
+                }
+                let path = format!("{base}.{}[{j}].icmps[{k}].fields[{m}]", r.section());
+                out.push(Finding {
+                    severity: Severity::Low,
+                    check: "ipv6-no-effect".into(),
+                    location: loc(doc, &path),
+                    problem: format!(
+                        "ICMPv6 type {} has no effect in this cluster, which is IPv4 only",
+                        field.icmp_type
+                    ),
+                    why: "pods here send and receive ICMP (IPv4) only; on a dual-stack cluster the same rule also covers ICMPv6, so a policy tested here says nothing about it".into(),
+                    fix: "nothing, if the policy is meant for dual-stack clusters too; ICMP (IPv4) needs its own field (`family: IPv4` is the default)".into(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn any_wildcard(

@@ -512,9 +512,12 @@ impl Lab {
         if !resume {
             // Noted in the record by `create_pods`, before any pod namespace was made.
             sys::create_netns(&ns_name)?;
+            // Unprivileged ICMP echo sockets for every group, as container runtimes set it
+            // (Docker, containerd 2): `ping` in a pod needs no raw socket.
             for (k, v) in [
                 ("net.ipv6.conf.all.disable_ipv6", "1"),
                 ("net.ipv6.conf.default.disable_ipv6", "1"),
+                ("net.ipv4.ping_group_range", "0 2147483647"),
             ] {
                 sys::sysctl(&pod_ns, k, v)?;
             }

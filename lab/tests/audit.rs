@@ -97,6 +97,7 @@ fn each_class_of_problem_is_found_with_its_line() {
         ("ipv6.yaml", "ipv6-no-effect", ":13 "),
         ("missing-cidr-group.yaml", "selects-nothing", ":12 "),
         ("missing-cidr-group.yaml", "ipv6-no-effect", ":24 "),
+        ("icmpv6.yaml", "ipv6-no-effect", ":14 "),
         ("policy-types.yaml", "policy-types-mismatch", ":11 "),
     ] {
         let (code, findings) = offline(fixture);

@@ -1,7 +1,9 @@
-//! Tests of `cilium connectivity test` that CIDR groups and HTTP rules on port ranges make
-//! runnable, on the corpus's lab-adapted topology (`lab-adapted/connectivity-topology.yaml`)
-//! with its policies as cilium-cli applies them, and the outcomes cilium-cli expects (see the
-//! corpus's CONNECTIVITY-TESTS.md):
+//! Tests of `cilium connectivity test` run against the lab: the lab-adapted topology and
+//! policies of the corpus (`enforcer/tests/data/cilium-corpus/lab-adapted/`), the scenarios
+//! as cilium-cli sends them, and the outcome it expects (CONNECTIVITY-TESTS.md), each checked
+//! with real traffic and with the flow that explains a drop.
+//!
+//! The tests CIDR groups and HTTP rules on port ranges make runnable:
 //!
 //! - `client-egress-to-cidrgroup-deny` and `-by-label` (allow-all-egress plus an `egressDeny`
 //!   to a CiliumCIDRGroup, except one address): `PodToCIDR` to the excepted address is OK, to
@@ -14,38 +16,172 @@
 //! - `client-egress-l7-method-port-range`, with `client-egress-only-port-53.yaml` standing in
 //!   for the DNS policy beside it (the lab has no DNS proxy; the scenarios use pod addresses).
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
 
 use crate::{
     cidr_groups::{ATTACKER, MONITOR, last_flow_to, udp_reaches},
-    harness::{TestLab, data},
+    harness::TestLab,
 };
 
 const NS: &str = "cilium-test-1";
 
-fn corpus(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn lab_adapted(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../enforcer/tests/data/cilium-corpus/lab-adapted")
         .join(rel)
 }
 
-fn policy(name: &str) -> String {
-    std::fs::read_to_string(corpus(&format!("connectivity-policies/{name}")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+fn topology() -> TestLab {
+    TestLab::up_with(&[&lab_adapted("connectivity-topology.yaml")])
 }
 
-/// The topology, with the service accounts it names (cilium-cli creates them; the corpus's file
-/// leaves them out).
-fn topology() -> TestLab {
-    TestLab::up_with(&[
-        &corpus("connectivity-topology.yaml"),
-        &data("manifests/connectivity-service-accounts.yaml"),
-    ])
+/// Applies the test's policies, as cilium-cli does before its scenarios.
+fn with_policies(lab: &TestLab, files: &[&str]) {
+    let mut args = vec!["policy".to_owned(), "apply".to_owned()];
+    for f in files {
+        args.push("-f".into());
+        args.push(
+            lab_adapted(&format!("connectivity-policies/{f}"))
+                .display()
+                .to_string(),
+        );
+    }
+    lab.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A pod of the test namespace, as cilium-cli's actions see it.
+struct Pod {
+    /// `cilium-test-1/NAME`, for `lab exec`.
+    exec: String,
+    name: String,
+    ip: String,
+    labels: Value,
+}
+
+impl Pod {
+    fn has_label(&self, key: &str, value: &str) -> bool {
+        self.labels[key] == value
+    }
+}
+
+fn pods(lab: &TestLab, kind: &str) -> Vec<Pod> {
+    let mut out: Vec<Pod> = lab
+        .pods()
+        .into_iter()
+        .filter(|p| p["namespace"] == NS && p["labels"]["kind"] == kind)
+        .map(|p| Pod {
+            exec: format!("{NS}/{}", p["name"].as_str().unwrap()),
+            name: p["name"].as_str().unwrap().to_owned(),
+            ip: p["ip"].as_str().unwrap().to_owned(),
+            labels: p["labels"].clone(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(!out.is_empty(), "no pods of kind {kind}");
+    out
+}
+
+/// cilium-cli's result kinds, as far as these tests use them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// The command succeeds.
+    Ok,
+    /// The command fails; the destination's ingress drops it with an explicit deny rule.
+    PolicyDenyIngressDrop,
+    /// The command fails; the destination's ingress drops it by default deny.
+    DefaultDenyIngressDrop,
+}
+
+/// `ClientToClient`: one ICMP echo from `src` to `dst`, then the outcome and the flow that
+/// explains a drop are checked against `expect`.
+fn ping(lab: &TestLab, src: &Pod, dst: &Pod, expect: Expect) {
+    let (code, out) = lab.exec(&src.exec, &["ping", "-c1", "-W1", &dst.ip]);
+    let what = format!("ping {} -> {}", src.name, dst.name);
+    assert_eq!(code == 0, expect == Expect::Ok, "{what}: {expect:?}: {out}");
+    let reason = match expect {
+        Expect::Ok => return,
+        Expect::PolicyDenyIngressDrop => "POLICY_DENY",
+        Expect::DefaultDenyIngressDrop => "POLICY_DENIED",
+    };
+    let flow = testkit::wait_for(Duration::from_secs(5), || {
+        lab.flows(&[]).into_iter().rev().find(|f| {
+            f["verdict"] == "DROPPED"
+                && f["source"]["pod_name"] == src.name.as_str()
+                && f["destination"]["pod_name"] == dst.name.as_str()
+                && f["l4"]["ICMPv4"]["type"] == 8
+        })
+    })
+    .unwrap_or_else(|| panic!("{what}: no drop flow"));
+    assert_eq!(flow["traffic_direction"], "INGRESS", "{what}: {flow}");
+    assert_eq!(flow["drop_reason_desc"], reason, "{what}: {flow}");
+}
+
+/// `PodToPod`: `curl http://<echo ip>:8080/` from `src`.
+fn curl(lab: &TestLab, src: &Pod, dst: &Pod) -> bool {
+    let url = format!("http://{}:8080/", dst.ip);
+    lab.exec(
+        &src.exec,
+        &["curl", "-s", "-o", "/dev/null", "-m", "2", &url],
+    )
+    .0 == 0
+}
+
+/// `client-ingress-icmp`: clients accept ICMP echo requests from `other=client` (client2) only.
+/// Expected: from client2 OK/OK; from the others OK / DefaultDenyIngressDrop.
+#[test]
+fn client_ingress_icmp() {
+    let lab = topology();
+    let clients = pods(&lab, "client");
+    assert_eq!(clients.len(), 3, "client, client2, client3");
+    with_policies(&lab, &["echo-ingress-icmp.yaml"]);
+    for src in &clients {
+        for dst in clients.iter().filter(|d| d.name != src.name) {
+            let expect = if src.has_label("other", "client") {
+                Expect::Ok
+            } else {
+                Expect::DefaultDenyIngressDrop
+            };
+            ping(&lab, src, dst, expect);
+        }
+    }
+}
+
+/// `client-ingress-from-other-client-icmp-deny`: everything is allowed, but clients deny ICMP
+/// echo requests from `other=client` (client2). Expected: client2 → a client Drop /
+/// PolicyDenyIngressDrop; every other ping and every client → echo request OK.
+#[test]
+fn client_ingress_from_other_client_icmp_deny() {
+    let lab = topology();
+    with_policies(
+        &lab,
+        &[
+            "allow-all-egress.yaml",
+            "allow-all-ingress.yaml",
+            "echo-ingress-icmp-deny.yaml",
+        ],
+    );
+    let (clients, echoes) = (pods(&lab, "client"), pods(&lab, "echo"));
+    for src in &clients {
+        for dst in &echoes {
+            assert!(curl(&lab, src, dst), "curl {} -> {}", src.name, dst.name);
+        }
+        for dst in clients.iter().filter(|d| d.name != src.name) {
+            let expect = if src.has_label("other", "client") && dst.has_label("kind", "client") {
+                Expect::PolicyDenyIngressDrop
+            } else {
+                Expect::Ok
+            };
+            ping(&lab, src, dst, expect);
+        }
+    }
+}
+
+/// A policy file of the lab-adapted corpus, as text.
+fn policy_text(name: &str) -> String {
+    std::fs::read_to_string(lab_adapted(&format!("connectivity-policies/{name}")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// The pod of a deployment in the test namespace.
@@ -101,8 +237,8 @@ fn client_egress_to_cidrgroup_deny_and_by_label() {
         "client-egress-to-cidrgroup-external-deny-v2alpha1.yaml",
         "client-egress-to-cidrgroup-external-deny-label-v2alpha1.yaml",
     ] {
-        lab.applied(&policy("allow-all-egress.yaml"));
-        lab.applied(&with_stand_ins(&policy(file)));
+        lab.applied(&policy_text("allow-all-egress.yaml"));
+        lab.applied(&with_stand_ins(&policy_text(file)));
         for client in &clients {
             // ExternalIP (excepted from the group): OK.
             assert!(
@@ -139,7 +275,7 @@ fn client_egress_to_cidrgroup_deny_and_by_label() {
 }
 
 /// `curl` from a pod of `deployment`: the HTTP status, or `None` when it gets no answer.
-fn curl(
+fn http_status(
     lab: &TestLab,
     deployment: &str,
     method: &str,
@@ -168,7 +304,7 @@ fn curl(
 }
 
 /// The latest drop of traffic from `pod` by the kernel (not the proxy).
-fn last_drop(lab: &TestLab, pod: &str) -> Value {
+fn last_kernel_drop(lab: &TestLab, pod: &str) -> Value {
     testkit::wait_for(Duration::from_secs(5), || {
         lab.flows(&["--pod", pod, "--verdict", "DROPPED"])
             .into_iter()
@@ -181,11 +317,11 @@ fn last_drop(lab: &TestLab, pod: &str) -> Value {
 #[test]
 fn echo_ingress_l7_port_range() {
     let lab = topology();
-    lab.applied(&policy("echo-ingress-l7-http-port-range.yaml"));
+    lab.applied(&policy_text("echo-ingress-l7-http-port-range.yaml"));
     for echo in ["echo-same-node", "echo-other-node"] {
         let base = format!("http://{}:8080", ip_of(&lab, echo));
         let get = |client: &str, path: &str, header: Option<&str>| {
-            curl(&lab, client, "GET", &format!("{base}{path}"), header)
+            http_status(&lab, client, "GET", &format!("{base}{path}"), header)
         };
         // client2 (other=client): every request OK but /private without the header, which
         // the proxy answers with 403 (DropCurlHTTPError).
@@ -200,7 +336,7 @@ fn echo_ingress_l7_port_range() {
         // client and client3: Drop / DefaultDenyIngressDrop.
         for client in ["client", "client3"] {
             assert_eq!(get(client, "/public", None), None, "{client} to {echo}");
-            let f = last_drop(&lab, &name_of(&lab, client));
+            let f = last_kernel_drop(&lab, &name_of(&lab, client));
             assert_eq!(
                 (
                     f["drop_reason_desc"].as_str(),
@@ -234,31 +370,31 @@ fn echo_ingress_l7_port_range() {
 #[test]
 fn client_egress_l7_method_port_range() {
     let lab = topology();
-    lab.applied(&policy("client-egress-only-port-53.yaml"));
-    lab.applied(&policy("client-egress-l7-http-method-port-range.yaml"));
+    lab.applied(&policy_text("client-egress-only-port-53.yaml"));
+    lab.applied(&policy_text("client-egress-l7-http-method-port-range.yaml"));
     let same = format!("http://{}:8080", ip_of(&lab, "echo-same-node"));
     let other = format!("http://{}:8080", ip_of(&lab, "echo-other-node"));
     // client2 POST to other=echo (echo-same-node): OK.
     for path in ["/public", "/private"] {
         assert_eq!(
-            curl(&lab, "client2", "POST", &format!("{same}{path}"), None),
+            http_status(&lab, "client2", "POST", &format!("{same}{path}"), None),
             Some(200),
             "POST {path}"
         );
     }
     // client2 GET to first=echo (echo-other-node): DropCurlHTTPError.
     assert_eq!(
-        curl(&lab, "client2", "GET", &format!("{other}/public"), None),
+        http_status(&lab, "client2", "GET", &format!("{other}/public"), None),
         Some(403)
     );
     // client and client3: DefaultDenyEgressDrop.
     for client in ["client", "client3"] {
         assert_eq!(
-            curl(&lab, client, "POST", &format!("{same}/public"), None),
+            http_status(&lab, client, "POST", &format!("{same}/public"), None),
             None,
             "{client}"
         );
-        let f = last_drop(&lab, &name_of(&lab, client));
+        let f = last_kernel_drop(&lab, &name_of(&lab, client));
         assert_eq!(
             (
                 f["drop_reason_desc"].as_str(),

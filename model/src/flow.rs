@@ -288,9 +288,14 @@ impl L4 {
     }
 }
 
-/// ICMP details (none recorded yet: `{}`, as Hubble writes an ICMP flow without type and code).
+/// ICMP details, as Hubble's `l4.ICMPv4`: the type (8 for an echo request) and code.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Icmp {}
+pub struct Icmp {
+    #[serde(rename = "type", default)]
+    pub icmp_type: u8,
+    #[serde(default)]
+    pub code: u8,
+}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ports {

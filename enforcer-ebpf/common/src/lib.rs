@@ -138,7 +138,8 @@ pub struct PolicyKey {
     pub direction: u8,
     /// IP protocol number.
     pub proto: u8,
-    /// Destination port, network order.
+    /// Destination port, network order. For ICMP the type, as Cilium keys it (`htons(type)`);
+    /// 0 for protocols without ports.
     pub dport: u16,
 }
 
@@ -254,7 +255,10 @@ pub struct FlowEvent {
     /// The rule of the would-be verdict (all policies, audit mode included) when one matched,
     /// host order: lets user space count what a policy in audit mode would allow or drop.
     pub audit_rule_ref: u32,
-    pub _pad2: u32,
+    /// ICMP type and code of an ICMP packet (`proto` 1), else 0.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad2: u16,
 }
 
 /// Indexes of the `CONFIG` array.

@@ -44,6 +44,9 @@ pub struct Event {
     pub ct_flags: u32,
     /// The rule of the would-be verdict (audit mode included), 0 if none.
     pub audit_rule_ref: u32,
+    /// ICMP type and code (`proto` 1), else 0.
+    pub icmp_type: u8,
+    pub icmp_code: u8,
 }
 
 impl Event {
@@ -70,6 +73,8 @@ impl Event {
             len: raw.len,
             ct_flags: raw.ct_flags,
             audit_rule_ref: raw.audit_rule_ref,
+            icmp_type: raw.icmp_type,
+            icmp_code: raw.icmp_code,
         }
     }
 

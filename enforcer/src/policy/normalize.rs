@@ -10,8 +10,8 @@ use crate::{
     identity::LabelSet,
     policy::{
         api::{
-            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IngressDenyRule,
-            IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
+            CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IcmpFamily, IcmpRule,
+            IngressDenyRule, IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
         },
         cidrgroup::{self, CidrGroupDoc},
         resolve::{
@@ -248,7 +248,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            r.to_ports.as_deref().map(PortsRef::Allow),
+            icmp_ports(&r.icmps).or(r.to_ports.as_deref().map(PortsRef::Allow)),
             dd,
         );
     }
@@ -280,7 +280,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            ports,
+            icmp_ports(&r.icmps).or(ports),
             dd,
         );
     }
@@ -299,7 +299,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            r.to_ports.as_deref().map(PortsRef::Allow),
+            icmp_ports(&r.icmps).or(r.to_ports.as_deref().map(PortsRef::Allow)),
             dd,
         );
     }
@@ -325,7 +325,7 @@ impl Ctx<'_> {
             subject,
             i,
             peers,
-            ports,
+            icmp_ports(&r.icmps).or(ports),
             dd,
         );
     }
@@ -446,6 +446,7 @@ impl Ctx<'_> {
                         .collect()
                 }
             }
+            Some(PortsRef::Icmp(ranges)) => vec![(Some(ranges), vec![], None)],
             Some(PortsRef::Deny(list)) => list
                 .iter()
                 .map(|pp| {
@@ -504,17 +505,15 @@ impl Ctx<'_> {
     }
 
     /// Port entries to ranges and port names; `ANY` means TCP, UDP and SCTP. With L7 rules
-    /// only TCP counts.
+    /// only TCP counts. The port-less protocols (GRE, ESP, ...) come with port "0": every
+    /// packet of theirs.
     fn port_list(&mut self, ports: &[PortProtocol], l7: bool) -> (Vec<PortRange>, Vec<PortName>) {
         let mut out = Vec::new();
         let mut names = Vec::new();
         for pp in ports {
-            let protos: &[u8] = match pp.protocol {
-                Some(Protocol::Tcp) => &[6],
-                Some(Protocol::Udp) => &[17],
-                Some(Protocol::Sctp) => &[132],
-                None | Some(Protocol::Any) if l7 => &[6],
-                None | Some(Protocol::Any) => &[6, 17, 132],
+            let protos: &[u8] = match pp.protocol.unwrap_or(Protocol::Any) {
+                Protocol::Any if l7 => &[6],
+                p => p.numbers(),
             };
             let Some(first) = pp.number() else {
                 // Resolved per endpoint from the pods' container ports.
@@ -543,6 +542,29 @@ type PortsAndHttp = (Option<Vec<PortRange>>, Vec<PortName>, Option<Vec<HttpSpec>
 enum PortsRef<'a> {
     Allow(&'a [PortRule]),
     Deny(Vec<Vec<PortProtocol>>),
+    /// The ICMP types of `icmps`, as ports of protocol ICMP.
+    Icmp(Vec<PortRange>),
+}
+
+/// A rule's `icmps` as port ranges: like Cilium, the lab keys an ICMP type as the port of
+/// protocol ICMP, so the types combine with the rule's peers as `toPorts` do. `None` when the
+/// list is absent or empty (Cilium then treats the rule as if it had none). ICMPv6 types select
+/// nothing in the lab's IPv4-only network (`lab audit` says so).
+fn icmp_ports(icmps: &Option<Vec<IcmpRule>>) -> Option<PortsRef<'static>> {
+    let rules = icmps.as_ref().filter(|r| !r.is_empty())?;
+    let mut ranges = Vec::new();
+    for field in rules.iter().flat_map(|r| &r.fields) {
+        if let Some((family, t)) = field.resolve()
+            && family == IcmpFamily::V4
+        {
+            ranges.push(PortRange {
+                proto: family.protocol(),
+                first: u16::from(t),
+                last: u16::from(t),
+            });
+        }
+    }
+    Some(PortsRef::Icmp(ranges))
 }
 
 /// An IPv4 prefix (a bare address is a /32, as in Cilium); IPv6 → None.

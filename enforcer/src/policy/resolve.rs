@@ -62,7 +62,8 @@ pub struct MapKey {
     pub direction: Direction,
     /// IP protocol number (0 when the prefix leaves it out).
     pub protocol: u8,
-    /// First port of the block (0 when the prefix leaves it out).
+    /// First port of the block (0 when the prefix leaves it out). For ICMP (protocol 1) the
+    /// ICMP type, as Cilium keys `icmps` rules.
     pub port: u16,
     pub prefix_len: u32,
 }
@@ -187,8 +188,8 @@ pub enum Peers {
     },
 }
 
-/// One port entry: protocol number (6, 17, 132) and an inclusive port range; `0..=65535`
-/// with `wildcard_port` means every port.
+/// One port entry: IP protocol number and an inclusive port range; `0..=65535` means every
+/// port. An ICMP type `t` of an `icmps` rule is `{proto: 1, first: t, last: t}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
     pub proto: u8,

@@ -27,20 +27,12 @@ impl Document {
             return e;
         }
         if let Some(field) = parse_missing_field(message) {
-            let mut e = self.error(path, format!("missing required field `{field}`"));
-            if field == "port" {
-                e.hint = Some("write `port: \"80\"`; port \"0\" means every port".into());
-            }
-            return e;
+            return self.error(path, format!("missing required field `{field}`"));
         }
         if message.contains(UNSUPPORTED_MARK) {
-            let e = self
+            return self
                 .value_error(path, message)
                 .with_kind(ErrorKind::Unsupported);
-            if message.starts_with("protocol") {
-                return e.with_hint("the lab filters TCP, UDP and SCTP; leave `protocol` out (or write ANY) for all three");
-            }
-            return e;
         }
         let message = tidy_serde_message(message);
         let mut e = self.value_error(path, &message);

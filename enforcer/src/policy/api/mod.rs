@@ -14,10 +14,12 @@
 //! Features that are valid Cilium but that the lab does not implement are parsed (so their
 //! syntax is still checked) and then reported as errors of kind [`ErrorKind::Unsupported`](crate::yaml::ErrorKind::Unsupported)
 //! saying "… is valid Cilium but not supported by the lab yet" — never silently ignored: `toFQDNs`,
-//! `toServices`, `toGroups`/`fromGroups`, `toNodes`/`fromNodes`, `nodeSelector`, `icmps`,
+//! `toServices`, `toGroups`/`fromGroups`, `toNodes`/`fromNodes`, `nodeSelector`,
 //! `authentication`, `serverNames`, `listener`, `originatingTLS`, `terminatingTLS`,
-//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports and the port-less
-//! protocols of the CRD (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH).
+//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports.
+//!
+//! `icmps` (ICMP types by number or by Cilium's names, see `icmp`) and the port-less protocols
+//! of the CRD (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH) are enforced as in Cilium.
 //!
 //! CIDR-set entries may name `CiliumCIDRGroup` objects (`cidrGroupRef`, `cidrGroupSelector`):
 //! the groups are their own kind ([`crate::policy::cidrgroup`]), resolved with the policies.
@@ -34,9 +36,11 @@
 //! mode (would-be drops it causes are reported with verdict AUDIT and forwarded). Cilium only has
 //! audit mode per agent or per endpoint; users have long asked for it per policy.
 //!
-//! One file per job: `types` and `ports` (the types), `peers` (the four kinds of rule in one
-//! shape), `parse` (documents → policies) and `validate` (Cilium's semantic checks).
+//! One file per job: `types` and `ports` (the types), `icmp` (ICMP types and their names),
+//! `peers` (the four kinds of rule in one shape), `parse` (documents → policies) and
+//! `validate` (Cilium's semantic checks).
 
+mod icmp;
 pub mod netpol;
 mod parse;
 mod peers;
@@ -46,6 +50,7 @@ mod validate;
 
 pub(crate) use validate::check_cidr;
 
+pub use icmp::{ICMPV4_TYPES, ICMPV6_TYPES, IcmpFamily, TypeProblem, icmp_type, icmpv4_type_name};
 pub use parse::{
     PolicyCheck, check_policies, check_policy_document, parse_policies, parse_policy_document,
 };
@@ -65,3 +70,6 @@ pub const AUDIT_ANNOTATION: &str = "policy.lab.dev/audit-mode";
 
 /// The most ports one `toPorts` entry may list (Cilium's limit).
 pub const MAX_PORTS: usize = 40;
+
+/// The most types one `icmps` entry may list (the CRD's and Cilium's limit).
+pub const MAX_ICMP_FIELDS: usize = 40;

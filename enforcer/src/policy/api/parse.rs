@@ -464,7 +464,6 @@ mod tests {
             [
                 "10: spec.ingress[0].fromEndpoints[0].matchExpressions[0]: missing required field `operator`",
                 "13: spec.ingress[0].toPorts[0].ports[0]: invalid type: integer `80`, expected a mapping",
-                "14: spec.ingress[0].toPorts[0].ports[1]: missing required field `port`",
                 "15: spec.ingress[1].fromCIDR[0]: `10.0.0.1` needs a prefix length (the CRD accepts only CIDR notation)",
             ]
         );

@@ -10,7 +10,6 @@ use serde::{
 use serde_json::Value;
 
 use super::FqdnSelector;
-use crate::yaml::UNSUPPORTED_MARK;
 
 /// A `toPorts` entry of an allow rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -47,8 +46,9 @@ pub struct PortDenyRule {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PortProtocol {
     /// A number `"0"`..=`"65535"` (`"0"` = every port) or a port name, always a string (as the
-    /// CRD says). Named ports are reported unsupported.
-    #[serde(deserialize_with = "port_string")]
+    /// CRD says). Named ports are reported unsupported. Left out, it is `"0"`: every port (the
+    /// CRD does not require it, and the port-less protocols are written without it).
+    #[serde(default = "every_port", deserialize_with = "port_string")]
     pub port: String,
     /// Last port of a range `port..=endPort`. Cilium treats `0` as absent, and so does the parser
     /// (it becomes `None`).
@@ -70,13 +70,26 @@ impl PortProtocol {
     }
 }
 
-/// L4 protocol of a port rule.
+fn every_port() -> String {
+    "0".to_owned()
+}
+
+/// The protocol of a port rule: the CRD's enum. `ANY` is TCP, UDP and SCTP (the protocols with
+/// ports); the others have no ports and are matched by protocol number alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     Tcp,
     Udp,
     Sctp,
     Any,
+    Vrrp,
+    Igmp,
+    Gre,
+    Ipip,
+    /// IPv6 encapsulated in IPv4 (protocol 41), not IPv6 itself.
+    Ipv6,
+    Esp,
+    Ah,
 }
 
 impl Protocol {
@@ -86,7 +99,39 @@ impl Protocol {
             Protocol::Udp => "UDP",
             Protocol::Sctp => "SCTP",
             Protocol::Any => "ANY",
+            Protocol::Vrrp => "VRRP",
+            Protocol::Igmp => "IGMP",
+            Protocol::Gre => "GRE",
+            Protocol::Ipip => "IPIP",
+            Protocol::Ipv6 => "IPV6",
+            Protocol::Esp => "ESP",
+            Protocol::Ah => "AH",
         }
+    }
+
+    /// The IP protocol numbers the protocol stands for (IANA).
+    pub fn numbers(self) -> &'static [u8] {
+        match self {
+            Protocol::Tcp => &[6],
+            Protocol::Udp => &[17],
+            Protocol::Sctp => &[132],
+            Protocol::Any => &[6, 17, 132],
+            Protocol::Vrrp => &[112],
+            Protocol::Igmp => &[2],
+            Protocol::Gre => &[47],
+            Protocol::Ipip => &[4],
+            Protocol::Ipv6 => &[41],
+            Protocol::Esp => &[50],
+            Protocol::Ah => &[51],
+        }
+    }
+
+    /// Whether the protocol has ports (TCP, UDP, SCTP; `ANY` stands for those three).
+    pub fn has_ports(self) -> bool {
+        matches!(
+            self,
+            Protocol::Tcp | Protocol::Udp | Protocol::Sctp | Protocol::Any
+        )
     }
 }
 
@@ -110,15 +155,23 @@ pub const PROTOCOLS: &[&str] = &[
 impl<'de> Deserialize<'de> for Protocol {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
+        const ALL: [Protocol; 11] = [
+            Protocol::Tcp,
+            Protocol::Udp,
+            Protocol::Sctp,
+            Protocol::Any,
+            Protocol::Vrrp,
+            Protocol::Igmp,
+            Protocol::Gre,
+            Protocol::Ipip,
+            Protocol::Ipv6,
+            Protocol::Esp,
+            Protocol::Ah,
+        ];
+        if let Some(p) = ALL.into_iter().find(|p| p.as_str() == s) {
+            return Ok(p);
+        }
         match s.as_str() {
-            "TCP" => Ok(Protocol::Tcp),
-            "UDP" => Ok(Protocol::Udp),
-            "SCTP" => Ok(Protocol::Sctp),
-            "ANY" => Ok(Protocol::Any),
-            // The CRD's other values: IP protocols without ports.
-            "VRRP" | "IGMP" | "GRE" | "IPIP" | "IPV6" | "ESP" | "AH" => Err(de::Error::custom(
-                format!("protocol `{s}` is valid Cilium {UNSUPPORTED_MARK}"),
-            )),
             // Not in the CRD's enum: Cilium matches ICMP with `icmps`, never in `toPorts`.
             "ICMP" | "ICMPV6" | "ICMPv6" => Err(de::Error::custom(format!(
                 "protocol `{s}` is not valid in `toPorts` (Cilium matches ICMP with an `icmps` rule, not with ports)"

@@ -351,7 +351,6 @@ pub struct IngressRule {
     pub from_nodes: Option<Vec<EndpointSelector>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_ports: Option<Vec<PortRule>>,
-    /// Unsupported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmps: Option<Vec<IcmpRule>>,
     /// Unsupported.
@@ -412,7 +411,6 @@ pub struct EgressRule {
     /// Unsupported.
     #[serde(rename = "toFQDNs", skip_serializing_if = "Option::is_none")]
     pub to_fqdns: Option<Vec<FqdnSelector>>,
-    /// Unsupported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmps: Option<Vec<IcmpRule>>,
     /// Unsupported.
@@ -475,10 +473,12 @@ pub struct FqdnSelector {
     pub match_pattern: Option<String>,
 }
 
-/// `icmps` entry (unsupported).
+/// `icmps` entry: ICMP types, matched like ports of protocol ICMP (see `icmp`). `fields` may
+/// be left out (the CRD does not require it); such an entry allows nothing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcmpRule {
+    #[serde(default)]
     pub fields: Vec<IcmpField>,
 }
 
@@ -488,7 +488,7 @@ pub struct IcmpField {
     /// `IPv4` (default) or `IPv6`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    /// A type number or name.
+    /// A type number or name (`Null` when missing, which validation reports).
     #[serde(rename = "type")]
     pub icmp_type: Value,
 }

@@ -6,8 +6,9 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::{
-    Authentication, CidrRule, Dir, EndpointSelector, Entity, IcmpRule, L7Rules, MAX_PORTS,
-    Operator, PolicyKind, PortProtocol, PortRule, Protocol, Rule, RuleView, ToPorts,
+    Authentication, CidrRule, Dir, EndpointSelector, Entity, IcmpFamily, IcmpRule, L7Rules,
+    MAX_ICMP_FIELDS, MAX_PORTS, Operator, PolicyKind, PortProtocol, PortRule, Protocol, Rule,
+    RuleView, ToPorts, icmp_type,
 };
 use crate::{
     policy::selector,
@@ -324,27 +325,50 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// `icmps`: the CRD's enum for `family`, a type number or a name of that family (Cilium's
+    /// tables), at most 40 fields, and never beside `toPorts` in one rule.
     fn icmps(&mut self, path: &str, icmps: &Option<Vec<IcmpRule>>, ports: usize) {
-        if icmps.is_none() {
-            return;
-        }
         let p = join_key(path, "icmps");
-        self.unsupported(&p, "ICMP is not filtered by the lab; leave `icmps` out");
         for (i, rule) in icmps.iter().flatten().enumerate() {
+            let fields = join_key(&join_index(&p, i), "fields");
+            if rule.fields.len() > MAX_ICMP_FIELDS {
+                self.check.invalid(
+                    &fields,
+                    format!(
+                        "{} ICMP types in one entry; Cilium allows at most {MAX_ICMP_FIELDS}",
+                        rule.fields.len()
+                    ),
+                    Some("split them over several `icmps` entries".into()),
+                );
+            }
             for (j, f) in rule.fields.iter().enumerate() {
-                if let Some(fam) = &f.family
-                    && fam != "IPv4"
-                    && fam != "IPv6"
-                {
-                    let fp = join_key(
-                        &join_index(&join_key(&join_index(&p, i), "fields"), j),
-                        "family",
-                    );
-                    self.check.invalid_value(
+                let fp = join_index(&fields, j);
+                let family = match IcmpFamily::from_field(f.family.as_deref()) {
+                    Some(family) => family,
+                    None => {
+                        let fam = f.family.as_deref().unwrap_or_default();
+                        let hint = match yaml::suggest(fam, ["IPv4", "IPv6"]) {
+                            Some(s) => format!("write `family: {s}`"),
+                            None => "write `family: IPv4` (the default) or `family: IPv6`".into(),
+                        };
+                        self.check.invalid_value(
+                            &join_key(&fp, "family"),
+                            format!("ICMP family `{fam}` is not `IPv4` or `IPv6`"),
+                            Some(hint),
+                        );
+                        continue;
+                    }
+                };
+                let tp = join_key(&fp, "type");
+                if f.icmp_type.is_null() && self.check.doc.get(&tp).is_none() {
+                    self.check.missing(
                         &fp,
-                        format!("ICMP family `{fam}` is not `IPv4` or `IPv6`"),
-                        None,
+                        "type",
+                        "missing required field `type`",
+                        "write `type: 8` or `type: EchoRequest`",
                     );
+                } else if let Err(e) = icmp_type(family, &f.icmp_type) {
+                    self.check.invalid_value(&tp, e.message, e.hint);
                 }
             }
         }
@@ -352,7 +376,7 @@ impl Ctx<'_, '_> {
             self.check.invalid(
                 &p,
                 "`icmps` cannot be combined with `toPorts` in one rule",
-                Some("write a separate rule for the ICMP part".into()),
+                Some("write a separate rule for the ICMP part (rules are ORed)".into()),
             );
         }
     }
@@ -529,6 +553,19 @@ impl Ctx<'_, '_> {
                 ),
                 _ => {}
             }
+        }
+        if let Some(proto) = pp.protocol.filter(|p| !p.has_ports())
+            && !matches!(kind, PortKind::Number(0) | PortKind::Invalid)
+        {
+            // Cilium would key such a port and never match it: the lab's datapath, like
+            // Cilium's, sees no ports in these protocols.
+            self.check.invalid_value(
+                &pp_port,
+                format!("{proto} has no ports, so port `{p}` would match no packet"),
+                Some(format!(
+                    "leave `port` out (or write \"0\") to match every {proto} packet"
+                )),
+            );
         }
         kind
     }
