@@ -85,10 +85,12 @@ pub struct Names {
     pub rules: Vec<RuleInfo>,
     /// (endpoint, direction) → rules that put it in default deny.
     pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
-    /// L7 rules of enforced redirects by exact key.
+    /// L7 rules of enforced redirects by the key of their entry (a port or a block of ports).
     pub http: BTreeMap<MapKey, Vec<HttpSpec>>,
     /// The same, compiled for the proxy.
     pub l7: BTreeMap<MapKey, Arc<CompiledRules>>,
+    /// Entries without a redirect under one with a redirect (see [`Resolved::l7_shadowed`]).
+    pub l7_shadowed: BTreeSet<MapKey>,
     /// CIDR prefixes with their identities, for naming addresses outside the cluster.
     pub cidrs: Vec<((Ipv4Addr, u8), u32)>,
     /// The node's own addresses (identity `host`).
@@ -602,6 +604,7 @@ impl Engine {
             enforcers: self.written.policy.enforcers.clone(),
             http: self.written.policy.http.clone(),
             l7,
+            l7_shadowed: self.written.policy.l7_shadowed.clone(),
             cidrs: self.written.cidrs.iter().map(|(k, v)| (*k, *v)).collect(),
             node_ips: self.state.node_ips().to_vec(),
         };

@@ -50,17 +50,27 @@ fn applicable<'a>(
     let mut out = Vec::new();
     if let Some(ep) = names.endpoint_by_ip(server) {
         let key = MapKey::exact(ep, client_id, Direction::Ingress, 6, port);
-        if let Some(r) = names.l7.get(&key) {
+        if let Some((key, r)) = rules_for(names, key) {
             out.push(("ingress", key, r));
         }
     }
     if let Some(ep) = names.endpoint_by_ip(client) {
         let key = MapKey::exact(ep, server_id, Direction::Egress, 6, port);
-        if let Some(r) = names.l7.get(&key) {
+        if let Some((key, r)) = rules_for(names, key) {
             out.push(("egress", key, r));
         }
     }
     out
+}
+
+/// The HTTP rules of the entry the kernel's longest-prefix match picks for `exact`: rules on a
+/// port range are stored under the range's blocks, so the lookup walks the (at most 18) keys
+/// covering the exact one, most specific first, and stops at an entry that is not a redirect.
+fn rules_for(names: &Names, exact: MapKey) -> Option<(MapKey, &Arc<crate::proxy::CompiledRules>)> {
+    exact
+        .covering()
+        .take_while(|k| !names.l7_shadowed.contains(k))
+        .find_map(|k| names.l7.get(&k).map(|r| (k, r)))
 }
 
 impl Judge for EngineJudge {

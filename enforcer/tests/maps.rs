@@ -5,8 +5,8 @@
 //! Each case is a directory `tests/data/maps/CASE/` with:
 //! - `input`: one item per line (`#` starts a comment):
 //!   `pod NAMESPACE/NAME IP [KEY=VALUE ...]`, `namespace NAME [KEY=VALUE ...]` (namespace
-//!   labels), `policy FILE` (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or
-//!   ConnectionLimit documents; a FILE with a `/` is relative to the repository, a bare name to
+//!   labels), `policy FILE` (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,
+//!   CiliumCIDRGroup or ConnectionLimit documents; a FILE with a `/` is relative to the repository, a bare name to
 //!   the case directory). Pods are registered in the order given, so identities and endpoint
 //!   ids are too. The node has the lab's addresses (10.244.0.1, 203.0.113.10).
 //! - `expected`: the result, one map entry a line, with pods, identities and rules named.
@@ -28,8 +28,9 @@ use enforcer::{
     identity::{Identities, IdentityKind},
     policy::{
         api::parse_policy_document,
+        cidrgroup::{is_cidr_group, parse_cidr_group_document},
         limits::{is_limit, parse_limit_document},
-        normalize::{normalize, normalize_limits},
+        normalize::{normalize_limits, normalize_with_groups},
         resolve::{Direction, MapKey, MapValue, Verdict},
     },
     yaml::{Source, parse_documents},
@@ -67,6 +68,8 @@ cases! {
     namespace_scoping,
     connection_limits,
     ipv6_cidrs,
+    cidr_groups,
+    l7_port_range,
     icmp_types,
     protocols_without_ports,
 }
@@ -139,7 +142,7 @@ fn load(dir: &Path) -> Case {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut namespaces: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut pods = Vec::new();
-    let (mut policies, mut limits) = (Vec::new(), Vec::new());
+    let (mut policies, mut limits, mut groups) = (Vec::new(), Vec::new(), Vec::new());
     for line in input.lines() {
         let line = line.split('#').next().unwrap().trim();
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -168,6 +171,8 @@ fn load(dir: &Path) -> Case {
                 for doc in &docs {
                     let errors = if is_limit(doc) {
                         parse_limit_document(doc).map(|l| limits.push(l)).err()
+                    } else if is_cidr_group(doc) {
+                        parse_cidr_group_document(doc).map(|g| groups.push(g)).err()
                     } else {
                         parse_policy_document(doc).map(|p| policies.push(p)).err()
                     };
@@ -179,7 +184,8 @@ fn load(dir: &Path) -> Case {
             _ => panic!("{}/input: cannot read `{line}`", dir.display()),
         }
     }
-    let mut rules = normalize(&policies).unwrap_or_else(|e| panic!("{}", e[0]));
+    let mut rules =
+        normalize_with_groups(&policies, &groups).unwrap_or_else(|e| panic!("{}", e[0]));
     normalize_limits(&limits, &mut rules);
     let mut state = DesiredState::new(&NODE_IPS, PROXY_PORT);
     for (namespace, pod, ip, labels) in pods {

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use enforcer::{
     identity::{Identities, pod_labels},
     policy::{
-        api::{Entity, PolicyDoc, PolicyKind},
-        normalize::{normalize, parse_cidr},
+        api::{CidrRule, Entity, PolicyDoc, PolicyKind},
+        cidrgroup::CidrGroupDoc,
+        normalize::{normalize_with_groups, parse_cidr},
         resolve::{EndpointRef, MapKey, Verdict, resolve},
     },
 };
@@ -21,6 +22,8 @@ pub use model::{Finding, Severity};
 #[derive(Default)]
 pub struct Input {
     pub policies: Vec<PolicyDoc>,
+    /// The CiliumCIDRGroups the policies may name.
+    pub groups: Vec<CidrGroupDoc>,
     pub pods: Vec<PodSpec>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub services: Vec<ServiceSpec>,
@@ -122,6 +125,10 @@ pub fn audit(input: &Input) -> Vec<Finding> {
                             out.push(ipv6_finding(doc, &at, cidr));
                         }
                     }
+                    for (k, set) in sets.iter().flatten().enumerate() {
+                        let at = format!("{path}.{field}Set[{k}]");
+                        out.extend(missing_group(doc, &at, set, &input.groups));
+                    }
                 }
             }
             out.extend(icmpv6_findings(doc, &base, rule));
@@ -189,6 +196,24 @@ pub fn audit(input: &Input) -> Vec<Finding> {
                         fix: "name the destinations (toCIDR with their ranges, toEndpoints, toFQDNs in a real cluster)".into(),
                     });
                 }
+            }
+        }
+    }
+
+    for g in &input.groups {
+        for (i, cidr) in g.spec.external_cidrs.iter().enumerate() {
+            if cidr.contains(':') {
+                let (line, _) = g
+                    .locations
+                    .line_of(&format!("spec.externalCIDRs[{i}]"))
+                    .unwrap_or((g.source.line, 1));
+                out.push(Finding {
+                    location: format!(
+                        "{}:{line} (CiliumCIDRGroup {}, spec.externalCIDRs[{i}])",
+                        g.source.file, g.name
+                    ),
+                    ..ipv6_finding_text(cidr)
+                });
             }
         }
     }
@@ -295,9 +320,49 @@ fn policy_types_findings(doc: &PolicyDoc) -> Vec<Finding> {
 /// An IPv6 prefix: valid Cilium, applied, and without effect in the lab's IPv4-only network.
 fn ipv6_finding(doc: &PolicyDoc, path: &str, cidr: &str) -> Finding {
     Finding {
+        location: loc(doc, path),
+        ..ipv6_finding_text(cidr)
+    }
+}
+
+/// A CIDR-set entry that names a CiliumCIDRGroup none of the groups known is (or selects by
+/// labels none of them): it selects nothing until such a group is applied, as in Cilium.
+fn missing_group(
+    doc: &PolicyDoc,
+    at: &str,
+    set: &CidrRule,
+    groups: &[CidrGroupDoc],
+) -> Option<Finding> {
+    let (field, what) = match (&set.cidr_group_ref, &set.cidr_group_selector) {
+        (Some(name), _) => ("cidrGroupRef", format!("no CiliumCIDRGroup named `{name}`")),
+        (None, Some(_)) => (
+            "cidrGroupSelector",
+            "no CiliumCIDRGroup with matching labels".to_owned(),
+        ),
+        (None, None) => return None,
+    };
+    if groups.iter().any(|g| g.selected_by(set)) {
+        return None;
+    }
+    Some(Finding {
+        severity: Severity::Medium,
+        check: "selects-nothing".into(),
+        location: loc(doc, &format!("{at}.{field}")),
+        problem: format!(
+            "this entry of policy {} selects nothing: {what} exists",
+            doc.qualified_name()
+        ),
+        why: "a CIDR group is looked up when the policy is resolved: until it exists, the entry stands for no address (an allow allows nothing, a deny denies nothing)".into(),
+        fix: "apply the CiliumCIDRGroup (lab policy apply -f), or correct the name or labels (lab policy get ccg)".into(),
+    })
+}
+
+/// The text of an IPv6 finding, without its location.
+fn ipv6_finding_text(cidr: &str) -> Finding {
+    Finding {
         severity: Severity::Low,
         check: "ipv6-no-effect".into(),
-        location: loc(doc, path),
+        location: String::new(),
         problem: format!("{cidr} is an IPv6 prefix: it has no effect in this cluster, which is IPv4 only"),
         why: "pods here have IPv4 addresses only; on a dual-stack cluster the same rule also covers IPv6 traffic, so a policy tested here says nothing about it".into(),
         fix: "nothing, if the policy is meant for dual-stack clusters too; IPv4 traffic needs an IPv4 prefix (0.0.0.0/0 beside ::/0)".into(),
@@ -394,7 +459,7 @@ fn wildcards(
 /// Checks that need the rules resolved: shadowed rules and cancelled L7 rules.
 fn resolution_findings(input: &Input) -> Vec<Finding> {
     let mut out = Vec::new();
-    let Ok(set) = normalize(&input.policies) else {
+    let Ok(set) = normalize_with_groups(&input.policies, &input.groups) else {
         return out;
     };
     let mut ids = Identities::new();
@@ -527,12 +592,14 @@ pub fn render(findings: &[Finding]) -> String {
 /// Policies and topology from files (policy files, manifests, or both in one file).
 pub fn input_from_files(sources: &[enforcer::yaml::Source]) -> anyhow::Result<Input> {
     let mut policies = Vec::new();
+    let mut groups = Vec::new();
     let mut objects = Vec::new();
     let mut errors = Vec::new();
     for src in sources {
         match crate::manifest::parse_all(src) {
             Ok(bundle) => {
                 policies.extend(bundle.policies);
+                groups.extend(bundle.groups);
                 objects.extend(bundle.objects);
             }
             Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
@@ -544,6 +611,7 @@ pub fn input_from_files(sources: &[enforcer::yaml::Source]) -> anyhow::Result<In
     let topo = crate::topology::from_objects(&objects)?;
     Ok(Input {
         policies,
+        groups,
         know_pods: !topo.pods.is_empty(),
         pods: topo.pods,
         namespaces: topo.namespaces,
@@ -559,14 +627,10 @@ pub fn live(
     req: &model::AuditRequest,
 ) -> Result<Vec<Finding>, web::api::ApiError> {
     use web::api::ApiError;
-    let mut docs: BTreeMap<(PolicyKind, Option<String>, String), PolicyDoc> = lab
-        .policies
-        .lock()
-        .expect("policies")
-        .docs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let (mut docs, mut groups) = {
+        let store = lab.policies.lock().expect("policies");
+        (store.docs.clone(), store.groups.clone())
+    };
     let mut extra_pods = Vec::new();
     let mut extra_services = Vec::new();
     // Every file at once, so that the errors of all of them are reported together.
@@ -579,6 +643,9 @@ pub fn live(
         let input = input_from_files(&sources).map_err(|e| ApiError::new(422, format!("{e:#}")))?;
         for d in input.policies {
             docs.insert((d.kind, d.namespace.clone(), d.name.clone()), d);
+        }
+        for g in input.groups {
+            groups.insert(g.name.clone(), g);
         }
         extra_pods.extend(input.pods);
         extra_services.extend(input.services);
@@ -601,6 +668,7 @@ pub fn live(
     services.extend(extra_services);
     let input = Input {
         policies: docs.into_values().collect(),
+        groups: groups.into_values().collect(),
         pods,
         namespaces: lab.topology.namespaces.clone(),
         services,

@@ -235,8 +235,8 @@ enum PrefilterCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Apply CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and Kubernetes NetworkPolicy
-    /// from files, a directory or `-`.
+    /// Apply CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, Kubernetes NetworkPolicy,
+    /// CiliumCIDRGroup and ConnectionLimit from files, a directory or `-`.
     Apply {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<String>,
@@ -244,15 +244,19 @@ enum PolicyCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Show the policies in force.
+    /// Show the policies in force (and the CIDR groups and limits): all, `KIND` (`cnp`, `ccnp`,
+    /// `ccg`, `connectionlimit`), `NAME`, `KIND NAME` or `KIND/NAME`.
     Get {
-        name: Option<String>,
+        #[arg(num_args = 0..=2, value_name = "[KIND] NAME")]
+        target: Vec<String>,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Delete policies by name, by file, or all of them.
+    /// Delete policies (and CIDR groups, limits) by name (`NAME`, `KIND NAME` or `KIND/NAME`), by
+    /// file, or all of them.
     Delete {
-        name: Option<String>,
+        #[arg(num_args = 0..=2, value_name = "[KIND] NAME")]
+        target: Vec<String>,
         #[arg(short = 'f', long = "filename")]
         files: Vec<String>,
         #[arg(long)]
@@ -778,16 +782,8 @@ async fn get(
                 .collect();
             table(&["ID", "LABELS"], rows);
         }
-        "policies"
-        | "policy"
-        | "cnp"
-        | "ciliumnetworkpolicies"
-        | "ccnp"
-        | "ciliumclusterwidenetworkpolicies"
-        | "netpol"
-        | "networkpolicy"
-        | "networkpolicies" => {
-            return policy_get(client, name, output).await;
+        "policies" | "policy" => {
+            return policy_get(client, None, name, output).await;
         }
         "flows" => {
             let filter = FlowFilter {
@@ -830,6 +826,9 @@ async fn get(
                 &["LIMIT", "POD", "PORT", "PEER IDENTITY", "CONNECTIONS"],
                 rows,
             );
+        }
+        kind if model::policy::policy_kind(kind).is_some() => {
+            return policy_get(client, model::policy::policy_kind(kind), name, output).await;
         }
         other => bail!(
             "unknown resource {other:?}; try pods, services, endpoints, identities or policies"
@@ -1084,15 +1083,25 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
                 }
             }
         }
-        PolicyCommand::Get { name, output } => {
-            return policy_get(client, name.as_deref(), output).await.map(|_| 0);
+        PolicyCommand::Get { target, output } => {
+            let (kind, name) = kind_and_name(&target)?;
+            return policy_get(client, kind, name.as_deref(), output)
+                .await
+                .map(|_| 0);
         }
         PolicyCommand::Delete {
-            name,
+            target,
             files,
             all,
             namespace,
         } => {
+            let (kind, name) = kind_and_name(&target)?;
+            if kind.is_some() && name.is_none() {
+                bail!(
+                    "say which one to delete: `lab policy delete {} NAME`",
+                    target[0]
+                );
+            }
             let mut requests = Vec::new();
             if all {
                 requests.push(DeleteRequest {
@@ -1110,6 +1119,7 @@ async fn policy(client: &Client, cmd: PolicyCommand) -> Result<i32> {
             if let Some(n) = name {
                 requests.push(DeleteRequest {
                     name: Some(n),
+                    kind: kind.map(str::to_owned),
                     namespace,
                     ..Default::default()
                 });
@@ -1194,12 +1204,45 @@ async fn listing<T: DeserializeOwned + Serialize>(
     Ok(Some(items))
 }
 
-async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Result<()> {
+/// `[KIND] [NAME]`, `KIND/NAME` or `NAME`, as kubectl takes a resource: (kind, name). One word
+/// that names a kind (`ccg`, `cnp`, ...) is a kind.
+fn kind_and_name(args: &[String]) -> Result<(Option<&'static str>, Option<String>)> {
+    let kind = |word: &str| {
+        model::policy::policy_kind(word).ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{word}` is not a kind of policy object; use cnp, ccnp, netpol, ccg or connectionlimit"
+            )
+        })
+    };
+    Ok(match args {
+        [] => (None, None),
+        [one] => match one.split_once('/') {
+            Some((k, n)) => (Some(kind(k)?), Some(n.to_owned())),
+            None => match model::policy::policy_kind(one) {
+                Some(k) => (Some(k), None),
+                None => (None, Some(one.clone())),
+            },
+        },
+        [k, n, ..] => (Some(kind(k)?), Some(n.clone())),
+    })
+}
+
+async fn policy_get(
+    client: &Client,
+    kind: Option<&str>,
+    name: Option<&str>,
+    output: Output,
+) -> Result<()> {
     let list: Vec<PolicyEntry> = client.get("/api/policies").await?;
     let items: Vec<PolicyEntry> = list
         .into_iter()
-        .filter(|p| name.is_none_or(|n| p.name == n))
+        .filter(|p| name.is_none_or(|n| p.name == n) && kind.is_none_or(|k| p.kind == k))
         .collect();
+    if let Some(n) = name
+        && items.is_empty()
+    {
+        bail!("{} \"{n}\" not found", kind.unwrap_or("policy"));
+    }
     match output {
         Output::Yaml => {
             for p in &items {
@@ -1219,7 +1262,13 @@ async fn policy_get(client: &Client, name: Option<&str>, output: Output) -> Resu
                         or_none(p.namespace.as_deref()),
                         p.name.clone(),
                         p.kind.clone(),
-                        if p.audit { "audit" } else { "enforced" }.into(),
+                        // A CIDR group is not enforced itself: the policies naming it are.
+                        match (p.kind.as_str(), p.audit) {
+                            ("CiliumCIDRGroup", _) => "-",
+                            (_, true) => "audit",
+                            (_, false) => "enforced",
+                        }
+                        .into(),
                         p.source.clone(),
                     ]
                 })

@@ -4,8 +4,9 @@
 //!
 //! - [`parse_manifests`]: a source → every [`Object`] in it with where it came from, or every
 //!   error. Policies in the file are errors (they are not topology).
-//! - [`parse_all`]: the same, but Cilium policies and ConnectionLimits in the file are taken too,
-//!   into a [`Bundle`], by the decision `lab policy apply` makes (`enforcer::policy::accept`).
+//! - [`parse_all`]: the same, but Cilium policies, CiliumCIDRGroups and ConnectionLimits in the
+//!   file are taken too, into a [`Bundle`], by the decision `lab policy apply` makes
+//!   (`enforcer::policy::accept`).
 //!
 //! Only the fields the lab uses are accepted; any other field is an error, so a typo is never
 //! silently ignored. A few common Kubernetes fields that do not change what the lab builds are
@@ -40,6 +41,7 @@ use enforcer::{
     policy::{
         accept::{Accepted, FileAcceptor, is_policy_kind},
         api::{PolicyDoc, PolicyKind},
+        cidrgroup::CidrGroupDoc,
         limits::LimitDoc,
     },
     yaml::{
@@ -193,6 +195,7 @@ pub struct Bundle {
     pub objects: Vec<(Object, SourceRef)>,
     pub policies: Vec<PolicyDoc>,
     pub limits: Vec<LimitDoc>,
+    pub groups: Vec<CidrGroupDoc>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,6 +225,7 @@ fn parse(src: &Source, policies: bool) -> Result<Bundle, Vec<Located>> {
             match policy_file.accept(doc) {
                 Ok(Accepted::Policy(p)) => bundle.policies.push(p),
                 Ok(Accepted::Limit(l)) => bundle.limits.push(l),
+                Ok(Accepted::CidrGroup(g)) => bundle.groups.push(g),
                 Err(e) => errors.extend(e),
             }
             continue;

@@ -1,16 +1,18 @@
-//! The policy set of a running lab — CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies and
-//! the lab's ConnectionLimits: apply (atomic: a bad document leaves the previous set in force),
-//! delete, list, per-policy and lab-wide audit mode, and persistence so a restarted lab
-//! restores it.
+//! The policy set of a running lab — CiliumNetworkPolicies, CiliumClusterwideNetworkPolicies,
+//! the CiliumCIDRGroups they name and the lab's ConnectionLimits: apply (atomic: a bad document
+//! leaves the previous set in force), delete, list, per-policy and lab-wide audit mode, and
+//! persistence so a restarted lab restores it. Every change, a group's included, re-resolves
+//! the whole set.
 
 use std::collections::BTreeMap;
 
 use enforcer::{
     policy::{
-        accept::accept_source,
+        accept::{AcceptedObjects, accept_source},
         api::{PolicyDoc, PolicyKind},
+        cidrgroup::{self, CidrGroupDoc},
         limits::{self, LimitDoc},
-        normalize::{normalize, normalize_limits},
+        normalize::{normalize_limits, normalize_with_groups},
     },
     yaml::{Located, Source},
 };
@@ -32,12 +34,15 @@ pub type LimitKey = (String, String);
 pub struct PolicySet {
     pub docs: BTreeMap<PolicyKey, PolicyDoc>,
     pub limits: BTreeMap<LimitKey, LimitDoc>,
+    /// CiliumCIDRGroups by name (cluster-scoped).
+    pub groups: BTreeMap<String, CidrGroupDoc>,
 }
 
 #[derive(Default)]
 pub struct PolicyStore {
     pub docs: BTreeMap<PolicyKey, PolicyDoc>,
     pub limits: BTreeMap<LimitKey, LimitDoc>,
+    pub groups: BTreeMap<String, CidrGroupDoc>,
     /// Bumped on every change (Cilium's policy revision).
     pub revision: u64,
     /// Lab-wide audit mode (Cilium's `policy-audit-mode`): every would-be drop is forwarded.
@@ -49,6 +54,7 @@ impl PolicyStore {
         PolicySet {
             docs: self.docs.clone(),
             limits: self.limits.clone(),
+            groups: self.groups.clone(),
         }
     }
 }
@@ -91,16 +97,22 @@ fn errors_response(errors: Vec<Located>) -> ApiError {
     .with_details(errors)
 }
 
-/// Every policy and limit in a source, or every error in it: the same decision as `lab audit`
-/// (see `enforcer::policy::accept`).
-fn check_source(src: &Source) -> Result<(Vec<PolicyDoc>, Vec<LimitDoc>), Vec<Located>> {
+/// Every policy, group and limit in a source, or every error in it: the same decision as `lab
+/// audit` (see `enforcer::policy::accept`).
+fn check_source(src: &Source) -> Result<AcceptedObjects, Vec<Located>> {
     accept_source(src)
+}
+
+/// The rules of `set`'s policies, with the prefixes of its CIDR groups.
+fn normalize_set(set: &PolicySet) -> Result<enforcer::engine::RuleSet, ApiError> {
+    let list: Vec<PolicyDoc> = set.docs.values().cloned().collect();
+    let groups: Vec<CidrGroupDoc> = set.groups.values().cloned().collect();
+    normalize_with_groups(&list, &groups).map_err(errors_response)
 }
 
 /// Resolves and enforces `set` as the complete policy set, or changes nothing.
 fn enforce(lab: &Lab, set: &PolicySet) -> Result<(), ApiError> {
-    let list: Vec<PolicyDoc> = set.docs.values().cloned().collect();
-    let mut rules = normalize(&list).map_err(errors_response)?;
+    let mut rules = normalize_set(set)?;
     let limit_list: Vec<LimitDoc> = set.limits.values().cloned().collect();
     normalize_limits(&limit_list, &mut rules);
     let mut engine = lab.engine.lock().expect("engine");
@@ -112,6 +124,7 @@ fn enforce(lab: &Lab, set: &PolicySet) -> Result<(), ApiError> {
 fn commit(lab: &Lab, store: &mut PolicyStore, next: PolicySet) {
     store.docs = next.docs;
     store.limits = next.limits;
+    store.groups = next.groups;
     store.revision += 1;
     persist(lab, store);
 }
@@ -127,16 +140,21 @@ fn action(old: Option<&Value>, new: &Value) -> ApplyAction {
 
 pub fn apply(lab: &Lab, req: &ApplyRequest) -> Result<ApplyResult, ApiError> {
     let src = Source::new(req.source.clone(), req.text.clone());
-    let (policies, limit_docs) = check_source(&src).map_err(errors_response)?;
-    if policies.is_empty() && limit_docs.is_empty() {
+    let objects = check_source(&src).map_err(errors_response)?;
+    if objects.is_empty() {
         return Err(ApiError::new(
             422,
             format!(
-                "{}: no CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or ConnectionLimit found",
+                "{}: no CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, CiliumCIDRGroup or ConnectionLimit found",
                 req.source
             ),
         ));
     }
+    let AcceptedObjects {
+        policies,
+        limits: limit_docs,
+        groups,
+    } = objects;
     let mut store = lab.policies.lock().expect("policies");
     let mut next = store.set();
     let mut results = Vec::new();
@@ -160,9 +178,18 @@ pub fn apply(lab: &Lab, req: &ApplyRequest) -> Result<ApplyResult, ApiError> {
         });
         next.limits.insert(limit_key(&l), l);
     }
+    for g in groups {
+        results.push(Applied {
+            kind: cidrgroup::KIND.into(),
+            name: g.name.clone(),
+            namespace: None,
+            action: action(next.groups.get(&g.name).map(|d| &d.raw), &g.raw),
+            audit: false,
+        });
+        next.groups.insert(g.name.clone(), g);
+    }
     if req.dry_run {
-        let list: Vec<PolicyDoc> = next.docs.values().cloned().collect();
-        normalize(&list).map_err(errors_response)?;
+        normalize_set(&next)?;
         return Ok(ApplyResult {
             dry_run: true,
             revision: None,
@@ -185,14 +212,22 @@ pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<DeleteResult, ApiError> 
     if req.all {
         deleted.extend(next.docs.keys().map(describe));
         deleted.extend(next.limits.keys().map(describe_limit));
+        deleted.extend(next.groups.keys().map(|n| describe_group(n)));
         next = PolicySet::default();
     } else if let Some(text) = &req.text {
         let src = Source::new(
             req.source.clone().unwrap_or_else(|| "-".into()),
             text.clone(),
         );
-        let (policies, limit_docs) = check_source(&src).map_err(errors_response)?;
-        for doc in policies {
+        let objects = check_source(&src).map_err(errors_response)?;
+        for g in objects.groups {
+            next.groups.remove(&g.name).ok_or_else(|| {
+                ApiError::not_found(format!("{} {} not found", cidrgroup::KIND, g.name))
+            })?;
+            deleted.push(describe_group(&g.name));
+        }
+        let limit_docs = objects.limits;
+        for doc in objects.policies {
             next.docs.remove(&key(&doc)).ok_or_else(|| {
                 ApiError::not_found(format!("policy {} not found", doc.qualified_name()))
             })?;
@@ -210,26 +245,44 @@ pub fn delete(lab: &Lab, req: &DeleteRequest) -> Result<DeleteResult, ApiError> 
     } else if let Some(name) = &req.name {
         let ns_ok =
             |ns: &Option<String>| req.namespace.is_none() || ns.is_none() || *ns == req.namespace;
+        // With a kind (`lab policy delete ccg NAME`), only objects of that kind.
+        let kind = match req.kind.as_deref() {
+            None => None,
+            Some(k) => Some(model::policy::policy_kind(k).ok_or_else(|| {
+                ApiError::new(400, format!("`{k}` is not a kind of policy object"))
+            })?),
+        };
+        let kind_ok = |k: &str| kind.is_none_or(|want| want == k);
         let policies: Vec<PolicyKey> = next
             .docs
             .keys()
-            .filter(|(_, ns, n)| n == name && ns_ok(ns))
+            .filter(|(k, ns, n)| n == name && ns_ok(ns) && kind_ok(k.as_str()))
             .cloned()
             .collect();
         let limit_keys: Vec<LimitKey> = next
             .limits
             .keys()
-            .filter(|(ns, n)| n == name && ns_ok(&Some(ns.clone())))
+            .filter(|(ns, n)| n == name && ns_ok(&Some(ns.clone())) && kind_ok(limits::KIND))
             .cloned()
             .collect();
-        if policies.is_empty() && limit_keys.is_empty() {
+        let group = next
+            .groups
+            .contains_key(name)
+            .then(|| name.clone())
+            .filter(|_| kind_ok(cidrgroup::KIND));
+        if policies.is_empty() && limit_keys.is_empty() && group.is_none() {
             return Err(ApiError::not_found(format!(
-                "policy {name} not found{}",
+                "{} {name} not found{}",
+                kind.unwrap_or("policy"),
                 req.namespace
                     .as_ref()
                     .map(|n| format!(" in namespace {n}"))
                     .unwrap_or_default()
             )));
+        }
+        if let Some(g) = group {
+            next.groups.remove(&g);
+            deleted.push(describe_group(&g));
         }
         for k in policies {
             next.docs.remove(&k);
@@ -298,6 +351,10 @@ fn describe_limit((ns, name): &LimitKey) -> String {
     format!("connectionlimit/{ns}/{name}")
 }
 
+fn describe_group(name: &str) -> String {
+    format!("{}/{name}", cidrgroup::SHORT_NAME)
+}
+
 pub fn audit_all(lab: &Lab) -> bool {
     lab.policies.lock().expect("policies").audit_all
 }
@@ -320,12 +377,20 @@ pub fn list(lab: &Lab) -> Vec<PolicyEntry> {
         source: l.source.to_string(),
         manifest: l.raw.clone(),
     });
-    policies.chain(limit_docs).collect()
+    let groups = store.groups.values().map(|g| PolicyEntry {
+        kind: cidrgroup::KIND.into(),
+        name: g.name.clone(),
+        namespace: None,
+        audit: false,
+        source: g.source.to_string(),
+        manifest: g.raw.clone(),
+    });
+    policies.chain(groups).chain(limit_docs).collect()
 }
 
 pub fn count(lab: &Lab) -> usize {
     let store = lab.policies.lock().expect("policies");
-    store.docs.len() + store.limits.len()
+    store.docs.len() + store.limits.len() + store.groups.len()
 }
 
 /// Saves the set so a restarted lab can restore it (one JSON document per object).
@@ -339,6 +404,7 @@ fn persist(lab: &Lab, store: &PolicyStore) {
         .docs
         .values()
         .map(|d| &d.raw)
+        .chain(store.groups.values().map(|g| &g.raw))
         .chain(store.limits.values().map(|l| &l.raw));
     for (i, raw) in raws.enumerate() {
         let _ = std::fs::write(dir.join(format!("{i:04}.json")), raw.to_string());
@@ -357,16 +423,19 @@ pub fn restore(lab: &Lab) -> anyhow::Result<usize> {
     let mut next = PolicySet::default();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
-        let (policies, limit_docs) = check_source(&Source::new(f.display().to_string(), text))
+        let objects = check_source(&Source::new(f.display().to_string(), text))
             .map_err(|e| anyhow::anyhow!("a saved policy no longer validates: {}", e[0]))?;
-        for doc in policies {
+        for doc in objects.policies {
             next.docs.insert(key(&doc), doc);
         }
-        for l in limit_docs {
+        for l in objects.limits {
             next.limits.insert(limit_key(&l), l);
         }
+        for g in objects.groups {
+            next.groups.insert(g.name.clone(), g);
+        }
     }
-    let count = next.docs.len() + next.limits.len();
+    let count = next.docs.len() + next.limits.len() + next.groups.len();
     enforce(lab, &next).map_err(|e| anyhow::anyhow!("{}", e.error))?;
     let audit_all = lab
         .engine
@@ -379,6 +448,7 @@ pub fn restore(lab: &Lab) -> anyhow::Result<usize> {
     let mut store = lab.policies.lock().expect("policies");
     store.docs = next.docs;
     store.limits = next.limits;
+    store.groups = next.groups;
     store.revision += 1;
     store.audit_all = audit_all;
     Ok(count)

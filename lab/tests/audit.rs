@@ -58,7 +58,8 @@ fn audit_accepts_exactly_what_apply_accepts() {
     let (code, err) = offline_refused("apply-refuses.yaml");
     assert_ne!(code, 0);
     assert!(
-        err.contains("apply-refuses.yaml:15:") && err.contains("L7 rules need a single port"),
+        err.contains("apply-refuses.yaml:15:")
+            && err.contains("`authentication` is valid Cilium but not supported"),
         "{err}"
     );
     // Accepted: audited (base.yaml's NodePort stays unguarded), not refused.
@@ -94,6 +95,8 @@ fn each_class_of_problem_is_found_with_its_line() {
         ("shadowed.yaml", "shadowed-rule", ":10 "),
         ("l7-cancelled.yaml", "l7-cancelled", ":12 "),
         ("ipv6.yaml", "ipv6-no-effect", ":13 "),
+        ("missing-cidr-group.yaml", "selects-nothing", ":12 "),
+        ("missing-cidr-group.yaml", "ipv6-no-effect", ":24 "),
         ("icmpv6.yaml", "ipv6-no-effect", ":14 "),
         ("policy-types.yaml", "policy-types-mismatch", ":11 "),
     ] {
@@ -127,6 +130,15 @@ fn each_class_of_problem_is_found_with_its_line() {
         "{findings:#?}"
     );
     assert_eq!(code, 1);
+    // Only the entry naming a missing group selects nothing: the selected group exists.
+    let (_, findings) = offline("missing-cidr-group.yaml");
+    let nothing: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["check"] == "selects-nothing")
+        .map(|f| f["problem"].as_str().unwrap())
+        .collect();
+    assert_eq!(nothing.len(), 1, "{findings:#?}");
+    assert!(nothing[0].contains("`partner-networks`"), "{nothing:?}");
 }
 
 #[test]

@@ -272,3 +272,116 @@ fn ports_without_l7_rules_never_touch_the_proxy() {
     assert_eq!(out["kind"], "ftp_ok", "{out}");
     assert_eq!(received(&before), received(&lab.ok(&["metrics"])));
 }
+
+/// HTTP rules on a port range (`endPort` with `rules.http`): every port of the range goes
+/// through the proxy and is judged by the range's rules; the server's echo workload answers on
+/// 8080, and a second server the test opens in the same pod on 8090.
+const RANGE_POLICY: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: server-get-on-a-range
+spec:
+  endpointSelector:
+    matchLabels:
+      role: server
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        role: client
+    toPorts:
+    - ports:
+      - port: "8000"
+        endPort: 8100
+        protocol: TCP
+      rules:
+        http:
+        - method: GET
+          path: "/.*"
+"#;
+
+/// A minimal HTTP server on `port` inside the network namespace at `ns`, answering `body`
+/// to every request until the test ends.
+fn http_server_in(ns: &Path, port: u16, body: &'static str) {
+    let listener = testkit::in_netns(ns, move || std::net::TcpListener::bind(("0.0.0.0", port)))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+#[test]
+fn http_rules_on_a_port_range_apply_to_every_port_of_it() {
+    let lab = TestLab::up_with(&[&crate::harness::data("manifests/playground.yaml")]);
+    let server = lab.pod("server")["ip"].as_str().unwrap().to_owned();
+    let ns =
+        std::path::PathBuf::from("/run/netns").join(format!("{}-default-server", lab.instance));
+    http_server_in(&ns, 8090, "second port\n");
+    lab.applied(RANGE_POLICY);
+    let request = |method: &str, port: u16| {
+        let url = format!("http://{server}:{port}/hello");
+        let (code, out) = lab.exec(
+            "client-a",
+            &["curl", "-s", "-m", "3", "-i", "-X", method, &url],
+        );
+        assert_eq!(code, 0, "{method} on {port}: curl failed");
+        out
+    };
+    for (port, body) in [(8080, "hello from server\n"), (8090, "second port\n")] {
+        let got = request("GET", port);
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with(body),
+            "GET on {port}: {got}"
+        );
+        let refused = request("POST", port);
+        assert!(
+            refused.starts_with("HTTP/1.1 403"),
+            "POST on {port}: {refused}"
+        );
+        assert!(refused.ends_with("Access denied\r\n"), "{refused:?}");
+    }
+    let denied = testkit::wait_for(Duration::from_secs(5), || {
+        lab.flows(&["--type", "L7", "--verdict", "DROPPED"])
+            .into_iter()
+            .find(|f| {
+                f["l7"]["http"]["method"] == "POST"
+                    && f["l7"]["http"]["url"]
+                        .as_str()
+                        .is_some_and(|u| u.contains(":8090/"))
+            })
+    })
+    .expect("an L7 flow for the POST on 8090");
+    assert_eq!(denied["l7"]["http"]["code"], 403);
+    assert!(
+        denied["policy_explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server-get-on-a-range"),
+        "{denied}"
+    );
+    let allowed = testkit::wait_for(Duration::from_secs(5), || {
+        lab.flows(&["--type", "L7", "--verdict", "FORWARDED"])
+            .into_iter()
+            .find(|f| f["l7"]["http"]["method"] == "GET")
+    })
+    .expect("an L7 flow for a GET");
+    assert!(
+        allowed["policy_explanation"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("server-get-on-a-range"),
+        "{allowed}"
+    );
+}

@@ -9,6 +9,7 @@ mod agreement;
 mod audit;
 mod bench;
 mod bench_page;
+mod cidr_groups;
 mod cluster;
 mod connectivity;
 mod demo;

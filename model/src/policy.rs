@@ -43,7 +43,8 @@ impl ApplyResult {
 /// One document of an apply.
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// `CiliumNetworkPolicy`, `CiliumClusterwideNetworkPolicy`, `ConnectionLimit`.
+    /// `CiliumNetworkPolicy`, `CiliumClusterwideNetworkPolicy`, `CiliumCIDRGroup`,
+    /// `ConnectionLimit`.
     pub kind: String,
     pub name: String,
     pub namespace: Option<String>,
@@ -84,11 +85,37 @@ impl ApplyAction {
     }
 }
 
-/// `DELETE /api/policies`: by name, by the documents of a text, or all.
+/// The kinds `lab policy` manages, each with kubectl's short name.
+pub const POLICY_KINDS: [(&str, Option<&str>); 5] = [
+    ("CiliumNetworkPolicy", Some("cnp")),
+    ("CiliumClusterwideNetworkPolicy", Some("ccnp")),
+    ("NetworkPolicy", Some("netpol")),
+    ("CiliumCIDRGroup", Some("ccg")),
+    ("ConnectionLimit", None),
+];
+
+/// The kind a word names, as kubectl reads a resource type: the kind in any case, its plural,
+/// or its short name (`ccg`, `CiliumCIDRGroup`, `ciliumcidrgroups`).
+pub fn policy_kind(word: &str) -> Option<&'static str> {
+    let w = word.to_ascii_lowercase();
+    POLICY_KINDS.iter().find_map(|(kind, short)| {
+        let k = kind.to_ascii_lowercase();
+        let plural = match k.strip_suffix('y') {
+            Some(stem) => format!("{stem}ies"),
+            None => format!("{k}s"),
+        };
+        (w == k || w == plural || Some(w.as_str()) == *short).then_some(*kind)
+    })
+}
+
+/// `DELETE /api/policies`: by name (of one kind, or of any), by the documents of a text, or all.
 #[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq, Eq)]
 pub struct DeleteRequest {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub name: Option<String>,
+    /// With `name`: only objects of this kind (as [`policy_kind`] gives it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub namespace: Option<String>,
     /// Delete the policies named in this manifest text.
@@ -413,4 +440,28 @@ pub enum ErrorKind {
     Invalid,
     /// Valid upstream (Cilium or Kubernetes) but not implemented by the lab yet.
     Unsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::policy_kind;
+
+    #[test]
+    fn kinds_as_kubectl_names_them() {
+        for (word, kind) in [
+            ("ccg", Some("CiliumCIDRGroup")),
+            ("CiliumCIDRGroup", Some("CiliumCIDRGroup")),
+            ("ciliumcidrgroups", Some("CiliumCIDRGroup")),
+            ("cnp", Some("CiliumNetworkPolicy")),
+            ("ciliumnetworkpolicies", Some("CiliumNetworkPolicy")),
+            ("ccnp", Some("CiliumClusterwideNetworkPolicy")),
+            ("netpol", Some("NetworkPolicy")),
+            ("networkpolicies", Some("NetworkPolicy")),
+            ("connectionlimit", Some("ConnectionLimit")),
+            ("rule1", None),
+            ("ccgs", None),
+        ] {
+            assert_eq!(policy_kind(word), kind, "{word}");
+        }
+    }
 }

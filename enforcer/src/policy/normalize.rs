@@ -13,6 +13,7 @@ use crate::{
             CidrRule, EgressDenyRule, EgressRule, EndpointSelector, Entity, IcmpFamily, IcmpRule,
             IngressDenyRule, IngressRule, PolicyDoc, PolicyKind, PortProtocol, PortRule, Protocol,
         },
+        cidrgroup::{self, CidrGroupDoc},
         resolve::{
             CidrPeer, Direction, EntityKind, HttpSpec, LabelMatcher, NormRule, Peers, PortName,
             PortRange,
@@ -86,8 +87,18 @@ fn scope(sel: &EndpointSelector, doc: &PolicyDoc) -> ScopedSelector {
     }
 }
 
-/// Builds the rule set for `docs`. Errors name the file and line of what cannot be enforced.
+/// Builds the rule set for `docs`, without CIDR groups (entries naming one select nothing).
+/// Errors name the file and line of what cannot be enforced.
 pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
+    normalize_with_groups(docs, &[])
+}
+
+/// Builds the rule set for `docs`, CIDR-set entries that name CiliumCIDRGroups standing for
+/// the prefixes of those among `groups`.
+pub fn normalize_with_groups(
+    docs: &[PolicyDoc],
+    groups: &[CidrGroupDoc],
+) -> Result<RuleSet, Vec<Located>> {
     let mut set = RuleSet::default();
     let mut cidrs = BTreeSet::new();
     let mut errors = Vec::new();
@@ -113,8 +124,8 @@ pub fn normalize(docs: &[PolicyDoc]) -> Result<RuleSet, Vec<Located>> {
                 base: &base,
                 set: &mut set,
                 cidrs: &mut cidrs,
-                errors: &mut errors,
                 spec_index,
+                groups,
             };
             let dd = rule.enable_default_deny.as_ref();
             let ingress_dd = dd.and_then(|d| d.ingress);
@@ -191,8 +202,8 @@ struct Ctx<'a> {
     base: &'a str,
     set: &'a mut RuleSet,
     cidrs: &'a mut BTreeSet<(Ipv4Addr, u8)>,
-    errors: &'a mut Vec<Located>,
     spec_index: usize,
+    groups: &'a [CidrGroupDoc],
 }
 
 /// The peer fields of one rule, whichever direction.
@@ -354,18 +365,25 @@ impl Ctx<'_> {
             }
         }
         for set in p.cidr_set.iter().flat_map(|v| v.iter()) {
-            let Some(prefix) = parse_cidr(&set.cidr) else {
-                continue; // IPv6, as above
-            };
-            self.note_cidr(prefix);
-            let mut except = Vec::new();
-            for e in set.except.iter().flatten() {
-                if let Some(ex) = parse_cidr(e) {
+            // The entry's prefix, or its groups' (none for a group that does not exist: the
+            // entry selects nothing, as in Cilium); IPv6 ones as above. `except` applies to each.
+            let prefixes = cidrgroup::prefixes_of(set, self.groups);
+            let except: Vec<_> = set
+                .except
+                .iter()
+                .flatten()
+                .filter_map(|e| parse_cidr(e))
+                .collect();
+            for &prefix in &prefixes {
+                self.note_cidr(prefix);
+                for &ex in &except {
                     self.note_cidr(ex);
-                    except.push(ex);
                 }
+                cidrs.push(CidrPeer {
+                    prefix,
+                    except: except.clone(),
+                });
             }
-            cidrs.push(CidrPeer { prefix, except });
         }
         let entities = p
             .entities
@@ -431,9 +449,8 @@ impl Ctx<'_> {
             Some(PortsRef::Icmp(ranges)) => vec![(Some(ranges), vec![], None)],
             Some(PortsRef::Deny(list)) => list
                 .iter()
-                .enumerate()
-                .map(|(k, pp)| {
-                    let (ports, names) = self.port_list(&format!("{path}.toPorts[{k}]"), pp, false);
+                .map(|pp| {
+                    let (ports, names) = self.port_list(pp, false);
                     (Some(ports), names, None)
                 })
                 .collect(),
@@ -466,7 +483,7 @@ impl Ctx<'_> {
             .and_then(|r| r.http.as_ref())
             .filter(|h| !h.is_empty());
         let with_l7 = http_rules.is_some();
-        let (ports, names) = self.port_list(path, pr.ports.as_deref().unwrap_or_default(), with_l7);
+        let (ports, names) = self.port_list(pr.ports.as_deref().unwrap_or_default(), with_l7);
         let http = http_rules.map(|rules| {
             rules
                 .iter()
@@ -490,16 +507,10 @@ impl Ctx<'_> {
     /// Port entries to ranges and port names; `ANY` means TCP, UDP and SCTP. With L7 rules
     /// only TCP counts. The port-less protocols (GRE, ESP, ...) come with port "0": every
     /// packet of theirs.
-    fn port_list(
-        &mut self,
-        path: &str,
-        ports: &[PortProtocol],
-        l7: bool,
-    ) -> (Vec<PortRange>, Vec<PortName>) {
+    fn port_list(&mut self, ports: &[PortProtocol], l7: bool) -> (Vec<PortRange>, Vec<PortName>) {
         let mut out = Vec::new();
         let mut names = Vec::new();
-        for (j, pp) in ports.iter().enumerate() {
-            let pp_path = format!("{path}.ports[{j}]");
+        for pp in ports {
             let protos: &[u8] = match pp.protocol.unwrap_or(Protocol::Any) {
                 Protocol::Any if l7 => &[6],
                 p => p.numbers(),
@@ -517,14 +528,6 @@ impl Ctx<'_> {
                 (p, Some(e)) => (p, e),
                 (p, None) => (p, p),
             };
-            if l7 && first != last {
-                self.errors.push(located(
-                    self.doc,
-                    &pp_path,
-                    "L7 rules need a single port here (the lab's proxy does not take port ranges or port 0)",
-                ));
-                continue;
-            }
             for &proto in protos {
                 out.push(PortRange { proto, first, last });
             }

@@ -320,8 +320,14 @@ pub struct Resolved {
     pub map: BTreeMap<MapKey, MapValue>,
     /// Endpoint flags (`EP_*`) by endpoint id.
     pub flags: BTreeMap<u32, u32>,
-    /// L7 rules by exact key (endpoint, peer, direction, TCP, port) for enforced redirects.
+    /// L7 rules of enforced redirects, by the key of their entry: one port, or an aligned
+    /// block of ports when the rules are on a port range. The proxy finds them from a
+    /// connection's exact key with [`MapKey::covering`], as the kernel's LPM lookup does.
     pub http: BTreeMap<MapKey, Vec<HttpSpec>>,
+    /// Entries that are not redirects under a less specific one that is (an L4-only allow on
+    /// one port of an L7 port range, say): the proxy's lookup stops at them, as the kernel's
+    /// does, so the range's HTTP rules do not apply there.
+    pub l7_shadowed: BTreeSet<MapKey>,
     /// Which rules select which endpoint, by direction: (ep, dir) → rule refs that enable
     /// default deny. Used to explain default-deny drops.
     pub enforcers: BTreeMap<(u32, u8), Vec<u32>>,
@@ -477,13 +483,15 @@ pub fn resolve(
         out.flags.insert(ep.ep_id, flags);
 
         let all_keys: BTreeSet<MapKey> = enforced.keys().chain(would.keys()).copied().collect();
-        for k in all_keys {
+        let mut any_redirect = false;
+        for &k in &all_keys {
             let (verdict, rule_ref, http) = settle(&enforced, k);
             let (audit_verdict, audit_rule_ref, _) = settle(&would, k);
             if verdict == Verdict::Redirect
                 && let Some(h) = http
             {
                 out.http.insert(k, h);
+                any_redirect = true;
             }
             out.map.insert(
                 k,
@@ -499,6 +507,18 @@ pub fn resolve(
                     audit_rule_ref,
                 },
             );
+        }
+        // Only an endpoint with redirects can have entries shadowing one.
+        if any_redirect {
+            for k in all_keys {
+                let redirect = out
+                    .map
+                    .get(&k)
+                    .is_some_and(|v| v.verdict == Verdict::Redirect);
+                if !redirect && k.covering().skip(1).any(|c| out.http.contains_key(&c)) {
+                    out.l7_shadowed.insert(k);
+                }
+            }
         }
     }
     out
@@ -556,10 +576,16 @@ fn settle(set: &BTreeMap<MapKey, KeyState>, k: MapKey) -> (Verdict, u32, Option<
         None => (Verdict::None, 0, None),
         Some(state) => {
             let (v, r) = state.verdict();
-            let http = state
-                .redirect
-                .as_ref()
-                .map(|(_, s)| s.iter().cloned().collect());
+            // A redirect takes the HTTP rules of every redirect covering it too (an L7 rule on
+            // port 80 and one on the range 80-90): L7 rules on the same traffic are unioned.
+            let http = state.redirect.as_ref().map(|_| {
+                let all: BTreeSet<&HttpSpec> = k
+                    .covering()
+                    .filter_map(|c| set.get(&c)?.redirect.as_ref())
+                    .flat_map(|(_, specs)| specs)
+                    .collect();
+                all.into_iter().cloned().collect()
+            });
             (v, r, http)
         }
     }
@@ -907,6 +933,112 @@ mod tests {
         let key = MapKey::exact(1, ident(&w, 2), IN, 6, 80);
         assert_eq!(res.http.get(&key).map(|h| h.len()), Some(1));
         assert!(res.map.values().any(|v| v.proxy_port == 15001));
+    }
+
+    fn http(method: &str, rule_ref: u32) -> HttpSpec {
+        HttpSpec {
+            method: Some(method.into()),
+            path: None,
+            host: None,
+            headers: vec![],
+            rule_ref,
+        }
+    }
+
+    /// The HTTP rules the proxy finds for an exact key: the most specific covering entry, unless
+    /// a non-redirect entry is found first (as in `l7::rules_for`).
+    fn l7_rules(r: &Resolved, key: MapKey) -> Option<Vec<HttpSpec>> {
+        key.covering()
+            .take_while(|k| !r.l7_shadowed.contains(k))
+            .find_map(|k| r.http.get(&k).cloned())
+    }
+
+    #[test]
+    fn l7_rules_on_a_port_range_redirect_every_port_of_it() {
+        let w = world();
+        let tie = ident(&w, 1);
+        let mut l7 = rule(1, vec![("class", "deathstar")], IN, Peers::Any);
+        l7.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 8080,
+            last: 8090,
+        }]);
+        l7.http = Some(vec![http("GET", 1)]);
+        let res = resolve(&[l7], &w.eps, &ids(&w), 15001);
+        for port in 8080..=8090 {
+            assert_eq!(
+                lookup(&res, 1, tie, IN, 6, port).0,
+                Verdict::Redirect,
+                "{port}"
+            );
+            let rules = l7_rules(&res, MapKey::exact(1, tie, IN, 6, port));
+            assert_eq!(rules, Some(vec![http("GET", 1)]), "{port}");
+        }
+        assert_eq!(lookup(&res, 1, tie, IN, 6, 8091).0, Verdict::Deny);
+        assert_eq!(lookup(&res, 1, tie, IN, 17, 8080).0, Verdict::Deny);
+        // A range is a few prefix entries, not one per port.
+        assert_eq!(
+            res.http.len(),
+            3 * w.ids.all().count(),
+            "{:?}",
+            res.http.keys()
+        );
+    }
+
+    #[test]
+    fn l7_rules_on_a_port_and_on_a_range_over_it_are_unioned() {
+        let w = world();
+        let tie = ident(&w, 1);
+        let mut range = rule(1, vec![("class", "deathstar")], IN, Peers::Any);
+        range.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 8080,
+            last: 8095,
+        }]);
+        range.http = Some(vec![http("GET", 1)]);
+        let mut one = rule(2, vec![("class", "deathstar")], IN, Peers::Any);
+        one.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 8081,
+            last: 8081,
+        }]);
+        one.http = Some(vec![http("POST", 2)]);
+        let res = resolve(&[range, one], &w.eps, &ids(&w), 15001);
+        let on = |port| l7_rules(&res, MapKey::exact(1, tie, IN, 6, port)).unwrap();
+        assert_eq!(on(8081), vec![http("GET", 1), http("POST", 2)]);
+        assert_eq!(on(8080), vec![http("GET", 1)]);
+    }
+
+    #[test]
+    fn an_l4_allow_on_one_port_of_an_l7_range_lifts_l7_there_only() {
+        let w = world();
+        let (tie, xwing) = (ident(&w, 1), ident(&w, 2));
+        let mut range = rule(1, vec![("class", "deathstar")], IN, Peers::Any);
+        range.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 8080,
+            last: 8095,
+        }]);
+        range.http = Some(vec![http("GET", 1)]);
+        let mut l4 = rule(
+            2,
+            vec![("class", "deathstar")],
+            IN,
+            from(vec![("class", "tiefighter")]),
+        );
+        l4.ports = Some(vec![PortRange {
+            proto: 6,
+            first: 8081,
+            last: 8081,
+        }]);
+        let res = resolve(&[range, l4], &w.eps, &ids(&w), 15001);
+        assert_eq!(lookup(&res, 1, tie, IN, 6, 8081).0, Verdict::Allow);
+        assert_eq!(l7_rules(&res, MapKey::exact(1, tie, IN, 6, 8081)), None);
+        assert_eq!(lookup(&res, 1, tie, IN, 6, 8082).0, Verdict::Redirect);
+        assert!(l7_rules(&res, MapKey::exact(1, tie, IN, 6, 8082)).is_some());
+        // Other peers keep the L7 rules on every port of the range.
+        assert_eq!(lookup(&res, 1, xwing, IN, 6, 8081).0, Verdict::Redirect);
+        assert!(l7_rules(&res, MapKey::exact(1, xwing, IN, 6, 8081)).is_some());
     }
 
     #[test]

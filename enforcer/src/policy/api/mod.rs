@@ -16,10 +16,13 @@
 //! saying "… is valid Cilium but not supported by the lab yet" — never silently ignored: `toFQDNs`,
 //! `toServices`, `toGroups`/`fromGroups`, `toNodes`/`fromNodes`, `nodeSelector`,
 //! `authentication`, `serverNames`, `listener`, `originatingTLS`, `terminatingTLS`,
-//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports and CIDR groups.
+//! `headerMatches`, `kafka`/`dns`/`l7proto` rules, named ports.
 //!
 //! `icmps` (ICMP types by number or by Cilium's names, see `icmp`) and the port-less protocols
 //! of the CRD (VRRP, IGMP, GRE, IPIP, IPV6, ESP, AH) are enforced as in Cilium.
+//!
+//! CIDR-set entries may name `CiliumCIDRGroup` objects (`cidrGroupRef`, `cidrGroupSelector`):
+//! the groups are their own kind ([`crate::policy::cidrgroup`]), resolved with the policies.
 //!
 //! What the API server refuses (the CRD's `openAPIV3Schema`) or Cilium's own checks refuse, the
 //! lab refuses as invalid, with the fix: a port written as a number, a rule without
@@ -44,6 +47,8 @@ mod peers;
 mod ports;
 mod types;
 mod validate;
+
+pub(crate) use validate::check_cidr;
 
 pub use icmp::{ICMPV4_TYPES, ICMPV6_TYPES, IcmpFamily, TypeProblem, icmp_type, icmpv4_type_name};
 pub use parse::{

@@ -754,7 +754,9 @@ mod tests {
         let text = format!(
             "{HEAD}  podSelector: {{}}\n  ingress:\n  - {{}}\n---\napiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: np\n  namespace: x\nspec:\n  endpointSelector: {{}}\n  egress:\n  - {{}}\n"
         );
-        let (policies, _) = accept_source(&Source::new("both.yaml", &text)).unwrap();
+        let policies = accept_source(&Source::new("both.yaml", &text))
+            .unwrap()
+            .policies;
         assert_eq!(policies.len(), 2, "same name, different kinds");
         let rules = crate::policy::normalize::normalize(&policies).unwrap();
         let kinds: Vec<&str> = rules

@@ -444,19 +444,21 @@ pub struct EgressDenyRule {
     pub icmps: Option<Vec<IcmpRule>>,
 }
 
-/// `fromCIDRSet` / `toCIDRSet` entry: a prefix minus exceptions.
+/// `fromCIDRSet` / `toCIDRSet` entry: a prefix, or the prefixes of CiliumCIDRGroups, minus
+/// exceptions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CidrRule {
-    /// A prefix such as `10.0.0.0/8`. Empty only when a CIDR group is used (unsupported).
+    /// A prefix such as `10.0.0.0/8`. Empty when a CIDR group is used instead.
     #[serde(default)]
     pub cidr: String,
+    /// Left out of the prefix (or of each prefix of the groups).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub except: Option<Vec<String>>,
-    /// Unsupported.
+    /// The name of a CiliumCIDRGroup whose prefixes this entry stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidr_group_ref: Option<String>,
-    /// Unsupported.
+    /// The CiliumCIDRGroups, by their labels, whose prefixes this entry stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidr_group_selector: Option<EndpointSelector>,
 }

@@ -395,63 +395,58 @@ impl Ctx<'_, '_> {
         self.unsupported(path, "mutual authentication is not available in the lab");
     }
 
-    /// A `fromCIDR`/`toCIDR` entry or a CIDR-set prefix: an address with a prefix length (the
-    /// CRD's `cidr` format refuses a bare address).
+    /// A `fromCIDR`/`toCIDR` entry or a CIDR-set prefix (see [`check_cidr`]).
     fn cidr(&mut self, path: &str, text: &str) -> Option<IpNet> {
-        let example = Some(
-            "write an address with a prefix length, such as `10.0.0.0/8` or `2001:db8::/32`"
-                .to_owned(),
-        );
-        let (addr, len) = match text.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (text, None),
-        };
-        let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
-            self.check.invalid_value(
-                path,
-                format!("`{text}` is not a valid CIDR: `{addr}` is not an IP address"),
-                example,
-            );
-            return None;
-        };
-        let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
-        let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
-        let bits = match len {
-            None => {
-                self.check.invalid_value(
-                    path,
-                    format!("`{text}` needs a prefix length (the CRD accepts only CIDR notation)"),
-                    Some(format!("write `{text}/{max}` for a single address")),
-                );
-                return None;
+        match check_cidr(text) {
+            Ok(net) => Some(net),
+            Err((message, hint)) => {
+                self.check.invalid_value(path, message, hint);
+                None
             }
-            Some(l) => match l.parse::<u8>() {
-                Ok(b) if b <= max && l.bytes().all(|c| c.is_ascii_digit()) => b,
-                _ => {
-                    self.check.invalid_value(path, format!("`{text}` is not a valid CIDR: the prefix length must be 0 to {max} for {family}"), example);
-                    return None;
-                }
-            },
-        };
-        IpNet::new(ip, bits).ok()
+        }
     }
 
+    /// A `fromCIDRSet`/`toCIDRSet` entry: exactly one of `cidr`, `cidrGroupRef` (a
+    /// CiliumCIDRGroup's name) and `cidrGroupSelector` (its labels), as the CRD's `oneOf` says;
+    /// `except` inside `cidr` when a prefix is written (a group's prefixes are known only when
+    /// the policy is resolved).
     fn cidr_rule(&mut self, path: &str, rule: &CidrRule) {
-        self.unsupported_fields(
-            path,
-            [
-                ("cidrGroupRef", rule.cidr_group_ref.is_some()),
-                ("cidrGroupSelector", rule.cidr_group_selector.is_some()),
-            ],
-            "write the prefixes inline with `cidr`",
-        );
-        if rule.cidr.is_empty() {
-            if rule.cidr_group_ref.is_none() && rule.cidr_group_selector.is_none() {
+        let written: Vec<&str> = ["cidr", "cidrGroupRef", "cidrGroupSelector"]
+            .into_iter()
+            .filter(|f| self.check.doc.get(&join_key(path, f)).is_some())
+            .collect();
+        match written.as_slice() {
+            [] => {
                 self.check.invalid(
                     path,
-                    "missing required field `cidr`",
-                    Some("write `cidr: 10.0.0.0/8`".into()),
+                    "missing required field `cidr` (or `cidrGroupRef` / `cidrGroupSelector`)",
+                    Some("write `cidr: 10.0.0.0/8`, or `cidrGroupRef: my-group` to use the prefixes of a CiliumCIDRGroup".into()),
                 );
+                return;
+            }
+            [_] => {}
+            [first, rest @ ..] => {
+                for f in rest {
+                    self.check.invalid(
+                        &join_key(path, f),
+                        format!("`{first}` and `{f}` cannot be used in the same entry (the CRD takes exactly one of `cidr`, `cidrGroupRef` and `cidrGroupSelector`)"),
+                        Some("write one entry per prefix or group".into()),
+                    );
+                }
+            }
+        }
+        if let Some(name) = &rule.cidr_group_ref
+            && let Err(e) = names::dns1123_subdomain(name, "cidrGroupRef")
+        {
+            self.check
+                .invalid_value(&join_key(path, "cidrGroupRef"), e.message, e.hint);
+        }
+        if let Some(sel) = &rule.cidr_group_selector {
+            self.selector(&join_key(path, "cidrGroupSelector"), sel);
+        }
+        if written[0] != "cidr" {
+            for (i, e) in rule.except.iter().flatten().enumerate() {
+                self.cidr(&join_index(&join_key(path, "except"), i), e);
             }
             return;
         }
@@ -784,6 +779,46 @@ impl Ctx<'_, '_> {
             }
         }
     }
+}
+
+/// A CIDR as the CRD's `cidr` format takes it: an IPv4 or IPv6 address with a prefix length (a
+/// bare address is refused). The error is the message and a hint.
+pub(crate) fn check_cidr(text: &str) -> Result<IpNet, (String, Option<String>)> {
+    let example = Some(
+        "write an address with a prefix length, such as `10.0.0.0/8` or `2001:db8::/32`".to_owned(),
+    );
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return Err((
+            format!("`{text}` is not a valid CIDR: `{addr}` is not an IP address"),
+            example,
+        ));
+    };
+    let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+    let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+    let bits = match len {
+        None => {
+            return Err((
+                format!("`{text}` needs a prefix length (the CRD accepts only CIDR notation)"),
+                Some(format!("write `{text}/{max}` for a single address")),
+            ));
+        }
+        Some(l) => match l.parse::<u8>() {
+            Ok(b) if b <= max && l.bytes().all(|c| c.is_ascii_digit()) => b,
+            _ => {
+                return Err((
+                    format!(
+                        "`{text}` is not a valid CIDR: the prefix length must be 0 to {max} for {family}"
+                    ),
+                    example,
+                ));
+            }
+        },
+    };
+    IpNet::new(ip, bits).map_err(|e| (format!("`{text}` is not a valid CIDR: {e}"), example))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
