@@ -254,52 +254,7 @@ impl Checks<'_, '_> {
 
     /// Kubernetes' label selector rules (no Cilium source prefixes here).
     fn selector(&mut self, path: &str, sel: &EndpointSelector) {
-        let ml = join_key(path, "matchLabels");
-        for (key, value) in sel.match_labels.iter().flatten() {
-            let p = join_key(&ml, key);
-            if let Err(e) = selector::validate_k8s_label_key(key) {
-                self.check.invalid(&p, e.message, e.hint);
-            }
-            if let Err(e) = selector::validate_label_value(value) {
-                self.check.invalid_value(&p, e.message, e.hint);
-            }
-        }
-        let me = join_key(path, "matchExpressions");
-        for (i, req) in sel.match_expressions.iter().flatten().enumerate() {
-            let p = join_index(&me, i);
-            if let Err(e) = selector::validate_k8s_label_key(&req.key) {
-                self.check
-                    .invalid_value(&join_key(&p, "key"), e.message, e.hint);
-            }
-            let values = req.values.as_deref().unwrap_or_default();
-            match req.operator {
-                Operator::In | Operator::NotIn if values.is_empty() => self.check.invalid(
-                    &p,
-                    format!(
-                        "operator `{:?}` needs at least one entry in `values`",
-                        req.operator
-                    ),
-                    Some("add `values: [a, b]`, or use `Exists` / `DoesNotExist`".into()),
-                ),
-                Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                    self.check.invalid(
-                        &join_key(&p, "values"),
-                        format!("operator `{:?}` takes no `values`", req.operator),
-                        Some("remove `values`, or use `In` / `NotIn` to compare values".into()),
-                    )
-                }
-                _ => {}
-            }
-            for (j, v) in values.iter().enumerate() {
-                if let Err(e) = selector::validate_label_value(v) {
-                    self.check.invalid_value(
-                        &join_index(&join_key(&p, "values"), j),
-                        e.message,
-                        e.hint,
-                    );
-                }
-            }
-        }
+        super::validate::label_selector(self.check, path, sel, selector::validate_k8s_label_key);
     }
 
     fn ip_block(&mut self, path: &str, b: &IpBlock) {

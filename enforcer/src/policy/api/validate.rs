@@ -156,52 +156,7 @@ impl Ctx<'_, '_> {
     }
 
     fn selector(&mut self, path: &str, sel: &EndpointSelector) {
-        let ml = join_key(path, "matchLabels");
-        for (key, value) in sel.match_labels.iter().flatten() {
-            let p = join_key(&ml, key);
-            if let Err(e) = selector::validate_selector_key(key) {
-                self.check.invalid(&p, e.message, e.hint);
-            }
-            if let Err(e) = selector::validate_label_value(value) {
-                self.check.invalid_value(&p, e.message, e.hint);
-            }
-        }
-        let me = join_key(path, "matchExpressions");
-        for (i, req) in sel.match_expressions.iter().flatten().enumerate() {
-            let p = join_index(&me, i);
-            if let Err(e) = selector::validate_selector_key(&req.key) {
-                self.check
-                    .invalid_value(&join_key(&p, "key"), e.message, e.hint);
-            }
-            let values = req.values.as_deref().unwrap_or_default();
-            match req.operator {
-                Operator::In | Operator::NotIn if values.is_empty() => self.check.invalid(
-                    &p,
-                    format!(
-                        "operator `{:?}` needs at least one entry in `values`",
-                        req.operator
-                    ),
-                    Some("add `values: [a, b]`, or use `Exists` / `DoesNotExist`".into()),
-                ),
-                Operator::Exists | Operator::DoesNotExist if !values.is_empty() => {
-                    self.check.invalid(
-                        &join_key(&p, "values"),
-                        format!("operator `{:?}` takes no `values`", req.operator),
-                        Some("remove `values`, or use `In` / `NotIn` to compare values".into()),
-                    )
-                }
-                _ => {}
-            }
-            for (j, v) in values.iter().enumerate() {
-                if let Err(e) = selector::validate_label_value(v) {
-                    self.check.invalid_value(
-                        &join_index(&join_key(&p, "values"), j),
-                        e.message,
-                        e.hint,
-                    );
-                }
-            }
-        }
+        label_selector(self.check, path, sel, selector::validate_selector_key);
     }
 
     fn selectors(&mut self, path: &str, list: &Option<Vec<EndpointSelector>>) {
@@ -835,4 +790,53 @@ fn len<T>(list: &Option<Vec<T>>) -> usize {
 /// RFC 9110 token characters (header names).
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A label selector's keys (by `key_ok`: Cilium's, with source prefixes, or Kubernetes'),
+/// values and operators, for Cilium's endpoint selectors and NetworkPolicy's label selectors.
+pub(super) fn label_selector(
+    check: &mut Checker<'_>,
+    path: &str,
+    sel: &EndpointSelector,
+    key_ok: fn(&str) -> Result<(), names::NameError>,
+) {
+    let ml = join_key(path, "matchLabels");
+    for (key, value) in sel.match_labels.iter().flatten() {
+        let p = join_key(&ml, key);
+        if let Err(e) = key_ok(key) {
+            check.invalid(&p, e.message, e.hint);
+        }
+        if let Err(e) = selector::validate_label_value(value) {
+            check.invalid_value(&p, e.message, e.hint);
+        }
+    }
+    let me = join_key(path, "matchExpressions");
+    for (i, req) in sel.match_expressions.iter().flatten().enumerate() {
+        let p = join_index(&me, i);
+        if let Err(e) = key_ok(&req.key) {
+            check.invalid_value(&join_key(&p, "key"), e.message, e.hint);
+        }
+        let values = req.values.as_deref().unwrap_or_default();
+        match req.operator {
+            Operator::In | Operator::NotIn if values.is_empty() => check.invalid(
+                &p,
+                format!(
+                    "operator `{:?}` needs at least one entry in `values`",
+                    req.operator
+                ),
+                Some("add `values: [a, b]`, or use `Exists` / `DoesNotExist`".into()),
+            ),
+            Operator::Exists | Operator::DoesNotExist if !values.is_empty() => check.invalid(
+                &join_key(&p, "values"),
+                format!("operator `{:?}` takes no `values`", req.operator),
+                Some("remove `values`, or use `In` / `NotIn` to compare values".into()),
+            ),
+            _ => {}
+        }
+        for (j, v) in values.iter().enumerate() {
+            if let Err(e) = selector::validate_label_value(v) {
+                check.invalid_value(&join_index(&join_key(&p, "values"), j), e.message, e.hint);
+            }
+        }
+    }
 }
