@@ -168,12 +168,10 @@ fn pod_spec(
 ) -> Result<PodSpec, String> {
     let container = match spec.containers.as_slice() {
         [] => return Err(format!("{at}: pod {namespace}/{name} has no containers")),
-        [first, ..] if is_agnhost(&first.image) => {
-            // The conformance suite runs one agnhost container per port: one workload serves
-            // them all.
-            return agnhost_pod(namespace, name, labels, owner, spec, at);
-        }
-        [container] => container,
+        // The conformance suite runs one agnhost container per port: one workload serves them
+        // all.
+        [first, ..] if is_agnhost(&first.image) => agnhost_container(name, spec, at)?,
+        [container] => single_container(container, at)?,
         more => {
             return Err(format!(
                 "{at}: pod {namespace}/{name} has {} containers; the lab runs one workload per pod (no sidecars; only agnhost servers may share a pod)",
@@ -181,19 +179,6 @@ fn pod_spec(
             ));
         }
     };
-    if !container.command.is_empty() || !container.args.is_empty() {
-        return Err(format!(
-            "{at}: container {} sets command/args; the lab runs its built-in workloads only (use `lab exec` to run other programs in a pod)",
-            container.name
-        ));
-    }
-    let env: BTreeMap<&str, &str> = container
-        .env
-        .iter()
-        .map(|e| (e.name.as_str(), e.value.as_str()))
-        .collect();
-    let workload = workload_for(&container.image, &env)
-        .map_err(|e| format!("{at}: container {}: {e}", container.name))?;
     Ok(PodSpec {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -203,18 +188,42 @@ fn pod_spec(
             .service_account
             .clone()
             .unwrap_or_else(|| cluster::DEFAULT_SERVICE_ACCOUNT.to_owned()),
-        container: ContainerSpec {
-            name: container.name.clone(),
-            image: container.image.clone(),
-            workload,
-            ports: container
-                .ports
-                .iter()
-                .map(|p| (p.name.clone(), p.container_port, p.protocol))
-                .collect(),
-        },
+        container,
         restart_policy: spec.restart_policy,
         source: at.to_owned(),
+    })
+}
+
+fn env_of(c: &manifest::Container) -> BTreeMap<&str, &str> {
+    c.env
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect()
+}
+
+fn ports_of(
+    c: &manifest::Container,
+) -> impl Iterator<Item = (Option<String>, u16, cluster::Protocol)> + '_ {
+    c.ports
+        .iter()
+        .map(|p| (p.name.clone(), p.container_port, p.protocol))
+}
+
+/// The one container of a pod, on the built-in workload its image names.
+fn single_container(container: &manifest::Container, at: &str) -> Result<ContainerSpec, String> {
+    if !container.command.is_empty() || !container.args.is_empty() {
+        return Err(format!(
+            "{at}: container {} sets command/args; the lab runs its built-in workloads only (use `lab exec` to run other programs in a pod)",
+            container.name
+        ));
+    }
+    let workload = workload_for(&container.image, &env_of(container))
+        .map_err(|e| format!("{at}: container {}: {e}", container.name))?;
+    Ok(ContainerSpec {
+        name: container.name.clone(),
+        image: container.image.clone(),
+        workload,
+        ports: ports_of(container).collect(),
     })
 }
 
@@ -230,14 +239,11 @@ fn is_agnhost(image: &str) -> bool {
 }
 
 /// A pod of agnhost containers: every container's server arguments, served by one process.
-fn agnhost_pod(
-    namespace: &str,
+fn agnhost_container(
     name: &str,
-    labels: &BTreeMap<String, String>,
-    owner: Option<&str>,
     spec: &manifest::PodSpec,
     at: &str,
-) -> Result<PodSpec, String> {
+) -> Result<ContainerSpec, String> {
     let mut servers = Vec::new();
     let mut ports = Vec::new();
     for c in &spec.containers {
@@ -247,11 +253,6 @@ fn agnhost_pod(
                 c.name, c.image
             ));
         }
-        let env: BTreeMap<&str, &str> = c
-            .env
-            .iter()
-            .map(|e| (e.name.as_str(), e.value.as_str()))
-            .collect();
         let argv: Vec<&str> = c
             .command
             .iter()
@@ -259,33 +260,17 @@ fn agnhost_pod(
             .map(String::as_str)
             .collect();
         servers.extend(
-            agnhost_servers(&argv, &env, name)
+            agnhost_servers(&argv, &env_of(c), name)
                 .map_err(|e| format!("{at}: container {}: {e}", c.name))?,
         );
-        ports.extend(
-            c.ports
-                .iter()
-                .map(|p| (p.name.clone(), p.container_port, p.protocol)),
-        );
+        ports.extend(ports_of(c));
     }
     let first = &spec.containers[0];
-    Ok(PodSpec {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        labels: labels.clone(),
-        owner: owner.map(str::to_owned),
-        service_account: spec
-            .service_account
-            .clone()
-            .unwrap_or_else(|| cluster::DEFAULT_SERVICE_ACCOUNT.to_owned()),
-        container: ContainerSpec {
-            name: first.name.clone(),
-            image: first.image.clone(),
-            workload: Workload::Agnhost { servers },
-            ports,
-        },
-        restart_policy: spec.restart_policy,
-        source: at.to_owned(),
+    Ok(ContainerSpec {
+        name: first.name.clone(),
+        image: first.image.clone(),
+        workload: Workload::Agnhost { servers },
+        ports,
     })
 }
 
