@@ -57,6 +57,29 @@ spec:
     - {}
 ";
 
+/// Waits for lesson step `n`'s result, which must be "as expected"; returns its text.
+async fn step_as_expected(c: &Client, n: u64, secs: u64, lesson: &str) -> Result<String> {
+    let badge = until(
+        c,
+        &format!("step {n}'s result"),
+        secs,
+        &format!(
+            "const b = document.querySelector('#step-{n} .result .badge'); \
+             return b && !b.classList.contains('running') ? b.textContent : null;"
+        ),
+    )
+    .await?;
+    let text = js(
+        c,
+        &format!("return document.querySelector('#step-{n} .result').innerText"),
+        vec![],
+    )
+    .await?;
+    let text = text.as_str().unwrap_or_default().to_owned();
+    ensure!(badge == "as expected", "{lesson}step {n}: {text}");
+    Ok(text)
+}
+
 async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f64)>) -> Result<()> {
     viewport(c, 1280, 800).await?;
 
@@ -146,23 +169,7 @@ async fn walk(c: &Client, lab: &TestLab, base: &str, loads: &mut Vec<(String, f6
                 .click()
                 .await?;
         }
-        let badge = until(
-            c,
-            &format!("step {n}'s result"),
-            30,
-            &format!(
-                "const b = document.querySelector('#step-{n} .result .badge'); \
-             return b && !b.classList.contains('running') ? b.textContent : null;"
-            ),
-        )
-        .await?;
-        let text = js(
-            c,
-            &format!("return document.querySelector('#step-{n} .result').innerText"),
-            vec![],
-        )
-        .await?;
-        ensure!(badge == "as expected", "step {n}: {text}");
+        step_as_expected(c, n, 30, "").await?;
     }
     let step5 = js(
         c,
@@ -399,26 +406,9 @@ async fn networkpolicy_lesson(c: &Client, base: &str) -> Result<()> {
             .await?
             .click()
             .await?;
-        let badge = until(
-            c,
-            &format!("step {n}'s result"),
-            60,
-            &format!(
-                "const b = document.querySelector('#step-{n} .result .badge'); \
-             return b && !b.classList.contains('running') ? b.textContent : null;"
-            ),
-        )
-        .await?;
-        let text = js(
-            c,
-            &format!("return document.querySelector('#step-{n} .result').innerText"),
-            vec![],
-        )
-        .await?;
-        ensure!(badge == "as expected", "lesson 7 step {n}: {text}");
+        let text = step_as_expected(c, n, 60, "lesson 7 ").await?;
         if n == 4 {
             // The X-wing's drop names the NetworkPolicy.
-            let text = text.as_str().unwrap_or_default();
             ensure!(
                 text.contains("DROPPED") && text.contains("deathstar-knp"),
                 "{text}"
